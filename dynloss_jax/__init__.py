@@ -1,0 +1,26 @@
+"""dynloss_jax: dynamical loss functions (Lavin & Ruiz-García 2024) in JAX.
+
+Pure pieces: :func:`gamma` (the oscillating class weights), the losses in :mod:`losses`,
+:func:`spiral` (the data), :func:`flat_model` (the network), :func:`top_hessian_eigenvalues`.
+The compiled engine is :mod:`engine`; :func:`run_sweep` runs and saves sweeps; :func:`load_run`
+reads them back.
+
+Float64 (the default dtype) needs ``jax.config.update("jax_enable_x64", True)`` before the first
+computation; the library never changes JAX's global configuration itself.
+"""
+
+from dynloss_jax.data import spiral
+from dynloss_jax.eig import top_hessian_eigenvalues
+from dynloss_jax.losses import LOSSES, get_loss
+from dynloss_jax.model import flat_model
+from dynloss_jax.results import load_run
+from dynloss_jax.schedule import gamma
+from dynloss_jax.strategy import Strategy, default_strategy, use_cpu_cores
+from dynloss_jax.sweep import ConfigError, SweepConfig, run_sweep
+
+__all__ = [
+    "LOSSES", "ConfigError", "Strategy", "SweepConfig", "default_strategy", "flat_model",
+    "gamma", "get_loss", "load_run", "run_sweep", "spiral", "top_hessian_eigenvalues",
+    "use_cpu_cores",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,185 @@
+"""The ``dynloss`` command: ``train`` a sweep, ``plot`` a run folder, ``rerun`` a run folder.
+
+    dynloss train --loss dce --width 10 100 --seeds 8 --eta 1 --amplitude 70 --period 5000 \\
+        --steps 20000 --static-last-period --out runs/x
+    dynloss plot runs/x
+    dynloss rerun runs/x
+
+Lists sweep their Cartesian product. Bad input exits with code 2 and one line naming the flag,
+the value and the allowed range, before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dynloss_jax.strategy import use_cpu_cores
+
+FLAG = {"eig_every": "--eig-every", "record_every": "--record-every",
+        "num_matvecs": "--num-matvecs", "first_seed": "--first-seed",
+        "chunk_steps": "--chunk-steps", "static_last_period": "--static-last-period"}
+
+
+def _flag(param: str) -> str:
+    return FLAG.get(param, "--" + param.replace("_", "-"))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynloss", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="run a sweep and write a results folder")
+    t.add_argument("--loss", nargs="+", default=["dce"], help="ce dce mse dmse1 dmse2")
+    t.add_argument("--width", nargs="+", type=int, default=[100])
+    t.add_argument("--eta", nargs="+", type=float, default=[1.0], help="learning rate(s)")
+    t.add_argument("--amplitude", nargs="+", type=float, default=[70.0], help="A >= 1")
+    t.add_argument("--period", nargs="+", type=int, default=[5000], help="T in steps")
+    t.add_argument("--seeds", type=int, default=1, help="number of seeds")
+    t.add_argument("--first-seed", type=int, default=0)
+    t.add_argument("--steps", type=int, default=10_000)
+    t.add_argument("--record-every", type=int, default=5)
+    t.add_argument("--eig-every", type=int, default=0, help="Hessian λ1, λ2 every k steps")
+    t.add_argument("--num-matvecs", type=int, default=16, help="Lanczos steps per measurement")
+    t.add_argument("--static-last-period", action="store_true", help="Γ ≡ 1 in the last period")
+    t.add_argument("--depth", type=int, default=1, help="hidden layers")
+    t.add_argument("--init", default="glorot", help="glorot or lecun")
+    t.add_argument("--dtype", default="float64", help="float64 or float32")
+    t.add_argument("--chunk-steps", type=int, default=5000, help="steps between checkpoints")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="runs vmapped together per device (0: all; default: per backend)")
+    t.add_argument("--devices", type=int, default=0, help="devices to use (0: all)")
+    t.add_argument("--out", required=True, help="results folder")
+    t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    t.add_argument("--resume", action="store_true", help="continue an unfinished --out")
+    t.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    pl = sub.add_parser("plot", help="draw a results folder to PNG")
+    pl.add_argument("run", help="results folder")
+    pl.add_argument("--png", default=None, help="output file (default RUN/training.png)")
+
+    r = sub.add_parser("rerun", help="run a results folder's settings again and compare")
+    r.add_argument("run", help="results folder")
+    r.add_argument("--out", default=None, help="new folder (default RUN-rerun)")
+    r.add_argument("--quiet", action="store_true")
+    return p
+
+
+def _fail(message: str) -> int:
+    print(f"dynloss: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    use_cpu_cores()  # before JAX starts its backend
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    from dynloss_jax import results, sweep
+    from dynloss_jax.strategy import Strategy, default_strategy
+
+    try:
+        if args.command == "plot":
+            return _plot(Path(args.run), args.png)
+        if args.command == "rerun":
+            return _rerun(args)
+        config = sweep.SweepConfig(
+            loss=args.loss, width=args.width, eta=args.eta, amplitude=args.amplitude,
+            period=args.period, seeds=args.seeds, first_seed=args.first_seed, steps=args.steps,
+            record_every=args.record_every, eig_every=args.eig_every,
+            num_matvecs=args.num_matvecs, static_last_period=args.static_last_period,
+            depth=args.depth, init=args.init, dtype=args.dtype, chunk_steps=args.chunk_steps,
+        ).validate()
+        sweep.check_out_folder(args.out, resume=args.resume, overwrite=args.overwrite)
+        if args.batch_size is not None and args.batch_size < 0:
+            raise sweep.ConfigError("batch_size", args.batch_size, "must be >= 0 (0: all)")
+        if args.devices < 0 or args.devices > len(jax.devices()):
+            raise sweep.ConfigError("devices", args.devices,
+                                    f"must be between 0 and {len(jax.devices())}")
+        base = default_strategy()
+        strategy = Strategy(base.batch_size if args.batch_size is None else args.batch_size,
+                            args.devices)
+    except sweep.ConfigError as e:
+        return _fail(f"{_flag(e.param)} {e.value}: {e.allowed}")
+    except results.RunFolderError as e:
+        return _fail(str(e))
+    return _train(config, args, strategy)
+
+
+def _train(config, args, strategy) -> int:
+    from dynloss_jax import sweep
+    from dynloss_jax.progress import ProgressBar
+
+    bar = ProgressBar("train", quiet=args.quiet)
+    try:
+        run = sweep.run_sweep(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                              strategy=strategy, progress=bar,
+                              command=["dynloss", *sys.argv[1:]])
+    except sweep.ConfigError as e:
+        return _fail(f"{_flag(e.param)} {e.value}: {e.allowed}")
+    print(summary_table(run))
+    if not args.no_plot:
+        from dynloss_jax.plotting import plot_run
+
+        plot_run(run, Path(args.out) / "training.png")
+        print(f"wrote {args.out}/ (config.json, arrays.npz, training.png)")
+    return 0
+
+
+def summary_table(run) -> str:
+    """Final train/validation accuracy, mean ± s.e.m. over seeds, one line per configuration."""
+    from dynloss_jax.plotting import configurations
+
+    tr_mean, tr_sem, n = run.summary("final_train_acc")
+    va_mean, va_sem, _ = run.summary("final_val_acc")
+    lines = [f"{'configuration':<58} {'train acc':>17} {'val acc':>17} {'runs':>5}"]
+    for label, index in configurations(run, limit=None):
+        n_div = int(run.arrays["diverged"][index].sum())
+        extra = f"  ({n_div} diverged)" if n_div else ""
+        lines.append(
+            f"{label:<58} {tr_mean[index]:.4f} ± {tr_sem[index]:.4f} "
+            f"{va_mean[index]:.4f} ± {va_sem[index]:.4f} {int(n[index]):>5}{extra}")
+    return "\n".join(lines)
+
+
+def _plot(path: Path, png) -> int:
+    from dynloss_jax.plotting import plot_run
+    from dynloss_jax.results import load_run
+
+    run = load_run(path)
+    png = png or path / "training.png"
+    plot_run(run, png)
+    print(f"wrote {png}")
+    return 0
+
+
+def _rerun(args) -> int:
+    import numpy as np
+
+    from dynloss_jax import sweep
+    from dynloss_jax.progress import ProgressBar
+    from dynloss_jax.results import load_run
+    from dynloss_jax.strategy import Strategy
+
+    old = load_run(args.run)
+    config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()
+    out = Path(args.out) if args.out else Path(str(args.run).rstrip("/") + "-rerun")
+    strategy = Strategy(**old.config["strategy"])
+    new = sweep.run_sweep(config, out, overwrite=True, strategy=strategy,
+                          progress=ProgressBar("rerun", quiet=args.quiet),
+                          command=["dynloss", "rerun", str(args.run)])
+    differ = [k for k in old.arrays
+              if not np.array_equal(old.arrays[k], new.arrays[k], equal_nan=True)]
+    print(summary_table(new))
+    if differ:
+        print(f"rerun in {out}: arrays differ from {args.run}: {', '.join(differ)}")
+        return 1
+    print(f"rerun in {out}: all {len(old.arrays)} arrays bit-identical to {args.run}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

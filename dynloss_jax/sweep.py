@@ -1,0 +1,372 @@
+"""A sweep: the Cartesian product of losses × widths × η × A × T × seeds, run and saved.
+
+:class:`SweepConfig` holds every setting and validates them before anything is compiled or
+written. :func:`run_sweep` groups runs by (loss, width) — the static parts of the program — and
+runs each group as one compiled program over its η × A × T × seed runs, in chunks of a few
+thousand steps. With ``out`` given, each chunk is checkpointed atomically, so an interrupted sweep
+continues with ``resume=True`` and gives bit-identical arrays; the finished folder is written by
+:mod:`dynloss_jax.results`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from dynloss_jax import engine, instability, results
+from dynloss_jax.data import spiral
+from dynloss_jax.losses import LOSSES
+from dynloss_jax.model import DTYPES, INITS, check_dtype
+from dynloss_jax.strategy import Strategy, default_strategy
+
+
+class ConfigError(ValueError):
+    """A setting outside its allowed range; ``param`` names the setting."""
+
+    def __init__(self, param: str, value, allowed: str):
+        self.param, self.value, self.allowed = param, value, allowed
+        super().__init__(f"{param}={value!r}: {allowed}")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """Every setting of a sweep. Tuple fields are swept (Cartesian product)."""
+
+    loss: tuple[str, ...] = ("dce",)
+    width: tuple[int, ...] = (100,)
+    eta: tuple[float, ...] = (1.0,)
+    amplitude: tuple[float, ...] = (70.0,)
+    period: tuple[int, ...] = (5000,)
+    seeds: int = 1  # seeds first_seed .. first_seed + seeds − 1
+    first_seed: int = 0
+    steps: int = 10_000
+    record_every: int = 5
+    eig_every: int = 0  # 0: no Hessian tracking
+    num_matvecs: int = 16
+    static_last_period: bool = False
+    depth: int = 1
+    init: str = "glorot"
+    dtype: str = "float64"
+    points_per_class: int = 100
+    n_classes: int = 3
+    train_seed: int = 0
+    val_seed: int = 1
+    chunk_steps: int = 5000  # checkpoint/progress granularity (rounded to divide the run)
+
+    def __post_init__(self):
+        for name in ("loss", "width", "eta", "amplitude", "period"):
+            value = getattr(self, name)
+            if isinstance(value, (str, int, float)):
+                object.__setattr__(self, name, (value,))
+            else:
+                object.__setattr__(self, name, tuple(value))
+
+    def validate(self) -> SweepConfig:
+        """Raises :class:`ConfigError` (a ``ValueError``) for the first invalid setting."""
+        for name in ("loss", "width", "eta", "amplitude", "period"):
+            if len(getattr(self, name)) == 0:
+                raise ConfigError(name, [], "needs at least one value")
+        for v in self.loss:
+            if v not in LOSSES:
+                raise ConfigError("loss", v, f"must be one of {', '.join(LOSSES)}")
+        for v in self.width:
+            if not _is_int(v) or v < 1:
+                raise ConfigError("width", v, "must be an integer >= 1")
+        for v in self.eta:
+            if not _is_real(v) or not math.isfinite(v) or v <= 0:
+                raise ConfigError("eta", v, "must be finite and > 0")
+        for v in self.amplitude:
+            if not _is_real(v) or not math.isfinite(v) or v < 1:
+                raise ConfigError("amplitude", v, "must be finite and >= 1 (1 = static loss)")
+        for v in self.period:
+            if not _is_int(v) or v < 1:
+                raise ConfigError("period", v, "must be an integer >= 1 (steps)")
+        positive = {"seeds": self.seeds, "steps": self.steps, "record_every": self.record_every,
+                    "depth": self.depth, "points_per_class": self.points_per_class,
+                    "chunk_steps": self.chunk_steps}
+        for name, v in positive.items():
+            if not _is_int(v) or v < 1:
+                raise ConfigError(name, v, "must be an integer >= 1")
+        if not _is_int(self.n_classes) or self.n_classes < 2:
+            raise ConfigError("n_classes", self.n_classes, "must be an integer >= 2")
+        if not _is_int(self.first_seed) or self.first_seed < 0:
+            raise ConfigError("first_seed", self.first_seed, "must be an integer >= 0")
+        if not _is_int(self.eig_every) or self.eig_every < 0:
+            raise ConfigError("eig_every", self.eig_every, "must be an integer >= 0 (0 = off)")
+        if self.steps % self.record_every:
+            raise ConfigError("record_every", self.record_every,
+                              f"must divide --steps ({self.steps})")
+        if self.eig_every:
+            if self.eig_every % self.record_every:
+                raise ConfigError("eig_every", self.eig_every,
+                                  f"must be a multiple of --record-every ({self.record_every})")
+            if self.steps % self.eig_every:
+                raise ConfigError("eig_every", self.eig_every, f"must divide --steps ({self.steps})")
+            if not _is_int(self.num_matvecs) or self.num_matvecs < engine.N_TOP:
+                raise ConfigError("num_matvecs", self.num_matvecs,
+                                  f"must be an integer >= {engine.N_TOP}")
+        if self.init not in INITS:
+            raise ConfigError("init", self.init, f"must be one of {', '.join(INITS)}")
+        if self.dtype not in DTYPES:
+            raise ConfigError("dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+        try:
+            check_dtype(self.dtype)
+        except ValueError as e:
+            raise ConfigError("dtype", self.dtype, str(e)) from None
+        return self
+
+    @property
+    def grid_shape(self) -> tuple[int, ...]:
+        return (len(self.loss), len(self.width), len(self.eta), len(self.amplitude),
+                len(self.period), self.seeds)
+
+    @property
+    def chunk(self) -> int:
+        """Steps per chunk: a multiple of the measurement interval that divides ``steps``."""
+        interval = self.eig_every or self.record_every
+        n_intervals = self.steps // interval
+        best = 1
+        for d in range(1, n_intervals + 1):
+            if n_intervals % d == 0 and d * interval <= max(self.chunk_steps, interval):
+                best = d
+        return best * interval
+
+    def settings(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> SweepConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in settings.items() if k in names})
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _provenance(strategy: Strategy, mesh) -> dict:
+    import flax
+    import matplotlib
+    import optax
+
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "versions": {"python": platform.python_version(), "jax": jax.__version__,
+                     "jaxlib": jax.lib.__version__, "optax": optax.__version__,
+                     "flax": flax.__version__, "numpy": np.__version__,
+                     "matplotlib": matplotlib.__version__},
+        "git_commit": commit,
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in (mesh.devices.flat if mesh is not None else jax.devices()[:1])],
+        "strategy": dataclasses.asdict(strategy),
+        "x64": bool(jax.config.jax_enable_x64),
+    }
+
+
+def _to_host(x):
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+
+
+def _flatten(prefix: str, tree) -> dict:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {prefix + jax.tree_util.keystr(path): _to_host(leaf) for path, leaf in leaves}
+
+
+def _unflatten(prefix: str, template, arrays: dict):
+    paths, treedef = jax.tree_util.tree_flatten_with_path(template)
+    return jax.tree_util.tree_unflatten(
+        treedef, [arrays[prefix + jax.tree_util.keystr(p)] for p, _ in paths])
+
+
+def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite: bool = False,
+              strategy: Strategy | None = None,
+              progress: Callable[[int, int], None] | None = None,
+              command: list[str] | None = None) -> results.Run:
+    """Runs every configuration of ``config``; returns the :class:`results.Run` (also written
+    to ``out`` when given). ``progress(done, total)`` is called after each chunk with counts of
+    run-steps. ``resume`` continues an unfinished ``out`` folder from its last checkpoint; an existing non-empty
+    ``out`` is otherwise refused unless ``overwrite``."""
+    config.validate()
+    strategy = strategy or default_strategy()
+    mesh = strategy.mesh()
+    n_dev = 1 if mesh is None else mesh.devices.size
+    out = None if out is None else Path(out)
+    settings = config.settings()
+    writer = jax.process_index() == 0
+    if out is not None:
+        check_out_folder(out, resume=resume, overwrite=overwrite)
+        _prepare_folder(out, settings, resume)
+    provenance = _provenance(strategy, mesh)
+    started = time.time()
+
+    dtype = config.dtype
+    x, y = spiral(config.points_per_class, config.n_classes, seed=config.train_seed)
+    xv, yv = spiral(config.points_per_class, config.n_classes, seed=config.val_seed)
+    data = engine.make_data(x, y, xv, yv, dtype)
+
+    combos = list(itertools.product(config.eta, config.amplitude, config.period,
+                                    range(config.first_seed, config.first_seed + config.seeds)))
+    n_runs = len(combos)
+    padded = combos + [combos[-1]] * (-n_runs % n_dev)  # equal shares per device
+    hyper = engine.make_hyper(*zip(*padded), dtype=dtype)
+    groups = list(itertools.product(config.loss, config.width))
+    chunk = config.chunk
+    n_chunks = config.steps // chunk
+    total = len(groups) * n_runs * config.steps
+    done = 0
+
+    per_group = []
+    for gi, (loss, width) in enumerate(groups):
+        spec = engine.RunSpec(
+            loss=loss, width=int(width), n_steps=config.steps, n_classes=config.n_classes,
+            depth=config.depth, init=config.init, dtype=dtype, record_every=config.record_every,
+            eig_every=config.eig_every, num_matvecs=config.num_matvecs,
+            static_last_period=config.static_last_period,
+        )
+        init, advance, finalize = engine.compiled(spec, chunk, strategy.batch_size, mesh)
+        state = init(hyper, data)
+        chunks_done, pieces = 0, []
+        state_file = None if out is None else out / f"checkpoint-{gi}-state.npz"
+        if resume and state_file is not None and state_file.exists():
+            saved = results.read_npz(state_file)
+            chunks_done = int(saved["chunks_done"])
+            state = _unflatten("state", state, saved)
+            pieces = [results.read_npz(out / f"checkpoint-{gi}-chunk-{c}.npz")
+                      for c in range(chunks_done)]
+            done += chunks_done * chunk * n_runs
+        for c in range(chunks_done, n_chunks):
+            state, records, eig_records = advance(state, hyper, data)
+            piece = _flatten("records", records)
+            if eig_records is not None:
+                piece.update(_flatten("eig", eig_records))
+            pieces.append(piece)
+            if out is not None and writer:
+                results.atomic_write_bytes(out / f"checkpoint-{gi}-chunk-{c}.npz",
+                                           results.npz_bytes(piece))
+                saved = _flatten("state", state)
+                saved["chunks_done"] = np.asarray(c + 1)
+                results.atomic_write_bytes(state_file, results.npz_bytes(saved))
+            done += chunk * n_runs
+            if progress is not None:
+                progress(done, total)
+        final = finalize(state, hyper, data)
+        per_group.append(_group_arrays(pieces, state, final, n_runs))
+
+    arrays, axes = _assemble(config, per_group)
+    run_config = {
+        "settings": settings,
+        "axes": {"loss": list(config.loss), "width": list(config.width),
+                 "eta": list(config.eta), "amplitude": list(config.amplitude),
+                 "period": list(config.period),
+                 "seed": list(range(config.first_seed, config.first_seed + config.seeds))},
+        **provenance,
+        "command": command if command is not None else sys.argv,
+        "runtime_s": round(time.time() - started, 3),
+        "complete": True,
+    }
+    run = results.Run(out, {**run_config, "array_axes": axes}, arrays, axes,
+                      dict(run_config["axes"]))
+    if out is not None and writer:
+        results.save_run(out, run_config, arrays, axes)
+        for f in out.glob("checkpoint-*.npz"):
+            f.unlink()
+    return run
+
+
+def check_out_folder(out, *, resume: bool, overwrite: bool) -> None:
+    """Refuses to write into a non-empty folder unless resuming it or told to overwrite."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", str(out), "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+        raise ConfigError("out", str(out),
+                          "exists and is not empty: pass --overwrite, or --resume to continue it")
+
+
+def _prepare_folder(out: Path, settings: dict, resume: bool) -> None:
+    marker = out / results.CONFIG
+    if resume and marker.exists():
+        saved = results.read_json(marker)
+        if saved.get("complete"):
+            raise ConfigError("out", str(out), "holds a finished run; nothing to resume")
+        if saved.get("settings") != settings:
+            differ = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
+            raise ConfigError("resume", str(out),
+                              f"the folder was started with other settings ({', '.join(differ)})")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for f in [*out.glob("checkpoint-*.npz"), out / results.ARRAYS]:
+        f.unlink(missing_ok=True)
+    results.write_json(marker, {"settings": settings, "complete": False})
+
+
+def _group_arrays(pieces, state, final, n_runs) -> dict:
+    def cat(key):
+        return np.concatenate([p[key] for p in pieces], axis=1)[:n_runs]
+
+    g = {
+        "loss": cat("records.loss"), "static_loss": cat("records.static_loss"),
+        "train_acc": cat("records.train_acc"), "val_acc": cat("records.val_acc"),
+        "gamma": cat("records.gamma_C"),
+        "final_loss": _to_host(final.loss)[:n_runs],
+        "final_static_loss": _to_host(final.static_loss)[:n_runs],
+        "final_train_acc": _to_host(final.train_acc)[:n_runs],
+        "final_val_acc": _to_host(final.val_acc)[:n_runs],
+        "diverged": _to_host(state.diverged)[:n_runs],
+        "diverged_step": _to_host(state.diverged_step)[:n_runs],
+        "instability_step": _to_host(state.detector.onset)[:n_runs],
+    }
+    if "eig.lam_K" in pieces[0]:
+        g.update(lam=cat("eig.lam_K"), lam_min=cat("eig.lam_min"),
+                 residual=cat("eig.residual_K"), residual_min=cat("eig.residual_min"))
+    return g
+
+
+def _assemble(config: SweepConfig, per_group) -> tuple[dict, dict]:
+    grid = config.grid_shape
+    grid_axes = list(results.GRID_AXES)
+    trailing = {"loss": ["record"], "static_loss": ["record"], "train_acc": ["record"],
+                "val_acc": ["record"], "gamma": ["record", "class"], "lam": ["eig", "k"],
+                "lam_min": ["eig"], "residual": ["eig", "k"], "residual_min": ["eig"]}
+    arrays, axes = {}, {}
+    for name in per_group[0]:
+        stacked = np.stack([g[name] for g in per_group])
+        arrays[name] = stacked.reshape(grid + stacked.shape[2:])
+        axes[name] = grid_axes + trailing.get(name, [])
+    arrays["record_step"] = np.arange(0, config.steps, config.record_every)
+    axes["record_step"] = ["record"]
+    if config.eig_every:
+        eig_step = np.arange(0, config.steps, config.eig_every)
+        arrays["eig_step"], axes["eig_step"] = eig_step, ["eig"]
+        onset = arrays["instability_step"]
+        lam1 = arrays["lam"][..., 0]
+        flat = [instability.value_at(s, eig_step, lam1.reshape(-1, lam1.shape[-1])[i])
+                for i, s in enumerate(onset.reshape(-1))]
+        arrays["instability_lam"] = np.asarray(flat).reshape(onset.shape)
+        axes["instability_lam"] = grid_axes
+    return arrays, axes
