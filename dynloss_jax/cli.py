@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from dynloss_jax.strategy import use_cpu_cores
 
 FLAG = {"eig_every": "--eig-every", "record_every": "--record-every",
@@ -26,30 +28,71 @@ def _flag(param: str) -> str:
     return FLAG.get(param, "--" + param.replace("_", "-"))
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (``dynloss train: error: ...``) and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _integer(allowed: str):
+    """Parses an integer flag value (``2e4`` is accepted); the error names the allowed range."""
+
+    def parse(text: str) -> int:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (value == value and value.is_integer()):
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; allowed: {allowed}")
+        return int(value)
+
+    return parse
+
+
+def _real(allowed: str):
+    def parse(text: str) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a number; allowed: {allowed}") from None
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynloss", description=__doc__.split("\n\n")[0])
+    p = _Parser(prog="dynloss", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
+    positive = _integer("an integer >= 1")
 
     t = sub.add_parser("train", help="run a sweep and write a results folder")
     t.add_argument("--loss", nargs="+", default=["dce"], help="ce dce mse dmse1 dmse2")
-    t.add_argument("--width", nargs="+", type=int, default=[100])
-    t.add_argument("--eta", nargs="+", type=float, default=[1.0], help="learning rate(s)")
-    t.add_argument("--amplitude", nargs="+", type=float, default=[70.0], help="A >= 1")
-    t.add_argument("--period", nargs="+", type=int, default=[5000], help="T in steps")
-    t.add_argument("--seeds", type=int, default=1, help="number of seeds")
-    t.add_argument("--first-seed", type=int, default=0)
-    t.add_argument("--steps", type=int, default=10_000)
-    t.add_argument("--record-every", type=int, default=5)
-    t.add_argument("--eig-every", type=int, default=0, help="Hessian λ1, λ2 every k steps")
-    t.add_argument("--num-matvecs", type=int, default=16, help="Lanczos steps per measurement")
+    t.add_argument("--width", nargs="+", type=positive, default=[100])
+    t.add_argument("--eta", nargs="+", type=_real("finite and > 0"), default=[1.0],
+                   help="learning rate(s)")
+    t.add_argument("--amplitude", nargs="+", type=_real("finite and >= 1"), default=[70.0],
+                   help="A >= 1")
+    t.add_argument("--period", nargs="+", type=positive, default=[5000], help="T in steps")
+    t.add_argument("--seeds", type=positive, default=1, help="number of seeds")
+    t.add_argument("--first-seed", type=_integer("an integer >= 0"), default=0)
+    t.add_argument("--steps", type=positive, default=10_000)
+    t.add_argument("--record-every", type=positive, default=5)
+    t.add_argument("--eig-every", type=_integer("an integer >= 0 (0 = off)"), default=0,
+                   help="Hessian λ1, λ2 every k steps")
+    t.add_argument("--num-matvecs", type=positive, default=16,
+                   help="Lanczos steps per measurement")
     t.add_argument("--static-last-period", action="store_true", help="Γ ≡ 1 in the last period")
-    t.add_argument("--depth", type=int, default=1, help="hidden layers")
+    t.add_argument("--depth", type=positive, default=1, help="hidden layers")
     t.add_argument("--init", default="glorot", help="glorot or lecun")
     t.add_argument("--dtype", default="float64", help="float64 or float32")
-    t.add_argument("--chunk-steps", type=int, default=5000, help="steps between checkpoints")
-    t.add_argument("--batch-size", type=int, default=None,
+    t.add_argument("--points-per-class", type=_integer("an integer >= 2"), default=100,
+                   help="spiral points per class (train and validation)")
+    t.add_argument("--chunk-steps", type=positive, default=5000, help="steps between checkpoints")
+    t.add_argument("--batch-size", type=_integer("an integer >= 0"), default=None,
                    help="runs vmapped together per device (0: all; default: per backend)")
-    t.add_argument("--devices", type=int, default=0, help="devices to use (0: all)")
+    t.add_argument("--devices", type=_integer("an integer >= 0"), default=0,
+                   help="devices to use (0: all)")
     t.add_argument("--out", required=True, help="results folder")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     t.add_argument("--resume", action="store_true", help="continue an unfinished --out")
@@ -63,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rerun", help="run a results folder's settings again and compare")
     r.add_argument("run", help="results folder")
     r.add_argument("--out", default=None, help="new folder (default RUN-rerun)")
+    r.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     r.add_argument("--quiet", action="store_true")
     return p
 
@@ -73,6 +117,7 @@ def _fail(message: str) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     use_cpu_cores()  # before JAX starts its backend
     import jax
@@ -92,8 +137,10 @@ def main(argv=None) -> int:
             record_every=args.record_every, eig_every=args.eig_every,
             num_matvecs=args.num_matvecs, static_last_period=args.static_last_period,
             depth=args.depth, init=args.init, dtype=args.dtype, chunk_steps=args.chunk_steps,
+            points_per_class=args.points_per_class,
         ).validate()
-        sweep.check_out_folder(args.out, resume=args.resume, overwrite=args.overwrite)
+        sweep.check_out_folder(args.out, resume=args.resume, overwrite=args.overwrite,
+                               settings=config.settings())
         if args.batch_size is not None and args.batch_size < 0:
             raise sweep.ConfigError("batch_size", args.batch_size, "must be >= 0 (0: all)")
         if args.devices < 0 or args.devices > len(jax.devices()):
@@ -102,24 +149,29 @@ def main(argv=None) -> int:
         base = default_strategy()
         strategy = Strategy(base.batch_size if args.batch_size is None else args.batch_size,
                             args.devices)
+        return _train(config, args, strategy, ["dynloss", *argv])
     except sweep.ConfigError as e:
         return _fail(f"{_flag(e.param)} {e.value}: {e.allowed}")
     except results.RunFolderError as e:
         return _fail(str(e))
-    return _train(config, args, strategy)
+    except OSError as e:  # e.g. the disk filled up: checkpoints written so far are intact
+        hint = "; the finished chunks are saved: continue with --resume" \
+            if args.command == "train" else ""
+        print(f"dynloss: error: {e}{hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndynloss: interrupted; the last finished chunk is saved: continue with --resume",
+              file=sys.stderr)
+        return 130
 
 
-def _train(config, args, strategy) -> int:
+def _train(config, args, strategy, command) -> int:
     from dynloss_jax import sweep
     from dynloss_jax.progress import ProgressBar
 
-    bar = ProgressBar("train", quiet=args.quiet)
-    try:
-        run = sweep.run_sweep(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                              strategy=strategy, progress=bar,
-                              command=["dynloss", *sys.argv[1:]])
-    except sweep.ConfigError as e:
-        return _fail(f"{_flag(e.param)} {e.value}: {e.allowed}")
+    run = sweep.run_sweep(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                          strategy=strategy, progress=ProgressBar("train", quiet=args.quiet),
+                          command=command)
     print(summary_table(run))
     if not args.no_plot:
         from dynloss_jax.plotting import plot_run
@@ -129,50 +181,79 @@ def _train(config, args, strategy) -> int:
     return 0
 
 
+def _mean_sem(mean, sem, n) -> str:
+    """``0.9533 ± 0.0040``; ``n/a`` for the error of a single run, ``—`` when no run is left."""
+    if n == 0:
+        return f"{'—':>17}"
+    if n == 1:
+        return f"{mean:.4f} ±    n/a"
+    return f"{mean:.4f} ± {sem:.4f}"
+
+
 def summary_table(run) -> str:
-    """Final train/validation accuracy, mean ± s.e.m. over seeds, one line per configuration."""
+    """Final train/validation accuracy, mean ± s.e.m. over seeds, one line per configuration.
+
+    Diverged runs (loss or parameters became non-finite) are excluded from the means and counted
+    in their own column, so that no NaN is printed.
+    """
     from dynloss_jax.plotting import configurations
 
     tr_mean, tr_sem, n = run.summary("final_train_acc")
-    va_mean, va_sem, _ = run.summary("final_val_acc")
-    lines = [f"{'configuration':<58} {'train acc':>17} {'val acc':>17} {'runs':>5}"]
+    va_mean, va_sem, n_val = run.summary("final_val_acc")
+    diverged = np.asarray(run.arrays["diverged"])
+    lines = [f"{'configuration':<58} {'train acc':>17} {'val acc':>17} {'runs':>5} "
+             f"{'diverged':>8}"]
     for label, index in configurations(run, limit=None):
-        n_div = int(run.arrays["diverged"][index].sum())
-        extra = f"  ({n_div} diverged)" if n_div else ""
+        n_div = int(diverged[index].sum())
         lines.append(
-            f"{label:<58} {tr_mean[index]:.4f} ± {tr_sem[index]:.4f} "
-            f"{va_mean[index]:.4f} ± {va_sem[index]:.4f} {int(n[index]):>5}{extra}")
+            f"{label:<58} {_mean_sem(tr_mean[index], tr_sem[index], n[index])} "
+            f"{_mean_sem(va_mean[index], va_sem[index], n_val[index])} "
+            f"{int(n[index]):>5} {n_div:>8}")
+    total = int(diverged.sum())
+    if total:
+        lines.append(
+            f"{total} of {diverged.size} runs diverged (loss or parameters non-finite) and are "
+            "excluded from the means; see diverged and diverged_step in arrays.npz")
     return "\n".join(lines)
 
 
 def _plot(path: Path, png) -> int:
+    from dynloss_jax import sweep
     from dynloss_jax.plotting import plot_run
     from dynloss_jax.results import load_run
 
     run = load_run(path)
-    png = png or path / "training.png"
+    png = Path(png) if png else path / "training.png"
+    if not png.parent.is_dir():
+        raise sweep.ConfigError("png", str(png), f"its folder {png.parent} does not exist")
     plot_run(run, png)
     print(f"wrote {png}")
     return 0
 
 
 def _rerun(args) -> int:
-    import numpy as np
-
     from dynloss_jax import sweep
     from dynloss_jax.progress import ProgressBar
     from dynloss_jax.results import load_run
-    from dynloss_jax.strategy import Strategy
+    from dynloss_jax.strategy import Strategy, default_strategy
 
     old = load_run(args.run)
     config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()
     out = Path(args.out) if args.out else Path(str(args.run).rstrip("/") + "-rerun")
+    sweep.check_out_folder(out, resume=False, overwrite=args.overwrite)
     strategy = Strategy(**old.config["strategy"])
-    new = sweep.run_sweep(config, out, overwrite=True, strategy=strategy,
+    try:
+        strategy.mesh()
+    except ValueError as e:
+        print(f"dynloss: note: the run's layout cannot be used here ({e}); using the default, "
+              "so results can differ by rounding", file=sys.stderr)
+        strategy = default_strategy()
+    new = sweep.run_sweep(config, out, overwrite=args.overwrite, strategy=strategy,
                           progress=ProgressBar("rerun", quiet=args.quiet),
                           command=["dynloss", "rerun", str(args.run)])
     differ = [k for k in old.arrays
-              if not np.array_equal(old.arrays[k], new.arrays[k], equal_nan=True)]
+              if k not in new.arrays
+              or not np.array_equal(old.arrays[k], new.arrays[k], equal_nan=True)]
     print(summary_table(new))
     if differ:
         print(f"rerun in {out}: arrays differ from {args.run}: {', '.join(differ)}")

@@ -17,7 +17,6 @@ from typing import NamedTuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -72,7 +71,7 @@ def check_dtype(dtype: str) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def flat_model(width: int, n_classes: int = 3, depth: int = 1, init: str = "glorot",
                dtype: str = "float64", n_inputs: int = 2) -> FlatModel:
     """The MLP of ``width`` as a :class:`FlatModel`; cached, so the same static key gives the same

@@ -96,21 +96,26 @@ def save_run(path, config: dict, arrays: dict, array_axes: dict) -> None:
     blob = npz_bytes(arrays)
     atomic_write_bytes(path / ARRAYS, blob)
     config = dict(config, array_axes=array_axes)
-    config["checksums"] = {ARRAYS: sha256(blob), CONFIG: _config_digest(config)}
+    config["checksums"] = {ARRAYS: sha256(blob)}
+    config["checksums"][CONFIG] = _config_digest(config)
     write_json(path / CONFIG, config)
 
 
 def _config_digest(config: dict) -> str:
-    body = {k: v for k, v in config.items() if k != "checksums"}
+    """SHA-256 of the config without its own digest (so the arrays' checksum is covered too)."""
+    body = dict(config)
+    body["checksums"] = {k: v for k, v in (config.get("checksums") or {}).items() if k != CONFIG}
     return sha256(json.dumps(body, sort_keys=True).encode())
 
 
-@dataclass
+@dataclass(repr=False)
 class Run:
     """A loaded run folder: ``config``, ``arrays`` (name → ndarray) with named axes.
 
-    ``coords[axis]`` lists the values along each sweep axis; ``axes[name]`` the axis names of an
-    array. :meth:`sel` narrows the sweep axes by value; :meth:`summary` averages over seeds.
+    ``coords[axis]`` lists the values along each sweep axis ``(loss, width, eta, amplitude,
+    period, seed)``; ``axes[name]`` the axis names of array ``name`` — the sweep axes first, then
+    e.g. ``record`` (at ``arrays["record_step"]``), ``eig`` (at ``arrays["eig_step"]``), ``k`` or
+    ``class``. :meth:`sel` narrows the sweep axes by value; :meth:`summary` averages over seeds.
     """
 
     path: Path | None
@@ -122,17 +127,29 @@ class Run:
     def __getitem__(self, name):
         return self.arrays[name]
 
+    def __repr__(self) -> str:
+        sweep = ", ".join(f"{a}={v}" for a, v in self.coords.items())
+        return (f"Run({str(self.path) if self.path is not None else 'in memory'}: {sweep}; "
+                f"arrays: {', '.join(self.arrays)})")
+
     def sel(self, **values) -> Run:
-        """Keeps the given value(s) along sweep axes, e.g. ``run.sel(width=16, loss="dce")``.
+        """Keeps the given value(s) along sweep axes, e.g. ``run.sel(width=16, loss="dce")`` or
+        ``run.sel(amplitude=[1, 70])``; numbers match to a relative 1e-12.
 
         A scalar value drops nothing (the axis is kept with length 1) so that every selected
-        Run has the same axis names; use ``np.squeeze`` where a plain array is wanted.
+        Run has the same axis names; use ``np.squeeze`` where a plain array is wanted. Raises
+        ``KeyError`` naming the allowed values for an unknown axis or value.
         """
         arrays, coords = dict(self.arrays), dict(self.coords)
         for axis, value in values.items():
             if axis not in coords:
                 raise KeyError(f"no sweep axis {axis!r}; axes are {list(coords)}")
-            wanted = value if isinstance(value, (list, tuple)) else [value]
+            if isinstance(value, np.ndarray):
+                wanted = value.ravel().tolist()
+            elif isinstance(value, (list, tuple, range)):
+                wanted = list(value)
+            else:
+                wanted = [value]
             index = []
             for v in wanted:
                 matches = [i for i, c in enumerate(coords[axis]) if _same(c, v)]
@@ -146,26 +163,43 @@ class Run:
         return Run(self.path, self.config, arrays, self.axes, coords)
 
     def summary(self, name: str):
-        """Mean and standard error of the mean over seeds of array ``name``, skipping diverged
-        runs. Returns ``(mean, sem, n)``, each with the other sweep axes (and trailing axes)."""
+        """Mean and standard error of the mean of array ``name`` over seeds.
+
+        Over the n finite values of non-diverged runs (diverged runs and NaN entries are left
+        out): mean = Σ a / n, sem = s/√n with s² = Σ (a − mean)² / (n − 1). Returns
+        ``(mean, sem, n)``, each shaped like the array without its ``seed`` axis; mean is NaN
+        where n = 0 and sem where n < 2.
+        """
+        if name not in self.arrays:
+            raise KeyError(f"no array {name!r}; arrays are {list(self.arrays)}")
+        names = self.axes[name]
+        if "seed" not in names:
+            raise ValueError(f"{name} has no seed axis (its axes are {names})")
         a = np.asarray(self.arrays[name], dtype=float)
-        seed_axis = self.axes[name].index("seed")
+        valid = np.isfinite(a)
         if "diverged" in self.arrays:
-            div = self.arrays["diverged"]
-            div = div.reshape(div.shape + (1,) * (a.ndim - div.ndim))
-            a = np.where(div, np.nan, a)
-        n = np.sum(np.isfinite(a), axis=seed_axis)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.nanmean(np.where(np.isfinite(a), a, np.nan), axis=seed_axis) if a.size else a
-            std = np.nanstd(a, axis=seed_axis, ddof=1)
-            sem = std / np.sqrt(n)
-        return mean, np.where(n > 1, sem, np.nan), n
+            div = np.asarray(self.arrays["diverged"], dtype=bool)
+            grid = self.axes["diverged"]
+            if list(names[: len(grid)]) != list(grid):
+                raise ValueError(f"{name} axes {names} do not start with the sweep axes {grid}")
+            valid &= ~div.reshape(div.shape + (1,) * (a.ndim - div.ndim))
+        axis = names.index("seed")
+        n = valid.sum(axis=axis)
+        n_safe = np.maximum(n, 1)
+        mean = np.where(valid, a, 0.0).sum(axis=axis) / n_safe
+        dev = np.where(valid, a - np.expand_dims(mean, axis), 0.0)
+        var = (dev**2).sum(axis=axis) / np.maximum(n - 1, 1)
+        sem = np.sqrt(var / n_safe)
+        return np.where(n > 0, mean, np.nan), np.where(n > 1, sem, np.nan), n
 
 
 def _same(a, b) -> bool:
     if isinstance(a, str) or isinstance(b, str):
         return a == b
-    return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0))
+    try:
+        return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0))
+    except (TypeError, ValueError):
+        return False
 
 
 def load_run(path) -> Run:
@@ -183,11 +217,18 @@ def load_run(path) -> Run:
     if checksums[CONFIG] != _config_digest(config):
         raise RunFolderError(f"{path}: {CONFIG} was edited after the run was written")
     arrays = read_npz(path / ARRAYS, expected)
-    axes = config["array_axes"]
+    axes, coords = config.get("array_axes"), config.get("axes")
+    if not isinstance(axes, dict) or not isinstance(coords, dict):
+        raise RunFolderError(f"{path}: {CONFIG} lacks 'array_axes' or 'axes'")
     missing = set(axes) - set(arrays)
     if missing:
         raise RunFolderError(f"{path}: arrays missing from {ARRAYS}: {sorted(missing)}")
     for name, names in axes.items():
-        if arrays[name].ndim != len(names):
-            raise RunFolderError(f"{path}: {name} has {arrays[name].ndim} axes, config says {names}")
-    return Run(path, config, arrays, axes, dict(config["axes"]))
+        shape = arrays[name].shape
+        if len(shape) != len(names):
+            raise RunFolderError(f"{path}: {name} has {len(shape)} axes, config says {names}")
+        for axis, size in zip(names, shape, strict=True):
+            if axis in coords and size != len(coords[axis]):
+                raise RunFolderError(f"{path}: {name} has {size} entries along {axis}, "
+                                     f"config lists {len(coords[axis])} values")
+    return Run(path, config, arrays, axes, dict(coords))

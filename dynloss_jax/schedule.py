@@ -13,7 +13,30 @@ At the peak (τ = T/2) Γ_c = C·A/(A+C−1) and Γ_other = C/(A+C−1).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import numpy as np
+
+
+def check_schedule(*, n_classes, amplitude, period, step=0) -> None:
+    """Raises ``ValueError`` unless C ≥ 1, A ≥ 1 (finite), T ≥ 1 (an integer) and t ≥ 0.
+
+    Values being traced under ``jit``/``vmap`` cannot be inspected and are let through.
+    """
+    if not isinstance(n_classes, (int, np.integer)) or isinstance(n_classes, bool) \
+            or n_classes < 1:
+        raise ValueError(f"n_classes must be an integer >= 1, got {n_classes!r}")
+    checks = (
+        ("amplitude", amplitude, lambda a: np.isfinite(a) & (a >= 1), "finite and >= 1"),
+        ("period", period, lambda a: (a >= 1) & (a == np.round(a)), "an integer >= 1"),
+        ("step", step, lambda a: (a >= 0) & (a == np.round(a)), "an integer >= 0"),
+    )
+    for name, value, ok, allowed in checks:
+        if isinstance(value, jax.core.Tracer):
+            continue
+        a = np.asarray(value)
+        if a.dtype == bool or not np.issubdtype(a.dtype, np.number) or not np.all(ok(a)):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def gamma(step, *, n_classes: int, amplitude, period, static_after=None):
@@ -26,7 +49,10 @@ def gamma(step, *, n_classes: int, amplitude, period, static_after=None):
       period: T ≥ 1 steps (an integer value; may be a traced array).
       static_after: if given, Γ ≡ 1 for t ≥ static_after (the "static last period" option:
         pass ``n_steps − T``).
+
+    Raises ``ValueError`` for A < 1, T < 1 or not an integer, t < 0 (when not traced).
     """
+    check_schedule(n_classes=n_classes, amplitude=amplitude, period=period, step=step)
     amplitude = jnp.asarray(amplitude)
     dtype = jnp.result_type(amplitude.dtype, jnp.float32)
     step = jnp.asarray(step)

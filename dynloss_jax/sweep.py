@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import platform
 import subprocess
 import sys
@@ -92,15 +93,19 @@ class SweepConfig:
             if not _is_int(v) or v < 1:
                 raise ConfigError("period", v, "must be an integer >= 1 (steps)")
         positive = {"seeds": self.seeds, "steps": self.steps, "record_every": self.record_every,
-                    "depth": self.depth, "points_per_class": self.points_per_class,
-                    "chunk_steps": self.chunk_steps}
+                    "depth": self.depth, "chunk_steps": self.chunk_steps}
         for name, v in positive.items():
             if not _is_int(v) or v < 1:
                 raise ConfigError(name, v, "must be an integer >= 1")
+        if not _is_int(self.points_per_class) or self.points_per_class < 2:
+            raise ConfigError("points_per_class", self.points_per_class,
+                              "must be an integer >= 2")
         if not _is_int(self.n_classes) or self.n_classes < 2:
             raise ConfigError("n_classes", self.n_classes, "must be an integer >= 2")
-        if not _is_int(self.first_seed) or self.first_seed < 0:
-            raise ConfigError("first_seed", self.first_seed, "must be an integer >= 0")
+        for name in ("first_seed", "train_seed", "val_seed"):
+            v = getattr(self, name)
+            if not _is_int(v) or not 0 <= v < 2**31 - self.seeds:
+                raise ConfigError(name, v, f"must be an integer in [0, {2**31 - self.seeds})")
         if not _is_int(self.eig_every) or self.eig_every < 0:
             raise ConfigError("eig_every", self.eig_every, "must be an integer >= 0 (0 = off)")
         if self.steps % self.record_every:
@@ -111,7 +116,8 @@ class SweepConfig:
                 raise ConfigError("eig_every", self.eig_every,
                                   f"must be a multiple of --record-every ({self.record_every})")
             if self.steps % self.eig_every:
-                raise ConfigError("eig_every", self.eig_every, f"must divide --steps ({self.steps})")
+                raise ConfigError("eig_every", self.eig_every,
+                                  f"must divide --steps ({self.steps})")
             if not _is_int(self.num_matvecs) or self.num_matvecs < engine.N_TOP:
                 raise ConfigError("num_matvecs", self.num_matvecs,
                                   f"must be an integer >= {engine.N_TOP}")
@@ -164,19 +170,25 @@ def _provenance(strategy: Strategy, mesh) -> dict:
     import matplotlib
     import optax
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
+    def git(*args):
+        try:
+            return subprocess.run(
+                ["git", *args], capture_output=True, text=True, timeout=10,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or None
+    # uncommitted changes to the package mean the commit alone does not reproduce the run
+    dirty = bool(git("status", "--porcelain", "--", ".")) if commit else None
     return {
         "versions": {"python": platform.python_version(), "jax": jax.__version__,
                      "jaxlib": jax.lib.__version__, "optax": optax.__version__,
                      "flax": flax.__version__, "numpy": np.__version__,
                      "matplotlib": matplotlib.__version__},
         "git_commit": commit,
+        "git_dirty": dirty,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in (mesh.devices.flat if mesh is not None else jax.devices()[:1])],
         "strategy": dataclasses.asdict(strategy),
@@ -209,8 +221,8 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
               command: list[str] | None = None) -> results.Run:
     """Runs every configuration of ``config``; returns the :class:`results.Run` (also written
     to ``out`` when given). ``progress(done, total)`` is called after each chunk with counts of
-    run-steps. ``resume`` continues an unfinished ``out`` folder from its last checkpoint; an existing non-empty
-    ``out`` is otherwise refused unless ``overwrite``."""
+    run-steps. ``resume`` continues an unfinished ``out`` folder from its last checkpoint; an
+    existing non-empty ``out`` is otherwise refused unless ``overwrite``."""
     config.validate()
     strategy = strategy or default_strategy()
     mesh = strategy.mesh()
@@ -219,7 +231,7 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
     settings = config.settings()
     writer = jax.process_index() == 0
     if out is not None:
-        check_out_folder(out, resume=resume, overwrite=overwrite)
+        check_out_folder(out, resume=resume, overwrite=overwrite, settings=settings)
         _prepare_folder(out, settings, resume)
     provenance = _provenance(strategy, mesh)
     started = time.time()
@@ -233,7 +245,7 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
                                     range(config.first_seed, config.first_seed + config.seeds)))
     n_runs = len(combos)
     padded = combos + [combos[-1]] * (-n_runs % n_dev)  # equal shares per device
-    hyper = engine.make_hyper(*zip(*padded), dtype=dtype)
+    hyper = engine.make_hyper(*zip(*padded, strict=True), dtype=dtype)
     groups = list(itertools.product(config.loss, config.width))
     chunk = config.chunk
     n_chunks = config.steps // chunk
@@ -253,22 +265,20 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
         chunks_done, pieces = 0, []
         state_file = None if out is None else out / f"checkpoint-{gi}-state.npz"
         if resume and state_file is not None and state_file.exists():
-            saved = results.read_npz(state_file)
-            chunks_done = int(saved["chunks_done"])
-            state = _unflatten("state", state, saved)
-            pieces = [results.read_npz(out / f"checkpoint-{gi}-chunk-{c}.npz")
-                      for c in range(chunks_done)]
+            chunks_done, state, pieces = _read_checkpoint(out, gi, state, n_runs, n_chunks)
             done += chunks_done * chunk * n_runs
         for c in range(chunks_done, n_chunks):
             state, records, eig_records = advance(state, hyper, data)
             piece = _flatten("records", records)
             if eig_records is not None:
                 piece.update(_flatten("eig", eig_records))
+            # checkpoints hold the real runs only, so a resume may use another device count
+            piece = {k: v[:n_runs] for k, v in piece.items()}
             pieces.append(piece)
             if out is not None and writer:
                 results.atomic_write_bytes(out / f"checkpoint-{gi}-chunk-{c}.npz",
                                            results.npz_bytes(piece))
-                saved = _flatten("state", state)
+                saved = {k: v[:n_runs] for k, v in _flatten("state", state).items()}
                 saved["chunks_done"] = np.asarray(c + 1)
                 results.atomic_write_bytes(state_file, results.npz_bytes(saved))
             done += chunk * n_runs
@@ -298,31 +308,72 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
     return run
 
 
-def check_out_folder(out, *, resume: bool, overwrite: bool) -> None:
-    """Refuses to write into a non-empty folder unless resuming it or told to overwrite."""
+def check_out_folder(out, *, resume: bool, overwrite: bool, settings: dict | None = None) -> None:
+    """Refuses to write into a non-empty folder unless resuming it or told to overwrite.
+
+    With ``resume`` a non-empty folder must hold an unfinished run (its ``config.json`` says
+    ``complete: false``) started with the same ``settings`` (when given).
+    """
     out = Path(out)
+    if resume and overwrite:
+        raise ConfigError("overwrite", True, "cannot be combined with --resume")
     if out.exists() and not out.is_dir():
         raise ConfigError("out", str(out), "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (resume or overwrite):
+    ancestor = next(a for a in [out, *out.absolute().parents] if a.exists())
+    if not ancestor.is_dir():
+        raise ConfigError("out", str(out), f"cannot be created: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError("out", str(out), f"cannot be written: {ancestor} is not writable")
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not (resume or overwrite):
         raise ConfigError("out", str(out),
                           "exists and is not empty: pass --overwrite, or --resume to continue it")
+    if resume:
+        marker = out / results.CONFIG
+        if not marker.exists():
+            raise ConfigError("resume", str(out), f"has no {results.CONFIG}: not a run folder")
+        saved = results.read_json(marker)
+        if saved.get("complete"):
+            raise ConfigError("resume", str(out), "holds a finished run; nothing to resume")
+        if settings is not None and saved.get("settings") != settings:
+            old = saved.get("settings") or {}
+            differ = sorted(k for k in settings if old.get(k) != settings[k])
+            raise ConfigError("resume", str(out),
+                              f"the folder was started with other settings ({', '.join(differ)})")
 
 
 def _prepare_folder(out: Path, settings: dict, resume: bool) -> None:
-    marker = out / results.CONFIG
-    if resume and marker.exists():
-        saved = results.read_json(marker)
-        if saved.get("complete"):
-            raise ConfigError("out", str(out), "holds a finished run; nothing to resume")
-        if saved.get("settings") != settings:
-            differ = sorted(k for k in settings if saved.get("settings", {}).get(k) != settings[k])
-            raise ConfigError("resume", str(out),
-                              f"the folder was started with other settings ({', '.join(differ)})")
+    if resume and (out / results.CONFIG).exists():
         return
     out.mkdir(parents=True, exist_ok=True)
     for f in [*out.glob("checkpoint-*.npz"), out / results.ARRAYS]:
         f.unlink(missing_ok=True)
-    results.write_json(marker, {"settings": settings, "complete": False})
+    results.write_json(out / results.CONFIG, {"settings": settings, "complete": False})
+
+
+def _read_checkpoint(out: Path, gi: int, template, n_runs: int, n_chunks: int):
+    """The saved chunks of group ``gi``: ``(chunks_done, state, pieces)``; the state is padded
+    to the template's run count by repeating its last run (as the sweep pads)."""
+    saved = results.read_npz(out / f"checkpoint-{gi}-state.npz")
+    try:
+        chunks_done = int(saved["chunks_done"])
+        state = _unflatten("state", template, saved)
+    except (KeyError, ValueError) as e:
+        raise results.RunFolderError(f"{out}: checkpoint {gi} is incomplete ({e})") from None
+    n_padded = jax.tree.leaves(template)[0].shape[0]
+
+    def pad(a):
+        if a.shape[0] != n_runs:
+            raise results.RunFolderError(
+                f"{out}: checkpoint {gi} holds {a.shape[0]} runs, the sweep has {n_runs}")
+        return np.concatenate([a, np.repeat(a[-1:], n_padded - n_runs, axis=0)])
+
+    state = jax.tree.map(pad, state)
+    if not 0 <= chunks_done <= n_chunks:
+        raise results.RunFolderError(f"{out}: checkpoint {gi} says {chunks_done} chunks done")
+    pieces = [results.read_npz(out / f"checkpoint-{gi}-chunk-{c}.npz") for c in range(chunks_done)]
+    return chunks_done, state, pieces
 
 
 def _group_arrays(pieces, state, final, n_runs) -> dict:

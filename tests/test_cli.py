@@ -1,0 +1,215 @@
+"""The ``dynloss`` command: a tiny sweep end to end, ``dynloss plot``, and refusals of bad input.
+
+The command runs in this process (``main(argv)``), so it shares the compiled programs of the other
+tests; the same settings as ``test_engine.py``'s sweeps are used on purpose.
+"""
+
+import contextlib
+import hashlib
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from dynloss_jax.cli import main
+
+TINY = ["--loss", "dmse1", "--width", "3", "5", "--eta", "0.1", "0.3", "--amplitude", "5",
+        "--period", "10", "--seeds", "2", "--steps", "40", "--record-every", "2",
+        "--chunk-steps", "20", "--points-per-class", "4", "--quiet"]
+GRID = ["loss", "width", "eta", "amplitude", "period", "seed"]
+
+
+def dynloss(capsys, *args):
+    """Runs ``dynloss ARGS`` here; returns (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:  # argparse exits
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@contextlib.contextmanager
+def count_compiles():
+    events = []
+
+    def listener(event, duration, **kw):
+        if "backend_compile" in event:
+            events.append(event)
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        yield events
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    try:
+        code = main(["train", *TINY, "--out", str(out)])
+    except SystemExit as e:
+        code = e.code
+    assert code == 0
+    return out
+
+
+def test_train_writes_a_complete_run_folder(tiny):
+    assert sorted(p.name for p in tiny.iterdir()) == ["arrays.npz", "config.json", "training.png"]
+    config = json.loads((tiny / "config.json").read_text())
+    s = config["settings"]
+    assert (s["loss"], s["width"], s["eta"], s["amplitude"], s["period"]) == (
+        ["dmse1"], [3, 5], [0.1, 0.3], [5.0], [10])
+    assert (s["seeds"], s["steps"], s["record_every"], s["points_per_class"], s["dtype"]) == (
+        2, 40, 2, 4, "float64")
+    assert config["axes"] == {"loss": ["dmse1"], "width": [3, 5], "eta": [0.1, 0.3],
+                              "amplitude": [5.0], "period": [10], "seed": [0, 1]}
+    assert {"python", "jax", "jaxlib", "numpy", "flax", "optax"} <= set(config["versions"])
+    assert config["versions"]["jax"] == jax.__version__
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent).stdout.strip()
+    assert config["git_commit"] == (head or None)
+    assert isinstance(config["git_dirty"], bool) or config["git_commit"] is None
+    assert config["backend"] == jax.default_backend() and config["x64"] is True
+    assert config["command"][:2] == ["dynloss", "train"] and "--points-per-class" in config[
+        "command"]
+    assert config["complete"] is True
+    blob = (tiny / "arrays.npz").read_bytes()
+    assert config["checksums"]["arrays.npz"] == hashlib.sha256(blob).hexdigest()
+
+
+def test_arrays_have_the_named_axes_of_config(tiny):
+    config = json.loads((tiny / "config.json").read_text())
+    sizes = {a: len(v) for a, v in config["axes"].items()}
+    sizes.update(record=20, **{"class": 3})
+    with np.load(tiny / "arrays.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    assert set(arrays) == set(config["array_axes"])
+    for name, axes in config["array_axes"].items():
+        assert arrays[name].shape == tuple(sizes[a] for a in axes), name
+    assert config["array_axes"]["val_acc"] == GRID + ["record"]
+    assert config["array_axes"]["gamma"] == GRID + ["record", "class"]
+    np.testing.assert_array_equal(arrays["record_step"], np.arange(0, 40, 2))
+    assert not arrays["diverged"].any()
+
+
+def test_printed_table_is_mean_and_sem_over_seeds(tiny, capsys, tmp_path):
+    # print the table again by re-running into a new folder (compiled programs are cached)
+    code, out, _ = dynloss(capsys, "train", *TINY, "--no-plot", "--out", tmp_path / "again")
+    assert code == 0
+    with np.load(tiny / "arrays.npz") as z:
+        train, val = z["final_train_acc"], z["final_val_acc"]
+    lines = out.splitlines()
+    assert "train acc" in lines[0] and "val acc" in lines[0] and "diverged" in lines[0]
+    for wi, width in enumerate([3, 5]):
+        for ei, eta in enumerate([0.1, 0.3]):
+            line = next(line for line in lines if line.startswith(f"width={width}, eta={eta} "))
+            for a in (train, val):
+                seeds = a[0, wi, ei, 0, 0]
+                want = f"{seeds.mean():.4f} ± {seeds.std(ddof=1) / np.sqrt(2):.4f}"
+                assert want in line
+            assert re.search(r"\s2\s+0$", line)  # 2 runs, 0 diverged
+    assert "nan" not in out.lower()
+
+
+def test_plot_draws_a_png(tiny, capsys, tmp_path):
+    png = tmp_path / "fig.png"
+    code, out, _ = dynloss(capsys, "plot", tiny, "--png", png)
+    assert code == 0 and str(png) in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: exit code 2, one line naming the flag, the value and the allowed range; nothing
+# written, nothing compiled.
+
+BASE = {"--loss": "dce", "--width": "3", "--steps": "40", "--period": "10", "--record-every": "2",
+        "--seeds": "2"}
+BAD = [
+    ({"--amplitude": "0.5"}, "--amplitude 0.5", ">= 1"),
+    ({"--amplitude": "nan"}, "--amplitude nan", ">= 1"),
+    ({"--period": "0"}, "--period", ">= 1"),
+    ({"--period": "2.5"}, "--period", "integer"),
+    ({"--eta": "0"}, "--eta 0.0", "> 0"),
+    ({"--eta": "-1"}, "--eta -1.0", "> 0"),
+    ({"--eta": "inf"}, "--eta inf", "finite"),
+    ({"--eta": "nan"}, "--eta nan", "finite"),
+    ({"--eta": "fast"}, "--eta", "number"),
+    ({"--width": "0"}, "--width 0", ">= 1"),
+    ({"--width": "2.5"}, "--width", "integer"),
+    ({"--loss": "hinge"}, "--loss hinge", "ce, dce, mse, dmse1, dmse2"),
+    ({"--seeds": "0"}, "--seeds 0", ">= 1"),
+    ({"--steps": "0"}, "--steps 0", ">= 1"),
+    ({"--record-every": "3"}, "--record-every 3", "must divide --steps (40)"),
+    ({"--eig-every": "5"}, "--eig-every 5", "multiple of --record-every (2)"),
+    ({"--eig-every": "6"}, "--eig-every 6", "must divide --steps (40)"),
+    ({"--eig-every": "-2"}, "--eig-every -2", ">= 0"),
+    ({"--eig-every": "4", "--num-matvecs": "1"}, "--num-matvecs 1", ">= 2"),
+    ({"--init": "he"}, "--init he", "glorot, lecun"),
+    ({"--dtype": "float16"}, "--dtype float16", "float64, float32"),
+    ({"--depth": "0"}, "--depth 0", ">= 1"),
+    ({"--first-seed": "-1"}, "--first-seed -1", "in [0, "),
+    ({"--chunk-steps": "0"}, "--chunk-steps 0", ">= 1"),
+    ({"--points-per-class": "1"}, "--points-per-class 1", ">= 2"),
+    ({"--batch-size": "-1"}, "--batch-size -1", ">= 0"),
+    ({"--devices": "99"}, "--devices 99", "between 0 and"),
+]
+
+
+@pytest.mark.parametrize("change,names,allowed", BAD, ids=[" ".join(c) for c, _, _ in BAD])
+def test_bad_flag_exits_2_with_one_line_and_writes_nothing(change, names, allowed, capsys,
+                                                          tmp_path):
+    flags = {**BASE, **change}
+    args = [a for k, v in flags.items() for a in (k, v)]
+    out = tmp_path / "run"
+    with count_compiles() as compiles:
+        code, stdout, stderr = dynloss(capsys, "train", *args, "--out", out)
+    assert code == 2
+    assert stdout == ""
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert names in stderr and allowed in stderr, stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert compiles == []
+
+
+def test_missing_out_and_unknown_command(capsys):
+    code, _, err = dynloss(capsys, "train", "--loss", "dce")
+    assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1
+    code, _, err = dynloss(capsys, "trian")
+    assert code == 2 and "trian" in err and len(err.strip().splitlines()) == 1
+
+
+def test_existing_non_empty_out_is_refused_and_left_alone(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    args = [a for k, v in BASE.items() for a in (k, v)]
+    with count_compiles() as compiles:
+        code, _, err = dynloss(capsys, "train", *args, "--out", tmp_path)
+    assert code == 2 and f"--out {tmp_path}" in err and "--overwrite" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    # --resume on a folder that holds no run is refused too
+    code, _, err = dynloss(capsys, "train", *args, "--out", tmp_path, "--resume")
+    assert code == 2 and "not a run folder" in err
+    code, _, err = dynloss(capsys, "train", *args, "--out", tmp_path, "--resume", "--overwrite")
+    assert code == 2 and "cannot be combined" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    # an --out that is a file, or inside one
+    code, _, err = dynloss(capsys, "train", *args, "--out", tmp_path / "notes.txt")
+    assert code == 2 and "not a folder" in err
+    code, _, err = dynloss(capsys, "train", *args, "--out", tmp_path / "notes.txt" / "run")
+    assert code == 2 and "is a file" in err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert compiles == []
+
+
+def test_plot_of_a_missing_folder_exits_2(tiny, capsys, tmp_path):
+    code, _, err = dynloss(capsys, "plot", tmp_path / "nothing")
+    assert code == 2 and "not a run folder" in err and len(err.strip().splitlines()) == 1
+    code, _, err = dynloss(capsys, "plot", tiny, "--png", tmp_path / "no" / "fig.png")
+    assert code == 2 and "--png" in err and "does not exist" in err
+    assert list(tmp_path.iterdir()) == []

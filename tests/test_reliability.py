@@ -1,0 +1,324 @@
+"""Reliability: bad input refused before anything happens, diverged runs isolated, an interrupted
+sweep resumed bit-identically, damaged results refused, and runs reproduced from their folder.
+
+The small sweeps use the static settings of ``test_engine.py`` so their programs are compiled once
+per test session; the kill-and-resume test needs a real process and a run of several chunks.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from dynloss_jax import results
+from dynloss_jax.cli import main, summary_table
+from dynloss_jax.results import RunFolderError, load_run
+from dynloss_jax.strategy import Strategy
+from dynloss_jax.sweep import ConfigError, SweepConfig, run_sweep
+
+SMALL = dict(loss=("dmse1",), amplitude=(5.0,), period=(10,), steps=40, record_every=2,
+             chunk_steps=20, points_per_class=4)
+TINY = ["--loss", "dmse1", "--width", "3", "5", "--eta", "0.1", "0.3", "--amplitude", "5",
+        "--period", "10", "--seeds", "2", "--steps", "40", "--record-every", "2",
+        "--chunk-steps", "20", "--points-per-class", "4", "--quiet", "--no-plot"]
+
+
+def dynloss(capsys, *args):
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as e:
+        code = e.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def npz(path):
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def assert_identical(a: dict, b: dict):
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
+        assert np.array_equal(a[k], b[k], equal_nan=True), k
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation at the API: ValueError naming the parameter, before any compile or write.
+
+INVALID = [
+    (dict(amplitude=(0.99,)), "amplitude"), (dict(amplitude=(float("inf"),)), "amplitude"),
+    (dict(period=(0,)), "period"), (dict(period=(2.5,)), "period"),
+    (dict(period=(10.0,)), "period"),
+    (dict(eta=(0.0,)), "eta"), (dict(eta=(-0.1,)), "eta"), (dict(eta=(float("nan"),)), "eta"),
+    (dict(eta=(float("inf"),)), "eta"), (dict(width=(0,)), "width"), (dict(width=(2.5,)), "width"),
+    (dict(width=()), "width"), (dict(seeds=0), "seeds"), (dict(steps=0), "steps"),
+    (dict(record_every=3), "record_every"), (dict(record_every=0), "record_every"),
+    (dict(eig_every=5), "eig_every"), (dict(eig_every=6), "eig_every"),
+    (dict(eig_every=-2), "eig_every"), (dict(eig_every=4, num_matvecs=1), "num_matvecs"),
+    (dict(loss=("hinge",)), "loss"), (dict(init="he"), "init"), (dict(dtype="float16"), "dtype"),
+    (dict(depth=0), "depth"), (dict(first_seed=-1), "first_seed"),
+    (dict(n_classes=1), "n_classes"), (dict(points_per_class=1), "points_per_class"),
+    (dict(chunk_steps=0), "chunk_steps"), (dict(val_seed=-1), "val_seed"),
+    (dict(seeds=True), "seeds"),
+]
+
+
+@pytest.mark.parametrize("change,param", INVALID, ids=[p for _, p in INVALID])
+def test_invalid_settings_raise_value_error_naming_the_parameter(change, param, tmp_path):
+    config = SweepConfig(**{**SMALL, "width": (3,), "eta": (0.1,), **change})
+    with pytest.raises(ValueError) as info:
+        config.validate()
+    assert isinstance(info.value, ConfigError) and info.value.param == param
+    assert param in str(info.value)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError):
+        run_sweep(config, out)
+    assert not out.exists()
+
+
+def test_float64_without_x64_is_refused():
+    config = SweepConfig(**{**SMALL, "width": (3,), "eta": (0.1,)})
+    with jax.enable_x64(False):
+        with pytest.raises(ConfigError, match="64-bit") as info:
+            config.validate()
+        assert info.value.param == "dtype"
+        SweepConfig(**{**SMALL, "width": (3,), "eta": (0.1,), "dtype": "float32"}).validate()
+
+
+def test_a_layout_that_cannot_be_honoured_writes_nothing(tmp_path):
+    config = SweepConfig(**{**SMALL, "width": (3,), "eta": (0.1,)})
+    with pytest.raises(ValueError, match="devices"):
+        run_sweep(config, tmp_path / "run", strategy=Strategy(batch_size=0, n_devices=99))
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Divergence isolation.
+
+@pytest.fixture(scope="module")
+def diverging(tmp_path_factory):
+    """η = 1e5 diverges (the loss grows ~1e10 per step and overflows near step 30); η = 0.1
+    trains. One compiled program runs both."""
+    out = tmp_path_factory.mktemp("div") / "run"
+    return run_sweep(SweepConfig(**{**SMALL, "width": (5,), "eta": (0.1, 1e5), "seeds": 2}), out)
+
+
+def test_the_diverged_runs_are_flagged_with_their_step(diverging):
+    div = diverging["diverged"][0, 0, :, 0, 0]
+    np.testing.assert_array_equal(div, [[False, False], [True, True]])
+    steps = diverging["diverged_step"][0, 0, :, 0, 0]
+    np.testing.assert_array_equal(steps[0], [-1, -1])
+    loss = diverging["loss"][0, 0, 1, 0, 0]  # (seed, record)
+    record_step = diverging["record_step"]
+    for s in range(2):
+        assert 0 < steps[1, s] < 40
+        # finite (and exploding) records before the divergence step, NaN after it
+        before = record_step <= steps[1, s]
+        assert np.all(np.isfinite(loss[s][before])) and loss[s][before][-1] > 1e200
+        assert np.all(np.isnan(loss[s][record_step > steps[1, s]]))
+        assert np.isnan(diverging["final_val_acc"][0, 0, 1, 0, 0, s])
+
+
+def test_the_other_runs_equal_the_same_runs_made_alone(diverging):
+    alone = run_sweep(SweepConfig(**{**SMALL, "width": (5,), "eta": (0.1,), "seeds": 2}))
+    kept = diverging.sel(eta=0.1)
+    for name in ("loss", "static_loss", "train_acc", "val_acc", "gamma", "final_loss",
+                 "final_val_acc", "final_train_acc", "diverged", "diverged_step"):
+        np.testing.assert_allclose(kept[name], alone[name], rtol=1e-12, atol=1e-14,
+                                   err_msg=name)
+    assert np.all(np.isfinite(kept["loss"]))
+
+
+def test_summaries_exclude_diverged_runs_and_the_table_says_so(diverging, capsys):
+    mean, sem, n = diverging.summary("final_val_acc")
+    acc = diverging["final_val_acc"][0, 0, 0, 0, 0]
+    assert n[0, 0, 0, 0, 0] == 2 and n[0, 0, 1, 0, 0] == 0
+    assert mean[0, 0, 0, 0, 0] == pytest.approx(acc.mean(), rel=1e-15)
+    assert sem[0, 0, 0, 0, 0] == pytest.approx(acc.std(ddof=1) / np.sqrt(2), rel=1e-12, abs=0)
+    assert np.isnan(mean[0, 0, 1, 0, 0])
+    table = summary_table(diverging)
+    assert "nan" not in table.lower()
+    line = next(line for line in table.splitlines() if line.startswith("eta=100000.0"))
+    assert "—" in line and line.split()[-2:] == ["0", "2"]  # 0 runs kept, 2 diverged
+    assert "2 of 4 runs diverged" in table and "excluded" in table
+    # the figure of a run with diverged seeds is drawn without complaint
+    code, _, err = dynloss(capsys, "plot", diverging.path)
+    assert code == 0 and err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoint and resume: SIGKILL a running ``dynloss train`` after its first checkpoint.
+
+KILL = ["--loss", "dce", "--width", "8", "--eta", "1", "--amplitude", "5", "--period", "5000",
+        "--seeds", "2", "--steps", "20000", "--record-every", "100", "--chunk-steps", "1000",
+        "--quiet", "--no-plot"]
+
+
+def test_killed_sweep_resumes_bit_identically(capsys, tmp_path):
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "dynloss_jax", "train", *KILL,
+                             "--out", str(killed)], cwd=tmp_path, env=dict(os.environ),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = killed / "checkpoint-0-state.npz"
+    deadline = time.monotonic() + 300
+    try:
+        while not first.exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)  # mid-run: the next chunk is being computed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+
+    saved = json.loads((killed / "config.json").read_text())
+    chunks = sorted(p.name for p in killed.glob("checkpoint-0-chunk-*.npz"))
+    assert saved["complete"] is False and 1 <= len(chunks) < 20
+    assert not (killed / "arrays.npz").exists()
+    with pytest.raises(RunFolderError, match="unfinished"):
+        load_run(killed)
+    code, _, err = dynloss(capsys, "plot", killed)
+    assert code == 2 and "--resume" in err
+
+    # resuming with other settings is refused, and touches nothing
+    before = sorted(p.name for p in killed.iterdir())
+    changed = [("30000" if a == "20000" else a) for a in KILL]
+    code, _, err = dynloss(capsys, "train", *changed, "--out", killed, "--resume")
+    assert code == 2 and "--resume" in err and "steps" in err
+    assert sorted(p.name for p in killed.iterdir()) == before
+
+    code, _, _ = dynloss(capsys, "train", *KILL, "--out", killed, "--resume")
+    assert code == 0
+    assert sorted(p.name for p in killed.iterdir()) == ["arrays.npz", "config.json"]
+    code, _, _ = dynloss(capsys, "train", *KILL, "--out", tmp_path / "straight")
+    assert code == 0
+    assert_identical(npz(killed / "arrays.npz"), npz(tmp_path / "straight" / "arrays.npz"))
+    assert load_run(killed).config["complete"] is True
+    # a finished run has nothing to resume
+    code, _, err = dynloss(capsys, "train", *KILL, "--out", killed, "--resume")
+    assert code == 2 and "finished" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged folders are refused with a clear message.
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ok") / "run"
+    assert main(["train", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+def damage_truncate(d):
+    blob = (d / "arrays.npz").read_bytes()
+    (d / "arrays.npz").write_bytes(blob[: len(blob) // 2])
+
+
+def damage_flip_byte(d):
+    blob = bytearray((d / "arrays.npz").read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    (d / "arrays.npz").write_bytes(bytes(blob))
+
+
+def damage_edit_setting(d):
+    config = json.loads((d / "config.json").read_text())
+    config["settings"]["eta"] = [0.1, 0.35]
+    (d / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def damage_swap_arrays(d):
+    """Arrays replaced and their checksum updated, but config.json's own digest not."""
+    arrays = npz(d / "arrays.npz")
+    arrays["final_val_acc"] = arrays["final_val_acc"] + 0.01
+    blob = results.npz_bytes(arrays)
+    (d / "arrays.npz").write_bytes(blob)
+    config = json.loads((d / "config.json").read_text())
+    config["checksums"]["arrays.npz"] = results.sha256(blob)
+    (d / "config.json").write_text(json.dumps(config, indent=2))
+
+
+def damage_truncate_config(d):
+    text = (d / "config.json").read_text()
+    (d / "config.json").write_text(text[: len(text) // 2])
+
+
+def damage_delete_arrays(d):
+    (d / "arrays.npz").unlink()
+
+
+DAMAGE = [(damage_truncate, "checksum mismatch"), (damage_flip_byte, "checksum mismatch"),
+          (damage_edit_setting, "edited"), (damage_swap_arrays, "edited"),
+          (damage_truncate_config, "cannot read JSON"), (damage_delete_arrays, "cannot read")]
+
+
+@pytest.mark.parametrize("damage,message", DAMAGE, ids=[d.__name__ for d, _ in DAMAGE])
+def test_damaged_folder_is_refused_by_load_run_and_plot(finished, damage, message, capsys,
+                                                        tmp_path):
+    d = tmp_path / "run"
+    shutil.copytree(finished, d)
+    load_run(d)  # the copy is fine
+    damage(d)
+    with pytest.raises(RunFolderError, match=message):
+        load_run(d)
+    before = sorted(p.name for p in d.iterdir())
+    code, out, err = dynloss(capsys, "plot", d)
+    assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+    code, _, err = dynloss(capsys, "rerun", d)
+    assert code == 2 and message in err
+    assert sorted(p.name for p in d.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no rerun folder either
+
+
+# ---------------------------------------------------------------------------------------------
+# Reproducibility.
+
+def test_same_command_twice_gives_identical_arrays(finished, tmp_path):
+    assert main(["train", *TINY, "--out", str(tmp_path / "again")]) == 0
+    assert_identical(npz(finished / "arrays.npz"), npz(tmp_path / "again" / "arrays.npz"))
+    a = json.loads((finished / "config.json").read_text())
+    b = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert a["checksums"]["arrays.npz"] == b["checksums"]["arrays.npz"]
+
+
+def test_rerun_reproduces_a_folder_bit_for_bit(finished, capsys, tmp_path):
+    out = tmp_path / "rerun"
+    code, stdout, _ = dynloss(capsys, "rerun", finished, "--out", out, "--quiet")
+    assert code == 0 and "bit-identical" in stdout
+    assert_identical(npz(finished / "arrays.npz"), npz(out / "arrays.npz"))
+    assert load_run(out).config["command"] == ["dynloss", "rerun", str(finished)]
+    # the new folder is not overwritten without --overwrite
+    code, _, err = dynloss(capsys, "rerun", finished, "--out", out, "--quiet")
+    assert code == 2 and "--overwrite" in err
+
+
+def test_rerun_reports_arrays_that_differ(finished, capsys, tmp_path):
+    # a folder whose numbers are not what its settings produce (but whose checksums are valid)
+    d = tmp_path / "run"
+    shutil.copytree(finished, d)
+    run = load_run(d)
+    arrays = dict(run.arrays, final_val_acc=run["final_val_acc"] + 0.01)
+    config = {k: v for k, v in run.config.items() if k not in ("checksums", "array_axes")}
+    results.save_run(d, config, arrays, run.axes)
+    code, stdout, _ = dynloss(capsys, "rerun", d, "--out", tmp_path / "rerun", "--quiet")
+    assert code == 1 and "differ" in stdout and "final_val_acc" in stdout
+    assert "final_train_acc" not in stdout.split("differ")[-1]
+
+
+def test_config_records_what_a_rerun_needs(finished):
+    config = load_run(finished).config
+    settings = SweepConfig.from_settings(config["settings"])
+    assert settings.validate().settings() == config["settings"]
+    for key in ("versions", "git_commit", "backend", "devices", "strategy", "x64", "command"):
+        assert key in config
+    assert config["settings"]["dtype"] == "float64" and config["axes"]["seed"] == [0, 1]
