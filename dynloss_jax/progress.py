@@ -1,39 +1,77 @@
-"""A one-line progress bar for long runs: steps done, run-steps/s, time left.
+"""A one-line progress bar for long runs: run-steps done, run-steps/s, time left.
 
-Writes to a terminal only: silent when ``quiet`` or when the stream is not a TTY (logs and CI
-stay clean).
+A sweep of R runs of S steps has R·S run-steps; :func:`~dynloss_jax.sweep.run_sweep` reports
+``(done, total)`` run-steps after each chunk, and the bar redraws its line::
+
+    train [####-----------]  30%  12,000/40,000 run-steps  2.1e+03 run-steps/s  ETA 0:13
+
+From the second report on, the rate is measured since the first one, so it leaves out
+compilation (which happens before the first chunk finishes); the first report can only divide by
+the time since the bar was made (compilation included; a resumed sweep's earlier steps too). The
+time left is (total − done) / rate. The bar writes to a terminal only: it is silent with
+``quiet=True`` and when the stream is not a TTY, so logs, CI and notebooks stay clean.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
+
+
+def format_duration(seconds: float) -> str:
+    """``m:ss`` below an hour, ``h:mm:ss`` above, ``?`` when unknown (NaN or infinite)."""
+    if not seconds == seconds or seconds in (float("inf"), float("-inf")):
+        return "?"
+    s = max(0, round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
 class ProgressBar:
-    """Call with ``(done, total)`` run-steps; prints ``[####----] 45% 1.2e+04 steps/s ETA 0:31``."""
+    """A callable ``bar(done, total)`` (counts of run-steps) drawing one updating line.
 
-    def __init__(self, label: str = "", *, quiet: bool = False, stream=None, width: int = 30):
+    Args:
+      label: printed before the bar.
+      quiet: draw nothing.
+      stream: where to draw (default ``sys.stderr``); nothing is drawn unless
+        ``stream.isatty()``.
+      width: characters of the bar.
+      clock: a function returning seconds (default ``time.perf_counter``).
+    """
+
+    def __init__(self, label: str = "", *, quiet: bool = False, stream=None, width: int = 30,
+                 clock: Callable[[], float] = time.perf_counter):
         self.stream = stream if stream is not None else sys.stderr
-        self.enabled = not quiet and getattr(self.stream, "isatty", lambda: False)()
-        self.label, self.width = label, width
-        self.start = time.perf_counter()
-        self.first = None  # (time, done) at the first report: excludes compilation from rates
+        isatty = getattr(self.stream, "isatty", None)
+        self.enabled = not quiet and callable(isatty) and bool(isatty())
+        self.label, self.width, self.clock = label, width, clock
+        self.start = clock()
+        self.first = None  # (time, done) of the first report: rates leave out compilation
+
+    def rate(self, done: int, now: float) -> float:
+        """Run-steps per second since the first report (since creation before a second one)."""
+        t0, d0 = self.first
+        if now > t0 and done > d0:
+            return (done - d0) / (now - t0)
+        return done / (now - self.start) if now > self.start else float("nan")
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled:
             return
-        now = time.perf_counter()
+        now = self.clock()
         if self.first is None:
             self.first = (now, done)
-        t0, d0 = self.first
-        rate = (done - d0) / (now - t0) if now > t0 and done > d0 else done / max(now - self.start, 1e-9)
+        rate = self.rate(done, now)
         left = (total - done) / rate if rate > 0 else float("nan")
-        filled = int(self.width * done / max(total, 1))
+        fraction = min(done / total, 1.0) if total > 0 else 1.0
+        filled = int(self.width * fraction)
         bar = "#" * filled + "-" * (self.width - filled)
-        eta = "?" if left != left else f"{int(left // 60)}:{int(left % 60):02d}"
-        self.stream.write(f"\r{self.label} [{bar}] {100 * done / max(total, 1):3.0f}% "
-                          f"{rate:.3g} run-steps/s ETA {eta} ")
+        label = f"{self.label} " if self.label else ""
+        speed = f"{rate:.3g}" if rate == rate else "?"
+        self.stream.write(f"\r{label}[{bar}] {100 * fraction:3.0f}%  {done:,}/{total:,} "
+                          f"run-steps  {speed} run-steps/s  ETA {format_duration(left)} ")
         if done >= total:
-            self.stream.write(f"(total {now - self.start:.1f} s)\n")
+            self.stream.write(f"(done in {format_duration(now - self.start)})\n")
         self.stream.flush()
