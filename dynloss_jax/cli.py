@@ -168,10 +168,12 @@ def main(argv=None) -> int:
 def _train(config, args, strategy, command) -> int:
     from dynloss_jax import sweep
     from dynloss_jax.progress import ProgressBar
+    from dynloss_jax.results import load_run
 
-    run = sweep.run_sweep(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                          strategy=strategy, progress=ProgressBar("train", quiet=args.quiet),
-                          command=command)
+    sweep.run_sweep(config, args.out, resume=args.resume, overwrite=args.overwrite,
+                    strategy=strategy, progress=ProgressBar("train", quiet=args.quiet),
+                    command=command)
+    run = load_run(args.out)  # tables and plots read what was written, checksum verified
     print(summary_table(run))
     if not args.no_plot:
         from dynloss_jax.plotting import plot_run

@@ -40,6 +40,13 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     return p
 
 
+def _command() -> list[str]:
+    """How this experiment was launched, as ``python -m experiments.<name> <flags>``."""
+    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    module = spec.name if spec is not None else Path(sys.argv[0]).stem
+    return ["python", "-m", module, *sys.argv[1:]]
+
+
 def sweep(config, out: Path, args, label: str):
     """Runs ``config`` into ``out`` (or loads it with ``--replot``) and returns the Run."""
     from dynloss_jax import load_run, run_sweep
@@ -48,9 +55,9 @@ def sweep(config, out: Path, args, label: str):
     if args.replot:
         return load_run(out)
     started = time.perf_counter()
-    run = run_sweep(config, out, overwrite=args.overwrite,
-                    progress=ProgressBar(label, quiet=args.quiet),
-                    command=[sys.executable.split("/")[-1], "-m", *sys.argv])
+    run_sweep(config, out, overwrite=args.overwrite,
+              progress=ProgressBar(label, quiet=args.quiet),
+              command=_command())
     if not args.quiet:
         print(f"{label}: {time.perf_counter() - started:.1f} s -> {out}", file=sys.stderr)
-    return run
+    return load_run(out)  # figures are drawn from what was written
