@@ -1,14 +1,29 @@
 """Detecting the first instability (period-2 onset) of gradient descent from the loss alone.
 
-Decision (SPEC §2): the first instability is the first step at which the loss F starts a period-2
-oscillation — successive differences d_t = F(t) − F(t−1) alternate in sign with growing amplitude
-(|d_t| > |d_{t−2}|) — confirmed over ``n_confirm`` consecutive steps. The onset is the first step of
-that confirmed run. Detecting it from F, not from λ, keeps the comparison of λ there with 2/η
-honest.
+Decision (SPEC §2): the first instability is where the loss F starts a period-2 oscillation whose
+amplitude grows — where the differences d_t = F(t) − F(t−1) split into two alternating branches
+(the bifurcation of the paper's Fig. 2). The landscape of a dynamical loss moves with Γ(t), so F
+drifts by more per step than a young oscillation: the branches are then both on the same side of
+zero, and the sign of d_t alone does not alternate. The detector therefore reads the oscillation
+from the second differences e_t = d_t − d_{t−1} = F(t) − 2F(t−1) + F(t−2), in which a drift
+enters only through its curvature. Step t *extends a growing zigzag* when
+
+    e_t · e_{t−1} < 0, |e_{t−1}| > tol(t)      (the curvature of F alternates in sign)
+    |e_t| − |e_{t−2}| > tol(t)                 (and grows: compare with the same-sign one)
+    |e_t| > tol(t),   tol(t) = rel_tol · |F(t)|  (both above the rounding noise of F)
+
+and an onset is confirmed when ``n_confirm`` consecutive steps t0, …, t0 + n_confirm − 1 do so.
+The onset is reported as t0 − 1: for F linear until step s and zigzagging from F(s) on, it is s.
+The earliest possible onset is 3 (the first test needs F(0..4)). A steady oscillation
+(|e_t| = |e_{t−2}|) or a decaying one never confirms, nor does a smooth trend, nor a drift whose
+curvature changes (that lengthens every other e_t and shortens the others), nor rounding noise
+(it stays below ``tol``). A zigzag of amplitude a adds ±4a to e_t, so it is found once 4a
+exceeds the curvature of the drift. Detecting from F, not from λ, keeps the comparison of λ at
+the onset with 2/η honest.
 
 The detector is a pair of pure functions (``detector_init``, ``detector_update``) so that it runs
 online inside the compiled training scan at no memory cost, and :func:`first_instability` applies
-the same functions to a recorded series.
+the same functions to a recorded series sampled at every step.
 """
 
 from __future__ import annotations
@@ -20,36 +35,60 @@ import jax.numpy as jnp
 import numpy as np
 
 N_CONFIRM = 6
-REL_TOL = 1e-7
+# tol = REL_TOL·|F|: far above the rounding of a mean over a few hundred terms in each dtype,
+# far below any oscillation visible on a plot.
+REL_TOL = {"float64": 1e-10, "float32": 1e-5}
 
 
 class DetectorState(NamedTuple):
+    """Carry of the online detector (scalars; a leading axis R when batched over runs)."""
+
     prev_loss: jax.Array  # F(t−1)
     d1: jax.Array  # d_{t−1}
-    d2: jax.Array  # d_{t−2}
-    count: jax.Array  # length of the current alternating, growing run
+    e1: jax.Array  # e_{t−1}
+    e2: jax.Array  # e_{t−2}
+    count: jax.Array  # consecutive steps that extended a growing zigzag
     onset: jax.Array  # first confirmed onset step, −1 while none
 
 
 def detector_init(dtype=jnp.float64) -> DetectorState:
+    """Empty detector; the NaN history makes the first four steps fail the tests."""
     nan = jnp.full((), jnp.nan, dtype)
-    return DetectorState(nan, nan, nan, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
+    return DetectorState(nan, nan, nan, nan, jnp.zeros((), jnp.int32),
+                         jnp.full((), -1, jnp.int32))
+
+
+def default_rel_tol(dtype) -> float:
+    """``REL_TOL`` for the loss's dtype: 1e-10 for float64, 1e-5 for anything narrower."""
+    return REL_TOL["float64" if jnp.dtype(dtype) == jnp.float64 else "float32"]
 
 
 def detector_update(state: DetectorState, loss, step, *, n_confirm: int = N_CONFIRM,
-                    rel_tol: float = REL_TOL) -> DetectorState:
-    """Feed F(step); steps must be consecutive. NaN losses (a diverged run) never confirm."""
+                    rel_tol: float | None = None) -> DetectorState:
+    """Feeds F(``step``); steps must be consecutive (0, 1, 2, …).
+
+    A NaN loss (a diverged run) fails every test, so it resets the count and never confirms.
+    Once an onset is found it is kept; the rest of the state keeps updating.
+    """
+    loss = jnp.asarray(loss)
+    rel_tol = default_rel_tol(loss.dtype) if rel_tol is None else rel_tol
+    tol = rel_tol * jnp.abs(loss)
     d = loss - state.prev_loss
-    growing = (d * state.d1 < 0) & (jnp.abs(d) > jnp.abs(state.d2))
-    growing = growing & (jnp.abs(d) > rel_tol * jnp.abs(loss))
-    count = jnp.where(growing, state.count + 1, 0)
+    e = d - state.d1
+    extends = ((e * state.e1 < 0) & (jnp.abs(state.e1) > tol) & (jnp.abs(e) > tol)
+               & (jnp.abs(e) - jnp.abs(state.e2) > tol))
+    count = jnp.where(extends, state.count + 1, 0).astype(jnp.int32)
     found = (count >= n_confirm) & (state.onset < 0)
-    onset = jnp.where(found, step - n_confirm + 1, state.onset).astype(jnp.int32)
-    return DetectorState(loss, d, state.d1, count.astype(jnp.int32), onset)
+    onset = jnp.where(found, step - n_confirm, state.onset).astype(jnp.int32)
+    return DetectorState(loss, d, e, state.e1, count, onset)
 
 
-def first_instability(loss_T, *, n_confirm: int = N_CONFIRM, rel_tol: float = REL_TOL) -> int:
-    """Index of the first period-2 onset in a loss series sampled at every step; −1 if none."""
+def first_instability(loss_T, *, n_confirm: int = N_CONFIRM, rel_tol: float | None = None) -> int:
+    """Onset step (as defined above) of a loss series ``loss_T`` sampled at steps 0..T−1, or −1.
+
+    Runs :func:`detector_update` over the series, so it agrees exactly with the online detector
+    of the training engine fed the same losses.
+    """
     loss_T = jnp.asarray(loss_T)
 
     def body(state, inputs):

@@ -1,0 +1,212 @@
+"""Supplementary scan: validation accuracy of DCE over an (A, T) grid, relative to static CE.
+
+The paper's Supplementary Material (not available) reports a region of amplitude A and period T
+where the dynamical loss improves on the static one, and degradation (catastrophic forgetting)
+when A and T become too large. Here: DCE at η = 1 on one width, every (A, T) of a grid, the same
+seeds for every cell, each run ending with a static last period (as Fig. 3) and measured on the
+validation spiral. A = 1 is the static loss (Γ ≡ 1, i.e. CE), so it is part of the grid and is
+the reference of every cell: the heatmap (a) shows the paired difference
+Δ(A, T) = mean over seeds of [val(A, T, seed) − val(1, T, seed)], annotated with its s.e.m.;
+(b) shows the validation accuracy itself.
+
+Settings (decided here, flags to change them):
+
+* one run length for every cell, 60 000 steps (a multiple of every T), so each cell has the same
+  compute budget as the static reference; a cell's last T steps are static;
+* T ∈ {250, 500, 1000, 2500, 5000, 10000}: from 80 cycles through the classes down to 2 (the
+  paper's Figs. 2 and 4 use T = 5000 and 10000); A ∈ {1, 2, 5, 10, 25, 50, 100}, log-spaced
+  around Fig. 4's 25–75 and Fig. 2's 70;
+* width 32 — small enough that static CE leaves room to improve (Fig. 3's regime where the paper
+  finds the largest gain), and ~4× cheaper per step than width 100; 10 seeds.
+
+``--quick``: A ∈ {1, 5, 25, 100}, T ∈ {250, 1000, 4000}, 16 000 steps, 4 seeds.
+
+Runtime (2 shared CPU cores, float64; noisy): ``--quick`` ≈ 50 s (768 000 run-steps at width
+32, one compilation). Full: 25 M run-steps at ~10 000–20 000 run-steps/s ≈ 30–45 min on the CPU;
+on a GPU all 420 runs are one vmapped program (expected a few minutes, not measured).
+
+    python -m experiments.sm_amplitude_period --quick   # -> results/sm_amplitude_period/
+    python -m experiments.sm_amplitude_period --width 100 --seeds 20
+    python -m experiments.sm_amplitude_period --replot
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+from experiments import common
+
+FULL = dict(loss="dce", amplitudes=(1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0),
+            periods=(250, 500, 1000, 2500, 5000, 10000), steps=60_000, width=32, seeds=10,
+            eta=1.0, record_every=250)
+QUICK = dict(FULL, amplitudes=(1.0, 5.0, 25.0, 100.0), periods=(250, 1000, 4000), steps=16_000,
+             seeds=4)
+SMOKE = dict(FULL, amplitudes=(1.0, 25.0), periods=(20, 40), steps=120, width=4, seeds=2,
+             record_every=10)
+PNG = "sm_amplitude_period.png"
+SUMMARY = "summary.json"
+STATIC = {"dce": "ce", "dmse1": "mse", "dmse2": "mse"}
+
+
+def _parser():
+    p = common.parser(__doc__, "results/sm_amplitude_period")
+    p.add_argument("--loss", choices=tuple(STATIC), help="dynamical loss (default dce)")
+    p.add_argument("--amplitudes", type=float, nargs="+",
+                   help="A values; 1 (the static reference) is always added")
+    p.add_argument("--periods", type=int, nargs="+", help="T values (each must divide --steps)")
+    p.add_argument("--steps", type=int, help="GD steps of every run (default 60000; quick 16000)")
+    p.add_argument("--width", type=int, help="hidden units (default 32)")
+    p.add_argument("--seeds", type=int, help="seeds per cell (default 10; quick 4)")
+    p.add_argument("--eta", type=float, help="learning rate (default 1)")
+    p.add_argument("--record-every", type=int, help="curves every k steps (default 250)")
+    return p
+
+
+def settings_from(args) -> dict:
+    """The preset (full, quick or smoke) overridden by the flags given; A = 1 always included."""
+    preset = dict(SMOKE if args.quick and common.smoke() else QUICK if args.quick else FULL)
+    for name in list(preset):
+        value = getattr(args, name, None)
+        if value is not None:
+            preset[name] = tuple(value) if isinstance(value, list) else value
+    preset["amplitudes"] = tuple(sorted(set(preset["amplitudes"]) | {1.0}))
+    preset["periods"] = tuple(sorted(set(preset["periods"])))
+    return preset
+
+
+def config_of(s: dict):
+    from dynloss_jax import SweepConfig
+    from dynloss_jax.sweep import ConfigError
+
+    for period in s["periods"]:
+        if s["steps"] % period:
+            raise ConfigError("periods", period, f"must divide --steps ({s['steps']})")
+    return SweepConfig(loss=(s["loss"],), width=(s["width"],), eta=(s["eta"],),
+                       amplitude=s["amplitudes"], period=s["periods"], seeds=s["seeds"],
+                       steps=s["steps"], record_every=s["record_every"],
+                       static_last_period=True)
+
+
+def summarise(run) -> dict:
+    """Mean and s.e.m. over seeds of the final validation accuracy per (A, T), and of its paired
+    difference to A = 1 at the same T and seed. Arrays are indexed [A, T]."""
+    import numpy as np
+
+    acc = np.where(run["diverged"], np.nan, run["final_val_acc"])[0, 0, 0]  # (A, T, seed)
+    amplitudes = [float(a) for a in run.coords["amplitude"]]
+    ref = acc[amplitudes.index(1.0)]  # (T, seed)
+    delta = acc - ref[None]
+
+    def mean_sem(a):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
+            n = np.sum(np.isfinite(a), axis=-1)
+            mean = np.nanmean(a, axis=-1)
+            sem = np.where(n > 1, np.nanstd(a, axis=-1, ddof=1) / np.sqrt(n), np.nan)
+        return mean, sem, n
+
+    acc_mean, acc_sem, n = mean_sem(acc)
+    d_mean, d_sem, _ = mean_sem(delta)
+    return {"amplitude": amplitudes, "period": [int(t) for t in run.coords["period"]],
+            "val_acc_mean": acc_mean.tolist(), "val_acc_sem": acc_sem.tolist(),
+            "delta_mean": d_mean.tolist(), "delta_sem": d_sem.tolist(), "runs": n.tolist(),
+            "diverged": int(run["diverged"].sum())}
+
+
+def table(run, summary: dict) -> str:
+    s = run.config["settings"]
+    amplitudes, periods = summary["amplitude"], summary["period"]
+    i1 = amplitudes.index(1.0)
+    ref, ref_sem = summary["val_acc_mean"][i1][0], summary["val_acc_sem"][i1][0]
+    lines = [f"(A, T) scan: {s['loss'][0]} at η = {s['eta'][0]:g}, width {s['width'][0]}, "
+             f"{s['steps']} steps, {s['seeds']} seeds; static reference (A = 1) validation "
+             f"accuracy {ref:.3f} ± {ref_sem:.3f}",
+             "Δ validation accuracy vs A = 1 (paired mean ± s.e.m. over seeds)",
+             f"{'A / T':>7}" + "".join(f"{t:>17}" for t in periods)]
+    for ai, a in enumerate(amplitudes):
+        if ai == i1:
+            continue
+        cells = [f"{summary['delta_mean'][ai][ti]:+.3f} ± {summary['delta_sem'][ai][ti]:.3f}"
+                 for ti in range(len(periods))]
+        lines.append(f"{a:>7g}" + "".join(f"{c:>17}" for c in cells))
+    if summary["diverged"]:
+        lines.append(f"({summary['diverged']} runs diverged and are left out)")
+    return "\n".join(lines)
+
+
+def plot(run, summary: dict, path):
+    """Draws the two heatmaps from a loaded run and its summary; returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    s = run.config["settings"]
+    amplitudes, periods = summary["amplitude"], summary["period"]
+    i1 = amplitudes.index(1.0)
+    keep = [i for i in range(len(amplitudes)) if i != i1]
+    delta = np.asarray(summary["delta_mean"])[keep].T  # rows T, columns A
+    delta_sem = np.asarray(summary["delta_sem"])[keep].T
+    acc = np.asarray(summary["val_acc_mean"]).T
+    fig, (ax_d, ax_a) = plt.subplots(
+        1, 2, figsize=(4.2 + 1.1 * len(amplitudes) * 2, 2.2 + 0.65 * len(periods)),
+        constrained_layout=True, gridspec_kw={"width_ratios": [len(keep), len(amplitudes)]})
+    limit = np.nanmax(np.abs(delta)) if np.isfinite(delta).any() else 1.0
+    limit = max(limit, 1e-3)
+    im = ax_d.imshow(delta, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", origin="lower")
+    for (ti, ai), value in np.ndenumerate(delta):
+        ax_d.text(ai, ti, f"{value:+.3f}\n±{delta_sem[ti, ai]:.3f}", ha="center", va="center",
+                  fontsize=7.5, color="k" if abs(value) < 0.6 * limit else "w")
+    fig.colorbar(im, ax=ax_d, label="Δ validation accuracy vs A = 1")
+    im = ax_a.imshow(acc, cmap="viridis", aspect="auto", origin="lower")
+    for (ti, ai), value in np.ndenumerate(acc):
+        ax_a.text(ai, ti, f"{value:.3f}", ha="center", va="center", fontsize=7.5,
+                  color="w" if value < np.nanmean(acc) else "k")
+    fig.colorbar(im, ax=ax_a, label="validation accuracy")
+    for ax, cols in ((ax_d, [amplitudes[i] for i in keep]), (ax_a, amplitudes)):
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels([f"{a:g}" for a in cols])
+        ax.set_yticks(range(len(periods)))
+        ax.set_yticklabels([str(t) for t in periods])
+        ax.set_xlabel("amplitude A")
+        ax.set_ylabel("period T (steps)")
+    ref = summary["val_acc_mean"][i1][0]
+    ax_d.set_title(f"(a) {s['loss'][0].upper()} − static (A = 1: {ref:.3f}), paired over seeds",
+                   fontsize=9, loc="left")
+    ax_a.set_title("(b) validation accuracy (A = 1 is the static loss)", fontsize=9, loc="left")
+    fig.suptitle(f"(A, T) scan: width {s['width'][0]}, η = {s['eta'][0]:g}, {s['steps']} steps "
+                 f"(last period static), {s['seeds']} seeds per cell", fontsize=10)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def main(argv=None) -> int:
+    common.setup()
+    from dynloss_jax import results
+    from dynloss_jax.sweep import ConfigError
+
+    args = _parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        config = None if args.replot else config_of(settings_from(args)).validate()
+        run = common.sweep(config, out, args, "sm")
+        if 1.0 not in [float(a) for a in run.coords["amplitude"]]:
+            raise ConfigError("amplitudes", run.coords["amplitude"], "must include 1 (static)")
+    except (ConfigError, results.RunFolderError) as e:
+        print(f"sm_amplitude_period: error: {e}", file=sys.stderr)
+        return 2
+    summary = summarise(run)
+    if not args.replot:
+        results.write_json(out / SUMMARY, summary)
+    plot(run, summary, out / PNG)
+    print(table(run, summary))
+    print(f"wrote {out / PNG}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""The Fig. 3, Fig. 4 and (A, T) scan experiments: their ``--quick`` path shrunk by
+``DYNLOSS_SMOKE=1``, run in this process into a temporary folder; the arrays and summaries are
+checked against NumPy recomputations and the physics they must obey, and ``--replot`` redraws
+without training.
+
+fig3's panel (a) and the (A, T) scan use the same static settings in smoke mode (DCE, width 4,
+120 steps, static last period), so the scan reuses fig3's compiled program.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import dynloss_jax
+from dynloss_jax import load_run, sweep
+from experiments import fig3_width_sweep, fig4_instability, sm_amplitude_period
+
+
+@pytest.fixture
+def smoke(monkeypatch):
+    monkeypatch.setenv("DYNLOSS_SMOKE", "1")
+
+
+def forbid_training(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("--replot must not train")
+
+    monkeypatch.setattr(dynloss_jax, "run_sweep", refuse)
+    monkeypatch.setattr(sweep, "run_sweep", refuse)
+
+
+def run_then_replot(module, out, capsys, monkeypatch):
+    """Runs ``--quick`` then ``--replot`` (with training forbidden); returns both outputs."""
+    assert module.main(["--quick", "--out", str(out), "--quiet"]) == 0
+    first = capsys.readouterr().out
+    png = out / module.PNG
+    assert png.stat().st_size > 10_000
+    png.unlink()
+    with monkeypatch.context() as m:
+        forbid_training(m)
+        assert module.main(["--replot", "--out", str(out)]) == 0
+    second = capsys.readouterr().out
+    assert png.stat().st_size > 10_000
+    assert first == second, "--replot must print the same table as the run"
+    assert f"wrote {png}" in first
+    return first
+
+
+def mean_sem(a):
+    a = np.asarray(a, float)
+    return a.mean(), a.std(ddof=1) / np.sqrt(len(a))
+
+
+def test_fig3_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
+    text = run_then_replot(fig3_width_sweep, tmp_path, capsys, monkeypatch)
+    s = fig3_width_sweep.SMOKE
+    steps = s["periods"] * s["period"]
+    summary = json.loads((tmp_path / fig3_width_sweep.SUMMARY).read_text())
+    for panel, losses in (("a", ("ce", "dce")), ("b", ("mse", "dmse1", "dmse2"))):
+        run = load_run(tmp_path / panel)
+        settings = run.config["settings"]
+        assert run.coords["loss"] == list(losses)
+        assert settings["static_last_period"] and settings["steps"] == steps
+        assert settings["eta"] == [s[f"eta_{panel}"]]
+        assert run["final_val_acc"].shape == (len(losses), len(s["widths"]), 1, 1, 1,
+                                              s[f"seeds_{panel}"])
+        # Γ: sums to C always, ≡ 1 during the static last period, and before it only at the
+        # start of each period
+        gamma = run["gamma"]
+        np.testing.assert_allclose(gamma.sum(-1), 3.0, rtol=1e-12)
+        last = run["record_step"] >= steps - s["period"]
+        inside = ~last & (run["record_step"] % s["period"] != 0)
+        dynamical = [i for i, loss in enumerate(losses) if loss.startswith("d")]
+        assert np.all(gamma[dynamical][..., last, :] == 1.0)
+        assert np.all(gamma[dynamical][..., inside, :].max(-1) > 1.0 + 1e-9)
+        # the summary is the mean ± sem over seeds, and the paired difference, of the arrays
+        acc = run["final_val_acc"]
+        assert np.all((acc >= 0) & (acc <= 1)) and not run["diverged"].any()
+        for row, wi in zip(summary[panel], range(len(s["widths"])), strict=True):
+            for li, loss in enumerate(losses):
+                m, e = mean_sem(acc[li, wi, 0, 0, 0])
+                assert row[loss][:2] == pytest.approx([m, e], rel=1e-12, abs=1e-15)
+                if loss in fig3_width_sweep.STATIC:
+                    d = acc[li, wi, 0, 0, 0] - acc[0, wi, 0, 0, 0]
+                    key = f"{loss}-{fig3_width_sweep.STATIC[loss]}"
+                    assert row[key] == pytest.approx(list(mean_sem(d)), rel=1e-12, abs=1e-15)
+                    assert f"{row[key][0]:+.3f} ± {row[key][1]:.3f}" in text
+    assert "Fig. 3a" in text and "Fig. 3b" in text
+
+
+def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
+    text = run_then_replot(fig4_instability, tmp_path, capsys, monkeypatch)
+    s = fig4_instability.SMOKE
+    summary = json.loads((tmp_path / fig4_instability.SUMMARY).read_text())
+    etas, lams = [], []
+    for eta in s["etas_ce"]:
+        run = load_run(tmp_path / f"dce_eta_{eta:g}")
+        steps = run.config["settings"]["steps"]
+        assert steps == round(s["steps_eta"] / eta)  # 100 000/η in the paper, scaled down
+        onset = run["instability_step"]
+        assert np.all((onset == -1) | ((onset >= 2) & (onset < steps)))
+        lam1 = run["lam"][..., 0]
+        for index in np.ndindex(onset.shape):
+            expected = (np.interp(onset[index], run["eig_step"], lam1[index])
+                        if 0 <= onset[index] <= run["eig_step"][-1] else np.nan)
+            np.testing.assert_allclose(run["instability_lam"][index], expected, rtol=1e-14)
+        found = np.isfinite(run["instability_lam"][0])
+        etas += [eta] * int(found.sum())
+        lams += run["instability_lam"][0][found].tolist()
+        row = next(r for r in summary["rows"] if r["eta"] == eta and r["loss"] == "dce")
+        assert row["found"] == int(found.sum()) and row["runs"] == found.size
+    fit = summary["fits"]["dce"]
+    if len(set(etas)) > 1 and len(etas) > 2:
+        slope = np.polyfit(np.log(etas), np.log(lams), 1)[0]
+        assert fit["slope"] == pytest.approx(slope, rel=1e-10)
+    assert "fit log λ1" in text
+
+
+def test_fit_slope_recovers_a_power_law():
+    rng = np.random.default_rng(0)
+    eta = np.repeat([0.05, 0.1, 0.2, 0.4], 30)
+    lam = 2.1 / eta * np.exp(0.05 * rng.standard_normal(eta.size))
+    b, se, c, n = fig4_instability.fit_slope(eta, lam)
+    slope, intercept = np.polyfit(np.log(eta), np.log(lam), 1)
+    assert (b, c, n) == (pytest.approx(slope, rel=1e-12), pytest.approx(intercept, rel=1e-12),
+                         eta.size)
+    assert abs(b + 1) < 3 * se < 0.1
+    assert np.isnan(fig4_instability.fit_slope([0.1, 0.1, 0.1], [1.0, 2.0, 3.0])[0])
+
+
+def test_fig4_steps_scale_with_one_over_eta():
+    assert fig4_instability.steps_for(0.05, 100_000, 100) == 2_000_000
+    assert fig4_instability.steps_for(0.3, 100_000, 100) == 333_400  # rounded up to k·100
+
+
+def test_sm_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
+    text = run_then_replot(sm_amplitude_period, tmp_path, capsys, monkeypatch)
+    s = sm_amplitude_period.SMOKE
+    run = load_run(tmp_path)
+    assert run.coords["amplitude"] == list(s["amplitudes"]) and 1.0 in run.coords["amplitude"]
+    acc = run["final_val_acc"][0, 0, 0]  # (A, T, seed)
+    # A = 1 is the static loss: Γ ≡ 1 whatever T, so those runs are bit-identical across T
+    i1 = run.coords["amplitude"].index(1.0)
+    assert np.all(run["gamma"][0, 0, 0, i1] == 1.0)
+    np.testing.assert_array_equal(run["final_loss"][0, 0, 0, i1, 0],
+                                  run["final_loss"][0, 0, 0, i1, 1])
+    summary = json.loads((tmp_path / sm_amplitude_period.SUMMARY).read_text())
+    for ai in range(acc.shape[0]):
+        for ti in range(acc.shape[1]):
+            d = acc[ai, ti] - acc[i1, ti]
+            np.testing.assert_allclose(summary["delta_mean"][ai][ti], d.mean(), rtol=1e-12,
+                                       atol=1e-15)
+            np.testing.assert_allclose(summary["val_acc_mean"][ai][ti], acc[ai, ti].mean(),
+                                       rtol=1e-12)
+    assert "static reference (A = 1)" in text
+
+
+def test_sm_refuses_a_period_that_does_not_divide_the_run(tmp_path, capsys, smoke):
+    code = sm_amplitude_period.main(["--quick", "--out", str(tmp_path), "--periods", "7",
+                                     "--quiet"])
+    assert code == 2
+    assert "periods=7" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,207 @@
+"""The first-instability detector: synthetic series with known onsets, GD on a cubic valley, a
+NumPy transcription of the definition, and the online detector inside the engine."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynloss_jax import SweepConfig, run_sweep
+from dynloss_jax.instability import (
+    N_CONFIRM,
+    detector_init,
+    detector_update,
+    first_instability,
+    value_at,
+)
+
+
+def reference_onset(loss_T, n_confirm=N_CONFIRM, rel_tol=1e-10):
+    """The definition of the module docstring, transcribed as a plain Python loop."""
+    f = [float(v) for v in loss_T]
+
+    def e(t):  # second difference F(t) − 2F(t−1) + F(t−2)
+        return (f[t] - f[t - 1]) - (f[t - 1] - f[t - 2])
+
+    run = 0
+    for t in range(4, len(f)):
+        tol = rel_tol * abs(f[t])
+        ok = (e(t) * e(t - 1) < 0 and abs(e(t - 1)) > tol and abs(e(t)) > tol
+              and abs(e(t)) - abs(e(t - 2)) > tol)  # False with NaN
+        run = run + 1 if ok else 0
+        if run == n_confirm:
+            return t - n_confirm
+    return -1
+
+
+def zigzag(n, start, growth=1.05, amplitude=1e-4, base=None):
+    """``base`` (default 1) plus a period-2 oscillation that is 0 before ``start`` and
+    amplitude·growth^(t−start)·(−1)^t from ``start`` on."""
+    t = np.arange(n)
+    base = np.ones(n) if base is None else base
+    osc = np.where(t >= start, amplitude * growth ** np.maximum(t - start, 0) * (-1.0) ** t, 0)
+    return base + osc
+
+
+def gd_on_cubic(eta, x0, n, lam=1.0, c=1.0):
+    """Loss of GD on f(x) = λx²/2 + c x³/3 (a valley whose walls differ in height) from x0."""
+    x, out = x0, []
+    for _ in range(n):
+        out.append(0.5 * lam * x * x + c * x ** 3 / 3)
+        x = x - eta * (lam * x + c * x * x)
+    return np.array(out)
+
+
+def test_smooth_decreasing_series_has_no_onset():
+    t = np.arange(3000)
+    loss = 0.2 + np.exp(-t / 400) + 0.05 * np.exp(-t / 40)
+    assert first_instability(loss) == -1 == reference_onset(loss)
+
+
+@pytest.mark.parametrize("start", [3, 10, 17, 500])
+def test_growing_zigzag_from_flat_is_found_at_its_start(start):
+    loss = zigzag(start + 200, start)
+    assert first_instability(loss) == start == reference_onset(loss)
+
+
+@pytest.mark.parametrize("start", [400, 401])
+def test_growing_zigzag_on_a_linear_drift_is_found_at_its_start(start):
+    # a linear drift has no curvature: it does not delay the zigzag, of either parity
+    t = np.arange(1000)
+    loss = zigzag(1000, start, base=2.0 - 1e-3 * t)
+    assert first_instability(loss) == start == reference_onset(loss)
+
+
+def test_zigzag_is_found_when_it_outgrows_the_curvature_of_the_drift():
+    # F = 3 − 1e-3·t + c·t² has e_t = 2c; the zigzag a·g^k·(−1)^t adds ±a_{t−2}(1 + g)², so the
+    # second differences alternate once a·g^k·(1 + g)² > 2c, k ≈ 313 steps after it starts
+    # (it is 1e-9 at its start, 3e-8 when found, far below the drift of 1e-3 per step).
+    t = np.arange(2000.0)
+    c, amplitude, g = 1e-6, 1e-9, 1.02
+    loss = zigzag(2000, 100, growth=g, amplitude=amplitude, base=3.0 - 1e-3 * t + c * t * t)
+    onset = first_instability(loss)
+    assert onset == reference_onset(loss)
+    k = np.log(2 * c / (amplitude * (1 + g) ** 2)) / np.log(g)
+    assert abs(onset - (100 + 2 + k)) <= 4
+
+
+def test_raw_differences_need_not_alternate():
+    # A zigzag riding on a steep drift: F(t) − F(t−1) < 0 at every step, yet the differences
+    # split into two growing branches — the paper's bifurcation — and the onset is found.
+    t = np.arange(400)
+    loss = zigzag(400, 200, growth=1.01, amplitude=1e-5, base=5.0 - 1e-3 * t)
+    assert np.all(np.diff(loss) < 0)
+    assert first_instability(loss) == 200 == reference_onset(loss)
+
+
+@pytest.mark.parametrize("kind", ["steady", "decaying", "steady on curved drift"])
+def test_oscillation_that_does_not_grow_has_no_onset(kind):
+    t = np.arange(20_000)
+    osc = 0.01 * (-1.0) ** t
+    loss = {"steady": 1.0 - 1e-6 * t + osc,
+            "decaying": 1.0 + osc * 0.999 ** t,
+            "steady on curved drift": np.exp(-t / 3000) + 0.3 * np.sin(t / 700) + osc}[kind]
+    assert first_instability(loss) == -1 == reference_onset(loss)
+
+
+def test_rounding_noise_is_ignored_but_would_fire_without_the_tolerance():
+    rng = np.random.default_rng(0)
+    loss = 0.7 * (1 + 1e-14 * rng.standard_normal(20_000))
+    assert first_instability(loss) == -1 == reference_onset(loss)
+    assert first_instability(loss, rel_tol=0.0) == reference_onset(loss, rel_tol=0.0) >= 0
+
+
+def test_float32_series_uses_the_float32_tolerance():
+    rng = np.random.default_rng(1)
+    noise = (0.7 + 0.7e-6 * rng.standard_normal(20_000)).astype(np.float32)
+    assert first_instability(noise) == -1
+    assert first_instability(noise.astype(np.float64)) >= 0  # the same noise is real in f64
+    loss = zigzag(300, 120, amplitude=1e-3).astype(np.float32)
+    assert first_instability(loss) == 120
+
+
+def test_nan_resets_and_a_found_onset_is_kept():
+    loss = zigzag(400, 100)
+    loss_nan = loss.copy()
+    loss_nan[103] = np.nan  # breaks the zigzag before it is confirmed: found later
+    # e_103, e_104 and e_105 are NaN, so the first test on three clean second differences is
+    # at t = 108, whose zigzag turns first at F(107).
+    assert first_instability(loss_nan) == reference_onset(loss_nan) == 107
+    loss_nan = loss.copy()
+    loss_nan[200:] = np.nan  # a run that diverges after its onset keeps it
+    assert first_instability(loss_nan) == 100
+    assert first_instability(np.full(50, np.nan)) == -1
+
+
+@pytest.mark.parametrize("n_confirm", [2, 4, 10])
+def test_n_confirm(n_confirm):
+    loss = zigzag(300, 50)
+    # One flat difference (d_55 = 0): steps 51..54 extend the zigzag, 55 and 56 cannot (e_55
+    # and e_56 are too small), and it restarts at 57 with its first turning point at F(56).
+    loss[55] = loss[54]
+    expected = 50 if n_confirm <= 4 else 56
+    assert first_instability(loss, n_confirm=n_confirm) == expected
+    assert reference_onset(loss, n_confirm=n_confirm) == expected
+
+
+def test_gd_on_a_cubic_valley_beyond_the_edge_of_stability_zigzags_at_once():
+    # f = λx²/2 + x³/3, λ = 1: GD from x0 = 0.02 with ηλ = 2.02 bounces between walls of
+    # different height with growing amplitude from the first step, so the onset is the earliest
+    # step the detector can report (3); with ηλ = 1.98 the bounces decay and there is none.
+    assert first_instability(gd_on_cubic(2.02, 0.02, 300)) == 3
+    assert first_instability(gd_on_cubic(1.98, 0.02, 300)) == -1
+    # From a tiny start the smooth growth of x² dominates the curvature of F until the height
+    # difference of the walls (∝ x³) exceeds it; the onset then comes later, where the
+    # definition says.
+    loss = gd_on_cubic(2.02, 1e-5, 3000)
+    onset = first_instability(loss)
+    assert onset > 100
+    assert onset == reference_onset(loss)
+
+
+def test_online_update_matches_a_python_loop_of_updates():
+    loss = zigzag(120, 60)
+    state = detector_init(jnp.float64)
+    onsets = []
+    for t, v in enumerate(loss):
+        state = detector_update(state, v, t)
+        onsets.append(int(state.onset))
+    assert onsets[-1] == 60
+    # confirmed once n_confirm steps after the first extending step (61) have been seen
+    assert onsets.index(60) == 61 + N_CONFIRM - 1
+
+
+def test_detector_vmaps_over_runs():
+    series = np.stack([zigzag(200, s) for s in (10, 40, 90)] + [np.ones(200)])
+
+    def scan(loss_T):
+        def body(state, inputs):
+            return detector_update(state, *inputs), None
+        state, _ = jax.lax.scan(body, detector_init(), (loss_T, jnp.arange(200)))
+        return state.onset
+
+    np.testing.assert_array_equal(jax.jit(jax.vmap(scan))(series), [10, 40, 90, -1])
+
+
+def test_value_at_interpolates_linearly():
+    steps = np.arange(0, 100, 10)
+    values = 3.0 + 0.5 * steps
+    assert value_at(37, steps, values) == pytest.approx(3.0 + 0.5 * 37, rel=1e-15)
+    assert value_at(0, steps, values) == 3.0
+    assert np.isnan(value_at(-1, steps, values))
+    assert np.isnan(value_at(95, steps, values))  # after the last measurement
+
+
+def test_online_detector_in_the_engine_equals_first_instability_of_the_recorded_loss():
+    # MSE on the spiral, width 8, η around 2/λ_max(w_0) ≈ 2/4.3: some runs start a period-2
+    # oscillation within 100 steps, some never do. Two chunks exercise the carried state.
+    config = SweepConfig(loss=("mse",), width=(8,), eta=(0.44, 0.45, 0.46, 0.47, 0.48),
+                         amplitude=(1.0,), period=(100,), seeds=3, steps=100, record_every=1,
+                         chunk_steps=50)
+    run = run_sweep(config)
+    online = run["instability_step"].reshape(-1)
+    offline = [first_instability(series) for series in run["loss"].reshape(-1, 100)]
+    np.testing.assert_array_equal(online, offline)
+    assert (online >= 0).any() and (online < 0).any(), (
+        "expected both runs with and without an onset; if the engine's dynamics changed, pick "
+        f"η again (onsets: {online.tolist()})")
