@@ -20,7 +20,7 @@
 # 1. λ1 and λ2 against step for cross-entropy at two learning rates: the curvature rises until it
 #    meets the edge of stability 2/η (Fig. 1 of the paper);
 # 2. a bifurcation cascade in a dynamical cross-entropy (DCE) run, zoomed in: when λ1 crosses
-#    2/η the loss starts a period-2 oscillation (F(t) − F(t−1) alternates in sign), and when λ2
+#    2/η the loss splits into two alternating branches (a period-2 oscillation), and when λ2
 #    crosses too the orbit doubles again (Fig. 2);
 # 3. the loss on the 2-D plane spanned by the top two Hessian eigenvectors, with the next
 #    gradient-descent steps bouncing between the walls of the valley.
