@@ -32,9 +32,10 @@ import optax
 from jax.sharding import Mesh, PartitionSpec
 
 from dynloss_jax import eig, instability
+from dynloss_jax.data import check_data
 from dynloss_jax.losses import STATIC_OF, get_loss
 from dynloss_jax.model import flat_model
-from dynloss_jax.schedule import gamma
+from dynloss_jax.schedule import check_schedule, gamma
 
 N_TOP = 2  # λ1, λ2
 
@@ -54,6 +55,17 @@ class RunSpec:
     eig_every: int = 0  # 0: no Hessian tracking
     num_matvecs: int = 16
     static_last_period: bool = False
+
+    def __post_init__(self):
+        get_loss(self.loss)  # ValueError for an unknown name
+        for name in ("width", "n_steps", "n_classes", "depth", "record_every", "num_matvecs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.eig_every < 0 or self.eig_every % self.record_every:
+            raise ValueError(f"eig_every must be 0 or a multiple of record_every "
+                             f"({self.record_every}), got {self.eig_every}")
+        if self.n_steps % self.interval:
+            raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of {self.interval}")
 
     @property
     def interval(self) -> int:
@@ -150,18 +162,23 @@ def init_state(spec: RunSpec, hyper: Hyper) -> State:
     )
 
 
-def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State):
+def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
+    """One GD step w_{t+1} = w_t − η ∇F_t(w_t) at Γ = ``gamma_C``.
+
+    Returns ``(state, loss_seen, logits_PxC)`` where ``loss_seen`` is F_t(w_t), NaN once the run
+    has diverged. Only what every step needs is computed here; metrics read from the logits are
+    computed by the caller at record steps.
+    """
     t = state.step
-    g = _gamma_at(spec, t, hyper)
     (loss, logits), grad = jax.value_and_grad(
         functools.partial(_loss_of_w, spec), has_aux=True
-    )(state.w_N, g, data.x_train, data.y_train)
-    static = get_loss(STATIC_OF[spec.loss])(logits, data.y_train, g)
-    acc = _accuracy(logits, data.y_train)
+    )(state.w_N, gamma_C, data.x_train, data.y_train)
     opt = optax.sgd(hyper.eta)
     updates, _ = opt.update(grad, opt.init(state.w_N))
     w_new = optax.apply_updates(state.w_N, updates)
-    bad = ~jnp.isfinite(loss) | ~jnp.all(jnp.isfinite(w_new))
+    # One fused reduction instead of isfinite over N then all(): Σ 0·w is 0 when every w is
+    # finite and NaN otherwise, so the sum below is finite iff the loss and all of w_new are.
+    bad = ~jnp.isfinite(loss + jnp.sum(w_new * 0))
     diverged = state.diverged | bad
     nan = jnp.full((), jnp.nan, loss.dtype)
     loss_seen = jnp.where(state.diverged | ~jnp.isfinite(loss), nan, loss)
@@ -172,23 +189,33 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State):
         diverged_step=jnp.where(bad & ~state.diverged, t, state.diverged_step),
         detector=instability.detector_update(state.detector, loss_seen, t),
     )
-    return state, (loss_seen, jnp.where(jnp.isnan(loss_seen), nan, static), acc, g)
+    return state, loss_seen, logits
 
 
 def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
+    """``record_every`` GD steps; the record holds the metrics at the block's first step.
+
+    The first step is peeled off the scan so that static loss and accuracies are computed from
+    its logits only, not at every step.
+    """
+    steps_B = state.step + jnp.arange(spec.record_every, dtype=state.step.dtype)
+    gamma_BxC = jax.vmap(lambda t: _gamma_at(spec, t, hyper))(steps_B)
     val_acc = _accuracy(spec.model.apply(state.w_N, data.x_val), data.y_val)
     was_diverged = state.diverged
-    state, (loss, static, acc, g) = jax.lax.scan(
-        lambda s, _: _gd_step(spec, hyper, data, s), state, None, length=spec.record_every
-    )
+    state, loss, logits = _gd_step(spec, hyper, data, state, gamma_BxC[0])
     nan = jnp.full((), jnp.nan, loss.dtype)
+    static = get_loss(STATIC_OF[spec.loss])(logits, data.y_train, gamma_BxC[0])
     record = Record(
-        loss=loss[0],
-        static_loss=static[0],
-        train_acc=jnp.where(was_diverged, nan, acc[0]),
+        loss=loss,
+        static_loss=jnp.where(jnp.isnan(loss), nan, static),
+        train_acc=jnp.where(was_diverged, nan, _accuracy(logits, data.y_train)),
         val_acc=jnp.where(was_diverged, nan, val_acc),
-        gamma_C=g[0],
+        gamma_C=gamma_BxC[0],
     )
+    if spec.record_every > 1:
+        state, _ = jax.lax.scan(
+            lambda s, g: (_gd_step(spec, hyper, data, s, g)[0], None), state, gamma_BxC[1:]
+        )
     return state, record
 
 
@@ -228,6 +255,9 @@ def advance_one(spec: RunSpec, n_steps: int, state: State, hyper: Hyper, data: D
     Returns ``(state, records, eig_records)`` with records stacked over n_steps/record_every and
     eig_records over n_steps/eig_every (``None`` when tracking is off).
     """
+    if data.y_train.shape[-1] != spec.n_classes or data.y_val.shape[-1] != spec.n_classes:
+        raise ValueError(f"labels have {data.y_train.shape[-1]} classes, the run "
+                         f"{spec.n_classes}")
     state, (records, eig_records) = jax.lax.scan(
         lambda s, _: _interval(spec, hyper, data, s), state, None,
         length=n_steps // spec.interval,
@@ -287,6 +317,8 @@ def compiled(spec: RunSpec, n_steps: int, batch_size: int = 0, mesh: Mesh | None
     Cached on the static arguments, so a second call with new hyperparameter values reuses the
     compiled program.
     """
+    if n_steps < 1 or n_steps % spec.interval:
+        raise ValueError(f"n_steps must be a positive multiple of {spec.interval}, got {n_steps}")
     init = jax.jit(_over_runs(lambda h, d: init_state(spec, h), batch_size, mesh))
     advance = jax.jit(_over_runs(
         lambda s, h, d: advance_one(spec, n_steps, s, h, d), batch_size, mesh))
@@ -295,7 +327,16 @@ def compiled(spec: RunSpec, n_steps: int, batch_size: int = 0, mesh: Mesh | None
 
 
 def make_hyper(eta, amplitude, period, seed, dtype="float64") -> Hyper:
-    """Stacks per-run values (1-D, equal length R) into a :class:`Hyper` of NumPy arrays."""
+    """Stacks per-run values (1-D, equal length R) into a :class:`Hyper` of NumPy arrays.
+
+    Raises ``ValueError`` for η ≤ 0 or non-finite, A < 1, T < 1 or not an integer, seed < 0.
+    """
+    check_schedule(n_classes=1, amplitude=amplitude, period=period)
+    eta_a, seed_a = np.asarray(eta, dtype=float), np.asarray(seed)
+    if not np.all(np.isfinite(eta_a) & (eta_a > 0)):
+        raise ValueError(f"eta must be finite and > 0, got {eta!r}")
+    if not (np.issubdtype(seed_a.dtype, np.integer) and np.all(seed_a >= 0)):
+        raise ValueError(f"seed must be integers >= 0, got {seed!r}")
     return Hyper(
         eta=np.asarray(eta, dtype=dtype),
         amplitude=np.asarray(amplitude, dtype=dtype),
@@ -305,4 +346,10 @@ def make_hyper(eta, amplitude, period, seed, dtype="float64") -> Hyper:
 
 
 def make_data(x_train, y_train, x_val, y_val, dtype="float64") -> Data:
+    """Raises ``ValueError`` unless x are (P, D), y one-hot (P, C), with D and C shared."""
+    check_data(x_train, y_train)
+    check_data(x_val, y_val)
+    if np.shape(x_train)[1] != np.shape(x_val)[1] or np.shape(y_train)[1] != np.shape(y_val)[1]:
+        raise ValueError(f"train and validation data differ in shape: x {np.shape(x_train)} vs "
+                         f"{np.shape(x_val)}, y {np.shape(y_train)} vs {np.shape(y_val)}")
     return Data(*(jnp.asarray(a, dtype=dtype) for a in (x_train, y_train, x_val, y_val)))

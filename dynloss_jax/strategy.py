@@ -1,11 +1,39 @@
 """How a sweep's runs are laid onto the hardware: per backend, measured, overridable.
 
-Runs are independent, so a sweep is "map one run over R runs". On a GPU or TPU the fastest layout
-is one vmap over all runs of a device (the matrices become big enough to fill the chip). On a CPU
-vmapping small matrices makes batched kernels that fall out of cache, so runs are vmapped in small
-blocks mapped sequentially, and each core is exposed as its own JAX device so that blocks run in
-parallel (``--xla_force_host_platform_device_count``). ``benchmarks/throughput.py`` measures the
-choices; the defaults below come from it.
+Runs are independent, so a sweep is "map one run over R runs" (:func:`engine.compiled`):
+``batch_size`` runs are vmapped together, blocks of them are mapped sequentially inside the
+compiled program (``lax.map``), and with several devices the runs are first split over a
+``jax.sharding.Mesh`` (axis ``"runs"``) with ``shard_map``. The sweep pads R to a multiple of the
+device count by repeating its last run and drops the copies afterwards. Every layout gives the same
+numbers to rounding (``tests/test_strategy.py``).
+
+**CPU.** One step of one run at width 100 is five small matrix products (P × 2 · 2 × W,
+P × W · W × C and their transposes, P = 300 points, C = 3 classes) and a few elementwise passes over
+the P × W activations; vmapping runs turns them into batched products that are no faster per
+run, so the default maps runs one by one (``batch_size = 1``) and gets its parallelism from
+exposing every core as its own JAX device (:func:`use_cpu_cores`, i.e.
+``--xla_force_host_platform_device_count``), each core running its share of the runs.
+``python -m benchmarks.throughput --strategies all`` measures batch sizes 1, 2, 4, 8, all × one
+and all devices; on a 2-core machine, sequential runs on two devices were the fastest layout and
+vmapped blocks were slower (figures at ``CPU_BATCH_SIZE``; the machine was shared, so they are
+noisy).
+
+**GPU/TPU.** One vmap over all runs of a device (``batch_size = 0``): the batched products are what
+fills the chip, and several devices share the runs through the mesh.
+
+**Several hosts.** Start the same script on every host and call ``jax.distributed.initialize()``
+(coordinator address, process count and id; detected automatically on SLURM, Open MPI and Cloud
+TPU) before any JAX computation. ``jax.devices()`` then lists the devices of every process, the
+default ``Strategy(n_devices=0)`` builds its mesh over all of them, and :func:`run_sweep` needs no
+change: every process runs the same program on its shard of the runs, the records come back to
+every process through ``process_allgather`` (``sweep._to_host``) and only process 0 writes the
+results folder. Use ``n_devices=0`` there: a mesh that leaves out a process's devices leaves that
+process nothing to run; CPU-only hosts also need
+``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before initialising.
+``python -m benchmarks.multihost_check`` runs this path with two local
+processes (one CPU device each, gloo collectives) and compares the arrays with a single-process
+sweep; a real multi-machine run (network, GPUs on several hosts, a coordinator failing) has not
+been tested.
 """
 
 from __future__ import annotations
@@ -18,7 +46,12 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-CPU_BATCH_SIZE = 8  # runs vmapped together on one CPU device (benchmarks/throughput.py)
+# Runs vmapped together on one CPU device: 1 = one after another. Measured with
+# `python -m benchmarks.throughput --steps 2000 --strategies all --no-baseline` (DCE, width 100,
+# float64, 8 seeds, λ every 25 steps, 2-core machine, load ≈ 2–4): batch 1 on 2 devices
+# 8 850 seed-steps/s; batch 2, 4, 8, all on 2 devices 7 500, 7 200, 6 900, 6 600; on 1 device
+# 2 800–3 700 whatever the batch.
+CPU_BATCH_SIZE = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +61,12 @@ class Strategy:
 
     batch_size: int = 0
     n_devices: int = 0
+
+    def __post_init__(self):
+        for name in ("batch_size", "n_devices"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
 
     def mesh(self) -> Mesh | None:
         devices = jax.devices()
