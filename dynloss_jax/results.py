@@ -17,7 +17,6 @@ not match their recorded checksum.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tempfile
@@ -35,26 +34,42 @@ class RunFolderError(ValueError):
     """A results folder that is missing, unfinished, truncated or altered."""
 
 
-def atomic_write_bytes(path, data: bytes) -> None:
+def _atomic_write(path, write) -> str:
+    """Calls ``write(f)`` on a temporary file beside ``path``, fsyncs it and renames it onto
+    ``path``; returns the SHA-256 of what was written."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
+        digest = file_sha256(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return digest
 
 
-def npz_bytes(arrays: dict) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
-    return buf.getvalue()
+def atomic_write_bytes(path, data: bytes) -> str:
+    return _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_npz(path, arrays: dict) -> str:
+    """Writes ``arrays`` as an ``.npz`` straight to disk (no copy in memory); returns SHA-256."""
+    return _atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v)
+                                                         for k, v in arrays.items()}))
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def sha256(data: bytes) -> str:
@@ -75,16 +90,15 @@ def read_json(path):
 def read_npz(path, expected_sha256: str | None = None) -> dict:
     """Loads an ``.npz`` fully into memory, checking its SHA-256 when one is given."""
     try:
-        data = Path(path).read_bytes()
+        if expected_sha256 is not None and file_sha256(path) != expected_sha256:
+            raise RunFolderError(f"{path}: checksum mismatch — the file was truncated or altered "
+                                 "after it was written")
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
     except OSError as e:
         raise RunFolderError(f"{path}: cannot read ({e})") from None
-    if expected_sha256 is not None and sha256(data) != expected_sha256:
-        raise RunFolderError(
-            f"{path}: checksum mismatch — the file was truncated or altered after it was written"
-        )
-    try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+    except RunFolderError:
+        raise
     except Exception as e:  # a damaged zip raises several different types
         raise RunFolderError(f"{path}: not a readable .npz ({e})") from None
 
@@ -93,10 +107,9 @@ def save_run(path, config: dict, arrays: dict, array_axes: dict) -> None:
     """Writes ``arrays.npz`` then ``config.json`` (with the arrays' checksum) into ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    blob = npz_bytes(arrays)
-    atomic_write_bytes(path / ARRAYS, blob)
+    digest = atomic_write_npz(path / ARRAYS, arrays)
     config = dict(config, array_axes=array_axes)
-    config["checksums"] = {ARRAYS: sha256(blob)}
+    config["checksums"] = {ARRAYS: digest}
     config["checksums"][CONFIG] = _config_digest(config)
     write_json(path / CONFIG, config)
 

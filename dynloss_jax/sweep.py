@@ -252,7 +252,7 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
     total = len(groups) * n_runs * config.steps
     done = 0
 
-    per_group = []
+    collected = _Collector(config, n_runs)
     for gi, (loss, width) in enumerate(groups):
         spec = engine.RunSpec(
             loss=loss, width=int(width), n_steps=config.steps, n_classes=config.n_classes,
@@ -262,10 +262,10 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
         )
         init, advance, finalize = engine.compiled(spec, chunk, strategy.batch_size, mesh)
         state = init(hyper, data)
-        chunks_done, pieces = 0, []
+        chunks_done = 0
         state_file = None if out is None else out / f"checkpoint-{gi}-state.npz"
         if resume and state_file is not None and state_file.exists():
-            chunks_done, state, pieces = _read_checkpoint(out, gi, state, n_runs, n_chunks)
+            chunks_done, state = _read_checkpoint(out, gi, state, n_runs, n_chunks, collected)
             done += chunks_done * chunk * n_runs
         for c in range(chunks_done, n_chunks):
             state, records, eig_records = advance(state, hyper, data)
@@ -274,20 +274,19 @@ def run_sweep(config: SweepConfig, out=None, *, resume: bool = False, overwrite:
                 piece.update(_flatten("eig", eig_records))
             # checkpoints hold the real runs only, so a resume may use another device count
             piece = {k: v[:n_runs] for k, v in piece.items()}
-            pieces.append(piece)
+            collected.chunk(gi, c, piece)
             if out is not None and writer:
-                results.atomic_write_bytes(out / f"checkpoint-{gi}-chunk-{c}.npz",
-                                           results.npz_bytes(piece))
+                results.atomic_write_npz(out / f"checkpoint-{gi}-chunk-{c}.npz", piece)
                 saved = {k: v[:n_runs] for k, v in _flatten("state", state).items()}
                 saved["chunks_done"] = np.asarray(c + 1)
-                results.atomic_write_bytes(state_file, results.npz_bytes(saved))
+                results.atomic_write_npz(state_file, saved)
             done += chunk * n_runs
             if progress is not None:
                 progress(done, total)
-        final = finalize(state, hyper, data)
-        per_group.append(_group_arrays(pieces, state, final, n_runs))
+        collected.final(gi, state, finalize(state, hyper, data))
 
-    arrays, axes = _assemble(config, per_group)
+    arrays, axes = collected.arrays, collected.axes
+    _add_steps_and_onsets(config, arrays, axes)
     run_config = {
         "settings": settings,
         "axes": {"loss": list(config.loss), "width": list(config.width),
@@ -352,9 +351,10 @@ def _prepare_folder(out: Path, settings: dict, resume: bool) -> None:
     results.write_json(out / results.CONFIG, {"settings": settings, "complete": False})
 
 
-def _read_checkpoint(out: Path, gi: int, template, n_runs: int, n_chunks: int):
-    """The saved chunks of group ``gi``: ``(chunks_done, state, pieces)``; the state is padded
-    to the template's run count by repeating its last run (as the sweep pads)."""
+def _read_checkpoint(out: Path, gi: int, template, n_runs: int, n_chunks: int, collected):
+    """Loads the saved chunks of group ``gi`` into ``collected``; returns ``(chunks_done, state)``
+    with the state padded to the template's run count by repeating its last run (as the sweep
+    pads)."""
     saved = results.read_npz(out / f"checkpoint-{gi}-state.npz")
     try:
         chunks_done = int(saved["chunks_done"])
@@ -372,43 +372,66 @@ def _read_checkpoint(out: Path, gi: int, template, n_runs: int, n_chunks: int):
     state = jax.tree.map(pad, state)
     if not 0 <= chunks_done <= n_chunks:
         raise results.RunFolderError(f"{out}: checkpoint {gi} says {chunks_done} chunks done")
-    pieces = [results.read_npz(out / f"checkpoint-{gi}-chunk-{c}.npz") for c in range(chunks_done)]
-    return chunks_done, state, pieces
+    for c in range(chunks_done):
+        collected.chunk(gi, c, results.read_npz(out / f"checkpoint-{gi}-chunk-{c}.npz"))
+    return chunks_done, state
 
 
-def _group_arrays(pieces, state, final, n_runs) -> dict:
-    def cat(key):
-        return np.concatenate([p[key] for p in pieces], axis=1)[:n_runs]
-
-    g = {
-        "loss": cat("records.loss"), "static_loss": cat("records.static_loss"),
-        "train_acc": cat("records.train_acc"), "val_acc": cat("records.val_acc"),
-        "gamma": cat("records.gamma_C"),
-        "final_loss": _to_host(final.loss)[:n_runs],
-        "final_static_loss": _to_host(final.static_loss)[:n_runs],
-        "final_train_acc": _to_host(final.train_acc)[:n_runs],
-        "final_val_acc": _to_host(final.val_acc)[:n_runs],
-        "diverged": _to_host(state.diverged)[:n_runs],
-        "diverged_step": _to_host(state.diverged_step)[:n_runs],
-        "instability_step": _to_host(state.detector.onset)[:n_runs],
-    }
-    if "eig.lam_K" in pieces[0]:
-        g.update(lam=cat("eig.lam_K"), lam_min=cat("eig.lam_min"),
-                 residual=cat("eig.residual_K"), residual_min=cat("eig.residual_min"))
-    return g
+# Name in the results folder, trailing axis names, for each per-chunk record of the engine.
+_RECORDS = {
+    "records.loss": ("loss", ["record"]), "records.static_loss": ("static_loss", ["record"]),
+    "records.train_acc": ("train_acc", ["record"]), "records.val_acc": ("val_acc", ["record"]),
+    "records.gamma_C": ("gamma", ["record", "class"]), "eig.lam_K": ("lam", ["eig", "k"]),
+    "eig.lam_min": ("lam_min", ["eig"]), "eig.residual_K": ("residual", ["eig", "k"]),
+    "eig.residual_min": ("residual_min", ["eig"]),
+}
 
 
-def _assemble(config: SweepConfig, per_group) -> tuple[dict, dict]:
-    grid = config.grid_shape
+class _Collector:
+    """The results arrays of a sweep, allocated once on the full grid and filled in place chunk
+    by chunk, so the host holds each record once (no per-chunk lists, no concatenated copies)."""
+
+    def __init__(self, config: SweepConfig, n_runs: int):
+        self.config, self.n_runs = config, n_runs
+        self.grid = config.grid_shape
+        self.arrays: dict = {}
+        self.axes: dict = {}
+
+    def _target(self, gi: int, name: str, trailing_shape, dtype, axes):
+        if name not in self.arrays:
+            self.arrays[name] = np.full(self.grid + tuple(trailing_shape), _blank(dtype), dtype)
+            self.axes[name] = list(results.GRID_AXES) + axes
+        li, wi = divmod(gi, len(self.config.width))
+        return self.arrays[name][li, wi].reshape((self.n_runs, *trailing_shape))  # a view
+
+    def chunk(self, gi: int, c: int, piece: dict) -> None:
+        for key, a in piece.items():
+            name, axes = _RECORDS[key]
+            per_chunk = a.shape[1]
+            total = self.config.steps // self.config.chunk * per_chunk
+            view = self._target(gi, name, (total, *a.shape[2:]), a.dtype, axes)
+            view[:, c * per_chunk:(c + 1) * per_chunk] = a
+
+    def final(self, gi: int, state, final) -> None:
+        values = {
+            "final_loss": final.loss, "final_static_loss": final.static_loss,
+            "final_train_acc": final.train_acc, "final_val_acc": final.val_acc,
+            "diverged": state.diverged, "diverged_step": state.diverged_step,
+            "instability_step": state.detector.onset,
+        }
+        for name, value in values.items():
+            a = _to_host(value)[:self.n_runs]
+            self._target(gi, name, (), a.dtype, [])[:] = a
+
+
+def _blank(dtype):
+    dtype = np.dtype(dtype)
+    return np.nan if dtype.kind == "f" else (False if dtype.kind == "b" else -1)
+
+
+def _add_steps_and_onsets(config: SweepConfig, arrays: dict, axes: dict) -> None:
+    """The step axes, and λ1 interpolated at each run's first instability."""
     grid_axes = list(results.GRID_AXES)
-    trailing = {"loss": ["record"], "static_loss": ["record"], "train_acc": ["record"],
-                "val_acc": ["record"], "gamma": ["record", "class"], "lam": ["eig", "k"],
-                "lam_min": ["eig"], "residual": ["eig", "k"], "residual_min": ["eig"]}
-    arrays, axes = {}, {}
-    for name in per_group[0]:
-        stacked = np.stack([g[name] for g in per_group])
-        arrays[name] = stacked.reshape(grid + stacked.shape[2:])
-        axes[name] = grid_axes + trailing.get(name, [])
     arrays["record_step"] = np.arange(0, config.steps, config.record_every)
     axes["record_step"] = ["record"]
     if config.eig_every:
@@ -420,4 +443,3 @@ def _assemble(config: SweepConfig, per_group) -> tuple[dict, dict]:
                 for i, s in enumerate(onset.reshape(-1))]
         arrays["instability_lam"] = np.asarray(flat).reshape(onset.shape)
         axes["instability_lam"] = grid_axes
-    return arrays, axes

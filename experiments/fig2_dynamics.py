@@ -201,9 +201,8 @@ def compute_snapshots(run, s: dict) -> dict:
 def save_snapshots(out: Path, snaps: dict, s: dict) -> None:
     from dynloss_jax import results
 
-    blob = results.npz_bytes(snaps)
-    results.atomic_write_bytes(out / SNAPSHOTS, blob)
-    results.write_json(out / SNAPSHOTS_META, {"settings": s, "sha256": results.sha256(blob)})
+    digest = results.atomic_write_npz(out / SNAPSHOTS, snaps)
+    results.write_json(out / SNAPSHOTS_META, {"settings": s, "sha256": digest})
 
 
 def load_snapshots(out: Path) -> tuple[dict, dict]:

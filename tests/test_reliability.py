@@ -5,6 +5,7 @@ The small sweeps use the static settings of ``test_engine.py`` so their programs
 per test session; the kill-and-resume test needs a real process and a run of several chunks.
 """
 
+import io
 import json
 import os
 import shutil
@@ -241,7 +242,9 @@ def damage_swap_arrays(d):
     """Arrays replaced and their checksum updated, but config.json's own digest not."""
     arrays = npz(d / "arrays.npz")
     arrays["final_val_acc"] = arrays["final_val_acc"] + 0.01
-    blob = results.npz_bytes(arrays)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    blob = buf.getvalue()
     (d / "arrays.npz").write_bytes(blob)
     config = json.loads((d / "config.json").read_text())
     config["checksums"]["arrays.npz"] = results.sha256(blob)
