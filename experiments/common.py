@@ -40,6 +40,17 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     return p
 
 
+def settings(args, full: dict, quick: dict, smoke_preset: dict) -> dict:
+    """The preset (full; quick with ``--quick``; smoke with ``--quick`` under DYNLOSS_SMOKE=1)
+    with every flag the user gave overriding its entry (lists become tuples)."""
+    preset = dict(smoke_preset if args.quick and smoke() else quick if args.quick else full)
+    for name in list(preset):
+        value = getattr(args, name, None)
+        if value is not None:
+            preset[name] = tuple(value) if isinstance(value, list) else value
+    return preset
+
+
 def _command() -> list[str]:
     """How this experiment was launched, as ``python -m experiments.<name> <flags>``."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)

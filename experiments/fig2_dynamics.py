@@ -85,11 +85,7 @@ def _parser():
 
 def settings_from(args) -> dict:
     """The preset (full, quick or smoke) overridden by the flags given."""
-    preset = dict(SMOKE if args.quick and common.smoke() else QUICK if args.quick else FULL)
-    for name in list(preset):
-        value = getattr(args, name, None)
-        if value is not None:
-            preset[name] = value
+    preset = common.settings(args, FULL, QUICK, SMOKE)
     if args.snapshots:
         preset["snapshots"] = sorted(args.snapshots)
     else:

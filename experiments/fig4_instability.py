@@ -82,12 +82,7 @@ def _parser():
 
 def settings_from(args) -> dict:
     """The preset (full, quick or smoke) overridden by the flags given."""
-    preset = dict(SMOKE if args.quick and common.smoke() else QUICK if args.quick else FULL)
-    for name in list(preset):
-        value = getattr(args, name, None)
-        if value is not None:
-            preset[name] = tuple(value) if isinstance(value, list) else value
-    return preset
+    return common.settings(args, FULL, QUICK, SMOKE)
 
 
 def steps_for(eta: float, steps_eta: float, eig_every: int) -> int:
