@@ -9,6 +9,7 @@ Float64 (the default dtype) needs ``jax.config.update("jax_enable_x64", True)`` 
 computation; the library never changes JAX's global configuration itself.
 """
 
+from dynloss_jax.config import ConfigError, SweepConfig
 from dynloss_jax.data import spiral
 from dynloss_jax.eig import top_hessian_eigenvalues
 from dynloss_jax.losses import LOSSES, get_loss
@@ -16,7 +17,7 @@ from dynloss_jax.model import flat_model
 from dynloss_jax.results import load_run
 from dynloss_jax.schedule import gamma
 from dynloss_jax.strategy import Strategy, default_strategy, use_cpu_cores
-from dynloss_jax.sweep import ConfigError, SweepConfig, run_sweep
+from dynloss_jax.sweep import run_sweep
 
 __all__ = [
     "LOSSES", "ConfigError", "Strategy", "SweepConfig", "default_strategy", "flat_model",
