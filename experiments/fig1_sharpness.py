@@ -26,9 +26,7 @@ says, but 14–37 % above rather than pinned to it. The loss decreases with widt
 configuration has converged by then, and no width escapes the edge of stability within 10 000
 steps.
 
-Runtime (2 CPU cores, float64; measured on a heavily shared machine, so wall times are noisy):
-``--quick`` 54 s CPU time (about 2 min wall under load, 120 000 run-steps); full 440 s CPU time
-(16 min wall at low priority under load; ~4 min on an idle 2-core machine would be expected),
+Runtime (2 idle CPU cores, float64): ``--quick`` 27 s (120 000 run-steps), full 1 min 53 s (
 1.2 M run-steps, width 200 being the slowest. On a GPU all 40 runs of a width are one vmapped
 program; not measured here — expected well under a minute for the full figure, dominated by
 compilation.

@@ -18,11 +18,10 @@ Settings the paper does not give (SPEC §2), decided here and changeable by flag
 ``--quick`` keeps the figure's shape at a fraction of the cost: widths 4, 8, 16, 32, 64, T = 2000
 (14 000 steps), 6 seeds in (a) and 4 in (b). ``--panels a`` runs one panel only.
 
-Runtime (2 CPU cores shared with other work, float64, so timings are noisy): ``--quick`` took
-3.6 min wall, 3.0 min of CPU (2.8 M run-steps; about 40% of it compiles the 25 programs, one per
-loss and width) — about 2–2.5 min on two idle cores. Full: (a) 31.5 M run-steps and (b) 9.5 M;
-panel (a) with 16 instead of 50 seeds (10.1 M run-steps) took 10 min wall, 7.5 min of CPU, so the
-full figure is ≈ 40–50 min on the CPU. On a GPU each program vmaps all its seeds; not measured
+Runtime (2 idle CPU cores, float64): ``--quick`` ≈ 2 min (2.8 M run-steps; a large part of it
+compiles the 25 programs, one per loss and width). Full: (a) 31.5 M run-steps and (b) 9.5 M;
+panel (a) with 16 instead of 50 seeds (10.1 M run-steps) took 3.7 min, so the full figure is
+≈ 15 min on the CPU. On a GPU each program vmaps all its seeds; not measured
 here — expected a few minutes per panel, bounded by the 35 000 sequential steps of each program.
 
     python -m experiments.fig3_width_sweep --quick      # -> results/fig3_width_sweep/
