@@ -26,8 +26,8 @@ says, but 14–37 % above rather than pinned to it. The loss decreases with widt
 configuration has converged by then, and no width escapes the edge of stability within 10 000
 steps.
 
-Runtime (2 idle CPU cores, float64): ``--quick`` 27 s (120 000 run-steps), full 1 min 53 s (
-1.2 M run-steps, width 200 being the slowest. On a GPU all 40 runs of a width are one vmapped
+Runtime (2 idle CPU cores, float64): ``--quick`` 27 s (120 000 run-steps), full 1 min 53 s
+(1.2 M run-steps, width 200 being the slowest). On a GPU all 40 runs of a width are one vmapped
 program; not measured here — expected well under a minute for the full figure, dominated by
 compilation.
 
