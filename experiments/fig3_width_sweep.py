@@ -20,8 +20,7 @@ Settings the paper does not give (SPEC §2), decided here and changeable by flag
 
 Runtime (2 idle CPU cores, float64): ``--quick`` ≈ 2 min (2.8 M run-steps; a large part of it
 compiles the 25 programs, one per loss and width). Full: (a) 31.5 M run-steps and (b) 9.5 M;
-panel (a) with 16 instead of 50 seeds (10.1 M run-steps) took 3.7 min, so the full figure is
-≈ 15 min on the CPU. On a GPU each program vmaps all its seeds; not measured
+the full figure took 13 min 12 s. On a GPU each program vmaps all its seeds; not measured
 here — expected a few minutes per panel, bounded by the 35 000 sequential steps of each program.
 
     python -m experiments.fig3_width_sweep --quick      # -> results/fig3_width_sweep/
