@@ -94,14 +94,21 @@ def spiral_errors(width: int, dtype: str):
                 return jnp.linalg.eigvalsh(h)[::-1][:2]
 
             zeros = jnp.zeros_like(w0)
-            prev = eig.lanczos(lambda v: eig.hvp(f, w_T[475], v, 475), zeros, keys[2],
-                               num_matvecs=M)
+            prev = eig.lanczos(
+                lambda v: eig.hvp(f, w_T[475], v, 475), zeros, keys[2], num_matvecs=M
+            )
             warm = lanczos(w500, 500, jnp.sum(prev.vectors_KxN, axis=0), keys[3])
-            return (lanczos(w0, 0, zeros, keys[0]), dense(w0, 0),
-                    lanczos(w500, 500, zeros, keys[1]), warm, dense(w500, 500))
+            return (
+                lanczos(w0, 0, zeros, keys[0]),
+                dense(w0, 0),
+                lanczos(w500, 500, zeros, keys[1]),
+                warm,
+                dense(w500, 500),
+            )
 
-        cold0, d0, cold500, warm500, d500 = (np.asarray(a, np.float64)
-                                             for a in run(jax.random.key(0)))
+        cold0, d0, cold500, warm500, d500 = (
+            np.asarray(a, np.float64) for a in run(jax.random.key(0))
+        )
         cold = np.maximum(np.abs(cold0 - d0) / np.abs(d0), np.abs(cold500 - d500) / np.abs(d500))
         warm = np.abs(warm500 - d500) / np.abs(d500)
         worst = np.maximum(worst, np.r_[cold, warm])
@@ -136,9 +143,13 @@ def budget_table():
         return eig.power_iteration(matvec, v0, num_iters=iters, shift=-spectrum[-1])[0]
 
     for label, run, per_iter in [
-            ("power + deflation, shift −λ_min (best case)", power_exact_shift, 2),
-            ("power + deflation, shift ρ̂ ≈ ‖H‖ (top_hessian_eigenvalues)",
-             lambda iters: top_hessian_eigenvalues_power(matvec, w, iters), 3)]:
+        ("power + deflation, shift −λ_min (best case)", power_exact_shift, 2),
+        (
+            "power + deflation, shift ρ̂ ≈ ‖H‖ (top_hessian_eigenvalues)",
+            lambda iters: top_hessian_eigenvalues_power(matvec, w, iters),
+            3,
+        ),
+    ]:
         iters = _fewest(lambda i, run=run: error(run(i)) < 1e-8, 1, 4000)
         rows.append((label, per_iter * iters, error(run(iters))))
 
@@ -193,6 +204,7 @@ def trajectory_errors(width, loss, eta, amplitude, period, every, steps, seeds):
     def advance(w, t0):
         def step(w, t):
             return w - eta * jax.grad(f)(w, t), None
+
         return jax.lax.scan(step, w, t0 + jnp.arange(every))[0]
 
     @jax.jit
@@ -240,8 +252,9 @@ def edge_of_stability_figure(run, png, tail: int = 2000) -> float:
     loss = run.coords["loss"][0]
     width = run.coords["width"][0]
 
-    fig, (ax_loss, ax_lam) = plt.subplots(2, 1, figsize=(7, 5), sharex=True,
-                                          height_ratios=(1, 1.6), constrained_layout=True)
+    fig, (ax_loss, ax_lam) = plt.subplots(
+        2, 1, figsize=(7, 5), sharex=True, height_ratios=(1, 1.6), constrained_layout=True
+    )
     ax_loss.plot(record_step, run["loss"][first], lw=0.7, color="C0")
     ax_loss.set_yscale("log")
     ax_loss.yaxis.set_major_formatter("{x:.2g}")
@@ -252,16 +265,24 @@ def edge_of_stability_figure(run, png, tail: int = 2000) -> float:
     ax_lam.plot(eig_step, lam[:, 1], lw=1.0, color="C1", alpha=0.8, label="λ2")
     ax_lam.axhline(2 / eta, color="k", ls="--", lw=1, label=f"2/η = {2 / eta:g}")
     ax_lam.axvspan(eig_step[late][0], eig_step[-1], color="0.9", zorder=0)
-    ax_lam.text(eig_step[late][0], 0.04, f"  mean η·λ1 over the last {tail} steps: {mean:.2f}",
-                transform=ax_lam.get_xaxis_transform(), fontsize=8)
+    ax_lam.text(
+        eig_step[late][0],
+        0.04,
+        f"  mean η·λ1 over the last {tail} steps: {mean:.2f}",
+        transform=ax_lam.get_xaxis_transform(),
+        fontsize=8,
+    )
     ax_lam.set_xlabel("step t")
     ax_lam.set_ylabel("top Hessian eigenvalues")
     ax_lam.legend(fontsize=8, loc="upper left")
     every = int(eig_step[1] - eig_step[0])
     crossed = int(eig_step[np.argmax(eta * lam[:, 0] >= 2)])
-    fig.suptitle(f"{loss.upper()}, width {width}, full-batch GD at η = {eta:g}: λ1 reaches 2/η at "
-                 f"step {crossed}, then hovers above it (edge of stability)\n(λ1, λ2 every "
-                 f"{every} steps: 16-product warm-started Lanczos)", fontsize=9)
+    fig.suptitle(
+        f"{loss.upper()}, width {width}, full-batch GD at η = {eta:g}: λ1 reaches 2/η at "
+        f"step {crossed}, then hovers above it (edge of stability)\n(λ1, λ2 every "
+        f"{every} steps: 16-product warm-started Lanczos)",
+        fontsize=9,
+    )
     fig.savefig(png, dpi=100)
     plt.close(fig)
     return mean
@@ -270,10 +291,16 @@ def edge_of_stability_figure(run, png, tail: int = 2000) -> float:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--widths", nargs="+", type=int, default=[2, 4, 16, 100])
-    p.add_argument("--trajectories", action="store_true",
-                   help="also λ1, λ2 along GD runs for m = 10, 12, 16, 20 (about 15 minutes)")
-    p.add_argument("--figure", metavar="RUN",
-                   help="instead: draw λ1, λ2 of a tracked run folder against 2/η to --png")
+    p.add_argument(
+        "--trajectories",
+        action="store_true",
+        help="also λ1, λ2 along GD runs for m = 10, 12, 16, 20 (about 15 minutes)",
+    )
+    p.add_argument(
+        "--figure",
+        metavar="RUN",
+        help="instead: draw λ1, λ2 of a tracked run folder against 2/η to --png",
+    )
     p.add_argument("--png", default="edge_of_stability.png", help="with --figure")
     args = p.parse_args(argv)
     if args.figure:
@@ -291,8 +318,10 @@ def main(argv=None) -> None:
         for dtype in ("float64", "float32"):
             e = spiral_errors(width, dtype)
             n = flat_model(width).n_params
-            print(f"| {width} | {n} | {dtype} | " + " | ".join(f"{v:.1e}" for v in e) + " |",
-                  flush=True)
+            print(
+                f"| {width} | {n} | {dtype} | " + " | ".join(f"{v:.1e}" for v in e) + " |",
+                flush=True,
+            )
 
     print("\nWidth 16, MSE at init: Hessian-vector products for λ1 and λ2 to 1e-8\n")
     print("| solver | products | max rel. error |")
@@ -303,15 +332,21 @@ def main(argv=None) -> None:
     if not args.trajectories:
         return
     print("\nAlong GD runs: max relative error of λ1 / λ2 over all measurements\n")
-    print("| width | loss | η | A | T | every | steps × seeds | start | "
-          + " | ".join(f"m = {m}" for m in MS) + " |")
+    print(
+        "| width | loss | η | A | T | every | steps × seeds | start | "
+        + " | ".join(f"m = {m}" for m in MS)
+        + " |"
+    )
     print("|---:|---|---:|---:|---:|---:|---|---|" + "---:|" * len(MS))
     for width, loss, eta, amplitude, period, every, steps, seeds in TRAJECTORIES:
         worst = trajectory_errors(width, loss, eta, amplitude, period, every, steps, seeds)
         for mode in ("warm", "cold"):
             cells = " | ".join(f"{worst[m, mode][0]:.0e} / {worst[m, mode][1]:.0e}" for m in MS)
-            print(f"| {width} | {loss} | {eta:g} | {amplitude:g} | {period} | {every} | "
-                  f"{steps} × {seeds} | {mode} | {cells} |", flush=True)
+            print(
+                f"| {width} | {loss} | {eta:g} | {amplitude:g} | {period} | {every} | "
+                f"{steps} × {seeds} | {mode} | {cells} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

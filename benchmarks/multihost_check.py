@@ -25,9 +25,20 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = dict(loss=("dce", "ce"), width=(6,), eta=(0.5, 1.0), amplitude=(5.0,), period=(10,),
-                seeds=3, steps=40, record_every=2, eig_every=10, num_matvecs=6,
-                points_per_class=4, chunk_steps=20)
+SETTINGS = dict(
+    loss=("dce", "ce"),
+    width=(6,),
+    eta=(0.5, 1.0),
+    amplitude=(5.0,),
+    period=(10,),
+    seeds=3,
+    steps=40,
+    record_every=2,
+    eig_every=10,
+    num_matvecs=6,
+    points_per_class=4,
+    chunk_steps=20,
+)
 
 
 def _sweep_arrays(out: Path):
@@ -48,12 +59,17 @@ def _worker(args):
 
     if args.process_id is not None:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
-        jax.distributed.initialize(coordinator_address=args.coordinator,
-                                   num_processes=args.processes, process_id=args.process_id,
-                                   local_device_ids=[0])
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator,
+            num_processes=args.processes,
+            process_id=args.process_id,
+            local_device_ids=[0],
+        )
     processes, devices, local = _sweep_arrays(Path(args.out))
-    print("RESULT " + json.dumps({"processes": processes, "devices": devices, "local": local}),
-          flush=True)
+    print(
+        "RESULT " + json.dumps({"processes": processes, "devices": devices, "local": local}),
+        flush=True,
+    )
     return 0
 
 
@@ -81,18 +97,38 @@ def main(argv=None) -> int:
 def _compare(args, scratch: Path) -> int:
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     base = [sys.executable, "-m", "benchmarks.multihost_check", "--worker"]
-    single = subprocess.run(base + ["--out", str(scratch / "single.npz")], cwd=ROOT, env=env,
-                            capture_output=True, text=True)
+    single = subprocess.run(
+        base + ["--out", str(scratch / "single.npz")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if single.returncode:
         print(single.stderr[-3000:], file=sys.stderr)
         return 1
     coordinator = f"localhost:{_free_port()}"
-    procs = [subprocess.Popen(base + ["--out", str(scratch / "multi.npz"), "--processes",
-                                      str(args.processes), "--process-id", str(i),
-                                      "--coordinator", coordinator],
-                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True)
-             for i in range(args.processes)]
+    procs = [
+        subprocess.Popen(
+            base
+            + [
+                "--out",
+                str(scratch / "multi.npz"),
+                "--processes",
+                str(args.processes),
+                "--process-id",
+                str(i),
+                "--coordinator",
+                coordinator,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(args.processes)
+    ]
     outs = [pr.communicate(timeout=900) for pr in procs]
     if any(pr.returncode for pr in procs):
         for pr, (_, err) in zip(procs, outs, strict=True):
@@ -106,9 +142,11 @@ def _compare(args, scratch: Path) -> int:
         assert x.shape == y.shape, name
         both_nan = np.isnan(x) & np.isnan(y)
         worst = max(worst, float(np.max(np.where(both_nan, 0.0, np.abs(x - y)), initial=0.0)))
-    print(f"{info['processes']} processes, {info['devices']} devices in the mesh "
-          f"({info['local']} per process): {len(a.files)} arrays, max |difference| to the "
-          f"single-process sweep {worst:.1e}")
+    print(
+        f"{info['processes']} processes, {info['devices']} devices in the mesh "
+        f"({info['local']} per process): {len(a.files)} arrays, max |difference| to the "
+        f"single-process sweep {worst:.1e}"
+    )
     return 0 if worst <= 1e-12 else 1
 
 

@@ -72,8 +72,9 @@ def hvp_flops(points: int, width: int, depth: int) -> int:
     return gradient_flops(points, width, depth) + tangent
 
 
-def engine_flops_per_step(points, width, depth, eig_every, num_matvecs, record_every,
-                          val_points=None) -> float:
+def engine_flops_per_step(
+    points, width, depth, eig_every, num_matvecs, record_every, val_points=None
+) -> float:
     """Our engine, per run and step: the gradient; every ``eig_every`` steps ``num_matvecs``
     HVPs and two orthogonalisations per Lanczos step against the m × N basis (2 × 8mN); every
     ``record_every`` steps a validation forward pass."""
@@ -107,10 +108,12 @@ def _setup_jax(n_devices: int | None):
     """Starts JAX with ``n_devices`` CPU host devices (None: JAX's default, one)."""
     if n_devices is not None:
         flags = os.environ.get("XLA_FLAGS", "")
-        flags = " ".join(f for f in flags.split()
-                         if "xla_force_host_platform_device_count" not in f)
+        flags = " ".join(
+            f for f in flags.split() if "xla_force_host_platform_device_count" not in f
+        )
         os.environ["XLA_FLAGS"] = (
-            f"{flags} --xla_force_host_platform_device_count={n_devices}".strip())
+            f"{flags} --xla_force_host_platform_device_count={n_devices}".strip()
+        )
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -143,10 +146,20 @@ def worker_engine(w: dict) -> dict:
     else:
         strategy = Strategy(w["batch_size"], w["n_devices"])
     config = SweepConfig(
-        loss=(w["loss"],), width=(w["width"],), seeds=w["seeds"], steps=w["steps"],
-        record_every=w["record_every"], eig_every=w["eig_every"], num_matvecs=w["num_matvecs"],
-        dtype=w["dtype"], depth=w["depth"], points_per_class=w["points_per_class"],
-        chunk_steps=w["steps"], amplitude=(70.0,), period=(5000,), eta=(1.0,),
+        loss=(w["loss"],),
+        width=(w["width"],),
+        seeds=w["seeds"],
+        steps=w["steps"],
+        record_every=w["record_every"],
+        eig_every=w["eig_every"],
+        num_matvecs=w["num_matvecs"],
+        dtype=w["dtype"],
+        depth=w["depth"],
+        points_per_class=w["points_per_class"],
+        chunk_steps=w["steps"],
+        amplitude=(70.0,),
+        period=(5000,),
+        eta=(1.0,),
     ).validate()
 
     def run():
@@ -155,9 +168,14 @@ def worker_engine(w: dict) -> dict:
     warmup, wall, cpu = _time_repeats(run, w["repeats"])
     mesh = strategy.mesh()
     return {
-        "backend": jax.default_backend(), "devices": 1 if mesh is None else mesh.devices.size,
-        "batch_size": strategy.batch_size, "warmup_s": warmup, "wall_s": wall, "cpu_s": cpu,
-        "seed_steps": w["seeds"] * w["steps"], "peak_rss_mb": _peak_rss_mb(),
+        "backend": jax.default_backend(),
+        "devices": 1 if mesh is None else mesh.devices.size,
+        "batch_size": strategy.batch_size,
+        "warmup_s": warmup,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "seed_steps": w["seeds"] * w["steps"],
+        "peak_rss_mb": _peak_rss_mb(),
     }
 
 
@@ -178,21 +196,29 @@ def worker_baseline(w: dict) -> dict:
     def params(seed):  # the same initial network as the engine's run of this seed
         init_key, _ = jax.random.split(jax.random.key(seed))
         p = model.unravel(model.init(init_key))["params"]
-        return [(p["Dense_0"]["kernel"], p["Dense_0"]["bias"]),
-                (p["Dense_1"]["kernel"], p["Dense_1"]["bias"])]
+        return [
+            (p["Dense_0"]["kernel"], p["Dense_0"]["bias"]),
+            (p["Dense_1"]["kernel"], p["Dense_1"]["bias"]),
+        ]
 
     seeds = [params(s) for s in range(w["baseline_seeds"])]
-    kwargs = dict(eta=1.0, amplitude=70.0, period=5000, n_steps=w["baseline_steps"],
-                  eig_every=w["eig_every"])
+    kwargs = dict(
+        eta=1.0, amplitude=70.0, period=5000, n_steps=w["baseline_steps"], eig_every=w["eig_every"]
+    )
 
     def run():
         for i, p in enumerate(seeds):
-            aw.train(p, x, y, key=jax.random.key(i), **kwargs)
+            aw.train(p, x, y, key=jax.random.key(i), sync=w["sync"], **kwargs)
 
     warmup, wall, cpu = _time_repeats(run, w["repeats"])
     return {
-        "backend": jax.default_backend(), "devices": 1, "batch_size": None, "warmup_s": warmup,
-        "wall_s": wall, "cpu_s": cpu, "seed_steps": w["baseline_seeds"] * w["baseline_steps"],
+        "backend": jax.default_backend(),
+        "devices": 1,
+        "batch_size": None,
+        "warmup_s": warmup,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "seed_steps": w["baseline_seeds"] * w["baseline_steps"],
         "peak_rss_mb": _peak_rss_mb(),
     }
 
@@ -212,6 +238,7 @@ def worker_roofline(w: dict) -> dict:
 
     from dynloss_jax import engine
     from dynloss_jax.data import spiral
+    from dynloss_jax.strategy import Strategy
 
     width = w["width"]
     steps_rows, kernel_rows, peaks = [], [], {}
@@ -220,25 +247,41 @@ def worker_roofline(w: dict) -> dict:
             x, y = spiral(ppc, seed=0)
             data = engine.make_data(x, y, x, y, dtype)
             steps = max(200, 200_000 // ppc)
-            spec = engine.RunSpec(loss=w["loss"], width=width, n_steps=steps, dtype=dtype,
-                                  record_every=w["record_every"])
-            hyper = engine.make_hyper([1.0], [70.0], [5000], [0], dtype)
-            init, advance, _ = engine.compiled(spec, steps, 1, None)
+            spec = engine.RunSpec(
+                loss=w["loss"],
+                width=width,
+                n_steps=steps,
+                dtype=dtype,
+                record_every=w["record_every"],
+            )
+            hyper = engine.make_hyper(
+                eta=[1.0], amplitude=[70.0], period=[5000], seed=[0], dtype=dtype
+            )
+            init, advance, _ = engine.compiled(spec, steps, Strategy(1, 1))
             state = init(hyper, data)
             _, wall, cpu = _time_repeats(_run_blocking, w["repeats"], advance, state, hyper, data)
-            steps_rows.append({"dtype": dtype, "points": 3 * ppc,
-                               "step_us": 1e6 * min(wall) / steps,
-                               "step_cpu_us": 1e6 * min(cpu) / steps,
-                               "flops": gradient_flops(3 * ppc, width, 1)})
+            steps_rows.append(
+                {
+                    "dtype": dtype,
+                    "points": 3 * ppc,
+                    "step_us": 1e6 * min(wall) / steps,
+                    "step_cpu_us": 1e6 * min(cpu) / steps,
+                    "flops": gradient_flops(3 * ppc, width, 1),
+                }
+            )
         for name, us, flops in _kernels(jax, jnp, dtype, 3 * w["points_per_class"], width, 3):
             kernel_rows.append({"dtype": dtype, "kernel": name, "cpu_us": us, "flops": flops})
         n = 1024
         a = jnp.ones((n, n), dtype)
-        _, wall, cpu = _time_repeats(_run_blocking, max(3, w["repeats"]), jax.jit(jnp.matmul),
-                                     a, a)
+        _, wall, cpu = _time_repeats(_run_blocking, max(3, w["repeats"]), jax.jit(jnp.matmul), a, a)
         peaks[dtype] = {"wall": 2 * n**3 / min(wall) / 1e9, "cpu": 2 * n**3 / min(cpu) / 1e9}
-    return {"backend": jax.default_backend(), "steps": steps_rows, "kernels": kernel_rows,
-            "matmul_gflops": peaks, "peak_rss_mb": _peak_rss_mb()}
+    return {
+        "backend": jax.default_backend(),
+        "steps": steps_rows,
+        "kernels": kernel_rows,
+        "matmul_gflops": peaks,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 def _kernels(jax, jnp, dtype, p, width, c, n_iter=2000):
@@ -252,19 +295,26 @@ def _kernels(jax, jnp, dtype, p, width, c, n_iter=2000):
     d = jax.random.normal(keys[2], (p, c), dtype) * 1e-3
     cases = [
         ("elementwise pass over P×W", h, lambda a: a * 0.5 + 1e-3, 0),
-        ("P×W · W×C (small dim last)", h, lambda a: a.at[:, 0].add((a @ w2)[:, 0] * 1e-9),
-         2 * p * width * c),
-        ("C×W · W×P (small dim first)", h.T, lambda a: a.at[0].add((w2.T @ a)[0] * 1e-9),
-         2 * p * width * c),
-        ("(P×W)ᵀ · P×C → W×C", h, lambda a: a.at[0].add((a.T @ d)[:, 0] * 1e-9),
-         2 * p * width * c),
-        ("(P×C)ᵀ · P×W → C×W", h, lambda a: a.at[0].add((d.T @ a)[0] * 1e-9),
-         2 * p * width * c),
+        (
+            "P×W · W×C (small dim last)",
+            h,
+            lambda a: a.at[:, 0].add((a @ w2)[:, 0] * 1e-9),
+            2 * p * width * c,
+        ),
+        (
+            "C×W · W×P (small dim first)",
+            h.T,
+            lambda a: a.at[0].add((w2.T @ a)[0] * 1e-9),
+            2 * p * width * c,
+        ),
+        ("(P×W)ᵀ · P×C → W×C", h, lambda a: a.at[0].add((a.T @ d)[:, 0] * 1e-9), 2 * p * width * c),
+        ("(P×C)ᵀ · P×W → C×W", h, lambda a: a.at[0].add((d.T @ a)[0] * 1e-9), 2 * p * width * c),
     ]
     out = []
     for name, a0, f, flops in cases:
-        loop = jax.jit(lambda a, f=f: jax.lax.scan(lambda a, _: (f(a), None), a, None,
-                                                   length=n_iter)[0])
+        loop = jax.jit(
+            lambda a, f=f: jax.lax.scan(lambda a, _: (f(a), None), a, None, length=n_iter)[0]
+        )
         _, _, cpu = _time_repeats(_run_blocking, 5, loop, a0)
         out.append((name, 1e6 * min(cpu) / n_iter, flops))
     return out
@@ -275,13 +325,18 @@ WORKERS = {"engine": worker_engine, "baseline": worker_baseline, "roofline": wor
 
 def _spawn(kind: str, w: dict) -> dict:
     """Runs one worker in a fresh Python process and returns its result."""
-    cmd = [sys.executable, "-m", "benchmarks.throughput", "--worker",
-           json.dumps({**w, "kind": kind})]
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.throughput",
+        "--worker",
+        json.dumps({**w, "kind": kind}),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")][-1]
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,15 +387,23 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="float64")
     p.add_argument("--points-per-class", type=int, default=100)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--strategies", nargs="+", default=["auto"],
-                   help="auto | all | BxD items (B runs per vmap, 0 = all; D devices)")
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=["auto"],
+        help="auto | all | BxD items (B runs per vmap, 0 = all; D devices)",
+    )
     p.add_argument("--baseline-steps", type=int, default=1000)
     p.add_argument("--baseline-seeds", type=int, default=1)
     p.add_argument("--no-baseline", action="store_true")
-    p.add_argument("--no-eig-overhead", action="store_true",
-                   help="skip the run without Hessian tracking (eig overhead)")
+    p.add_argument(
+        "--no-eig-overhead",
+        action="store_true",
+        help="skip the run without Hessian tracking (eig overhead)",
+    )
     p.add_argument("--roofline", action="store_true", help="also time one step against P")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--out", help="also write the JSON report to this file")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
 
@@ -351,11 +414,21 @@ def main(argv=None) -> int:
 
     if args.steps % args.record_every or (args.eig_every and args.steps % args.eig_every):
         p.error("--record-every and --eig-every must divide --steps")
-    base = dict(loss=args.loss, width=args.width, seeds=args.seeds, steps=args.steps,
-                record_every=args.record_every, eig_every=args.eig_every,
-                num_matvecs=args.num_matvecs, dtype=args.dtype, depth=1,
-                points_per_class=args.points_per_class, repeats=args.repeats,
-                baseline_steps=args.baseline_steps, baseline_seeds=args.baseline_seeds)
+    base = dict(
+        loss=args.loss,
+        width=args.width,
+        seeds=args.seeds,
+        steps=args.steps,
+        record_every=args.record_every,
+        eig_every=args.eig_every,
+        num_matvecs=args.num_matvecs,
+        dtype=args.dtype,
+        depth=1,
+        points_per_class=args.points_per_class,
+        repeats=args.repeats,
+        baseline_steps=args.baseline_steps,
+        baseline_seeds=args.baseline_seeds,
+    )
 
     def log(msg):
         if not args.json:
@@ -368,22 +441,29 @@ def main(argv=None) -> int:
     strategies = parse_strategies(args.strategies, backend_devices or 1)
 
     rows = []
-    baseline = None
+    baseline = peer = None
     if not args.no_baseline:
-        log(f"baseline: authors' workflow, {args.baseline_seeds} seed(s) × "
-            f"{args.baseline_steps} steps ...")
-        baseline = _spawn("baseline", base)
+        log(
+            f"baseline: authors' workflow, {args.baseline_seeds} seed(s) × "
+            f"{args.baseline_steps} steps, metrics fetched every step ..."
+        )
+        baseline = _spawn("baseline", {**base, "sync": True})
+        log("peer: the same workflow with the metrics kept on the device until the end ...")
+        peer = _spawn("baseline", {**base, "sync": False})
     for batch, devices in strategies:
         host = (devices or n_host) if backend == "cpu" else None
         log(f"engine: strategy batch={batch} devices={devices or 'all'} ...")
-        r = _spawn("engine", {**base, "batch_size": batch, "n_devices": devices,
-                              "host_devices": host})
+        r = _spawn(
+            "engine", {**base, "batch_size": batch, "n_devices": devices, "host_devices": host}
+        )
         rows.append(((batch, devices), r))
     no_eig = None
     if args.eig_every and not args.no_eig_overhead:
         log("engine: default strategy without Hessian tracking ...")
-        no_eig = _spawn("engine", {**base, "eig_every": 0, "batch_size": None, "n_devices": 0,
-                                   "host_devices": n_host})
+        no_eig = _spawn(
+            "engine",
+            {**base, "eig_every": 0, "batch_size": None, "n_devices": 0, "host_devices": n_host},
+        )
     roofline = None
     if args.roofline:
         log("roofline: one step against the number of points ...")
@@ -391,48 +471,112 @@ def main(argv=None) -> int:
     load_after = os.getloadavg()
 
     points = 3 * args.points_per_class
-    ours_flops = engine_flops_per_step(points, args.width, 1, args.eig_every, args.num_matvecs,
-                                       args.record_every)
+    ours_flops = engine_flops_per_step(
+        points, args.width, 1, args.eig_every, args.num_matvecs, args.record_every
+    )
     base_flops = baseline_flops_per_step(points, args.width, 1, args.eig_every, 10)
     base_rate = _rate(baseline)[0] if baseline else None
     default_row = next((r for (b, _), r in rows if b is None), None)
     best = max(rows, key=lambda kr: _rate(kr[1])[0])
     ours = default_row or best[1]
+    peer_rate = _rate(peer)[0] if peer else None
     report = {
         "seed_steps_per_s": _rate(ours)[0],
+        "async_peer_seed_steps_per_s": peer_rate,
+        "speedup_vs_async_peer": _rate(ours)[0] / peer_rate if peer_rate else None,
         "strategy": {"batch_size": ours["batch_size"], "devices": ours["devices"]},
         "baseline_seed_steps_per_s": base_rate,
         "speedup": _rate(ours)[0] / base_rate if base_rate else None,
         "speedup_cpu": (ours["seed_steps"] / min(ours["cpu_s"]))
-        / (baseline["seed_steps"] / min(baseline["cpu_s"])) if baseline else None,
+        / (baseline["seed_steps"] / min(baseline["cpu_s"]))
+        if baseline
+        else None,
         "no_eig_seed_steps_per_s": _rate(no_eig)[0] if no_eig else None,
-        "eig_overhead": _rate(no_eig)[0] / _rate(ours)[0] if no_eig and ours is default_row
+        "eig_overhead": _rate(no_eig)[0] / _rate(ours)[0]
+        if no_eig and ours is default_row
         else None,
         "eig_overhead_cpu": (no_eig["seed_steps"] / min(no_eig["cpu_s"]))
-        / (ours["seed_steps"] / min(ours["cpu_s"])) if no_eig and ours is default_row else None,
+        / (ours["seed_steps"] / min(ours["cpu_s"]))
+        if no_eig and ours is default_row
+        else None,
         "gflops_per_s": _rate(ours)[0] * ours_flops / 1e9,
         "flops_per_seed_step": {"engine": ours_flops, "baseline": base_flops},
-        "workload": {k: base[k] for k in ("loss", "width", "seeds", "steps", "eig_every",
-                                          "num_matvecs", "record_every", "dtype")},
-        "rows": [{"batch_size": r["batch_size"], "devices": r["devices"],
-                  "requested": {"batch_size": b, "devices": d},
-                  "seed_steps_per_s": _rate(r)[0], "min": _rate(r)[1], "max": _rate(r)[2],
-                  "cpu_seed_steps_per_s": r["seed_steps"] / min(r["cpu_s"]),
-                  "peak_rss_mb": r["peak_rss_mb"], "warmup_s": r["warmup_s"]}
-                 for (b, d), r in rows],
-        "baseline": baseline, "no_eig": no_eig, "roofline": roofline,
-        "machine": {"backend": backend, "cpus": _cpu_count(), "python": platform.python_version(),
-                    "processor": platform.processor() or platform.machine(),
-                    "load_avg_before": load_before, "load_avg_after": load_after},
-        "command": "python -m benchmarks.throughput " + " ".join(sys.argv[1:] if argv is None
-                                                                 else argv),
+        "workload": {
+            k: base[k]
+            for k in (
+                "loss",
+                "width",
+                "seeds",
+                "steps",
+                "eig_every",
+                "num_matvecs",
+                "record_every",
+                "dtype",
+            )
+        },
+        "rows": [
+            {
+                "batch_size": r["batch_size"],
+                "devices": r["devices"],
+                "requested": {"batch_size": b, "devices": d},
+                "seed_steps_per_s": _rate(r)[0],
+                "min": _rate(r)[1],
+                "max": _rate(r)[2],
+                "cpu_seed_steps_per_s": r["seed_steps"] / min(r["cpu_s"]),
+                "peak_rss_mb": r["peak_rss_mb"],
+                "warmup_s": r["warmup_s"],
+            }
+            for (b, d), r in rows
+        ],
+        "baseline": baseline,
+        "async_peer": peer,
+        "no_eig": no_eig,
+        "roofline": roofline,
+        "machine": {
+            "backend": backend,
+            "cpus": _cpu_count(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_model": _cpu_model(),
+            "jax": _jax_version(),
+            "load_avg_before": load_before,
+            "load_avg_after": load_after,
+        },
+        "command": "python -m benchmarks.throughput "
+        + " ".join(sys.argv[1:] if argv is None else argv),
     }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
     if args.json:
         print(json.dumps(report))
     else:
-        print(format_report(report, rows, baseline, no_eig, roofline, ours_flops, base_flops,
-                            args))
+        print(
+            format_report(
+                report, rows, baseline, peer, no_eig, roofline, ours_flops, base_flops, args
+            )
+        )
     return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _jax_version() -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", "import jax; print(jax.__version__)"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    return out.stdout.strip()
 
 
 def _probe_backend() -> str:
@@ -442,7 +586,9 @@ def _probe_backend() -> str:
     return out.stdout.strip() or "cpu"
 
 
-def format_report(report, rows, baseline, no_eig, roofline, ours_flops, base_flops, args) -> str:
+def format_report(
+    report, rows, baseline, peer, no_eig, roofline, ours_flops, base_flops, args
+) -> str:
     wl = report["workload"]
     lines = [
         f"workload: {wl['loss']}, width {wl['width']}, {wl['dtype']}, {wl['seeds']} seeds × "
@@ -460,58 +606,94 @@ def format_report(report, rows, baseline, no_eig, roofline, ours_flops, base_flo
         med, lo, hi = _rate(r)
         ratio = f"{med / report['baseline_seed_steps_per_s']:.1f}" if baseline else "—"
         cpu = r["seed_steps"] / min(r["cpu_s"])
-        lines.append(f"{name:34s} {med:12.0f} {f'({lo:.0f}–{hi:.0f})':>15s} {ratio:>7s} "
-                     f"{med * flops / 1e9:8.2f} {cpu:9.0f} {r['peak_rss_mb']:7.0f}MB "
-                     f"{r['warmup_s']:7.1f}s")
+        lines.append(
+            f"{name:34s} {med:12.0f} {f'({lo:.0f}–{hi:.0f})':>15s} {ratio:>7s} "
+            f"{med * flops / 1e9:8.2f} {cpu:9.0f} {r['peak_rss_mb']:7.0f}MB "
+            f"{r['warmup_s']:7.1f}s"
+        )
 
     if baseline:
-        row(f"authors' workflow ({args.baseline_seeds}×{args.baseline_steps}, scaled)",
-            baseline, base_flops)
+        row(
+            f"authors' workflow ({args.baseline_seeds}×{args.baseline_steps}, scaled)",
+            baseline,
+            base_flops,
+        )
+    if peer:
+        row("  the same, metrics fetched at the end", peer, base_flops)
     default = next((r for (b, _), r in rows if b is None), rows[0][1])
     for (b, d), r in rows:
         row("engine, " + _name(b, d, default), r, ours_flops)
     if no_eig:
-        flops = engine_flops_per_step(3 * args.points_per_class, args.width, 1, 0, 0,
-                                      args.record_every)
+        flops = engine_flops_per_step(
+            3 * args.points_per_class, args.width, 1, 0, 0, args.record_every
+        )
         row("engine, auto, no Hessian tracking", no_eig, flops)
     lines.append("")
     which = "default strategy" if any(b is None for (b, _), _ in rows) else "fastest strategy"
     if baseline:
-        lines.append(f"engine ({which}) against the baseline: ×{report['speedup']:.1f} in "
-                     f"seed-steps per wall second, ×{report['speedup_cpu']:.1f} per CPU-second "
-                     "(less sensitive to load)")
+        lines.append(
+            f"engine ({which}) against the baseline: ×{report['speedup']:.1f} in "
+            f"seed-steps per wall second, ×{report['speedup_cpu']:.1f} per CPU-second "
+            "(less sensitive to load)"
+        )
+    if peer:
+        lines.append(
+            f"engine ({which}) against the asynchronous peer (the same workflow, metrics "
+            f"fetched once at the end): ×{report['speedup_vs_async_peer']:.1f}"
+        )
     if report["eig_overhead"]:
-        lines.append(f"Hessian tracking costs ×{report['eig_overhead_cpu']:.2f} in CPU time "
-                     f"(×{report['eig_overhead']:.2f} in wall time; default strategy, with vs "
-                     "without)")
+        lines.append(
+            f"Hessian tracking costs ×{report['eig_overhead_cpu']:.2f} in CPU time "
+            f"(×{report['eig_overhead']:.2f} in wall time; default strategy, with vs "
+            "without)"
+        )
     if roofline:
         peaks = roofline["matmul_gflops"]
-        lines += ["", "one step, 1 run, 1 device, no Hessian tracking (CPU time, best of repeats):",
-                  f"{'dtype':8s} {'P':>5s} {'CPU µs/step':>11s} {'wall µs':>8s} "
-                  f"{'GFLOP/s':>8s} {'of matmul peak':>14s}"]
+        lines += [
+            "",
+            "one step, 1 run, 1 device, no Hessian tracking (CPU time, best of repeats):",
+            f"{'dtype':8s} {'P':>5s} {'CPU µs/step':>11s} {'wall µs':>8s} "
+            f"{'GFLOP/s':>8s} {'of matmul peak':>14s}",
+        ]
         for r in roofline["steps"]:
             g = r["flops"] / r["step_cpu_us"] / 1e3
-            lines.append(f"{r['dtype']:8s} {r['points']:5d} {r['step_cpu_us']:11.1f} "
-                         f"{r['step_us']:8.1f} {g:8.2f} {g / peaks[r['dtype']]['cpu']:13.0%}")
-        lines += ["", f"operations of a step alone (P = {3 * args.points_per_class}, "
-                      f"W = {args.width}, C = 3; CPU µs):"]
+            lines.append(
+                f"{r['dtype']:8s} {r['points']:5d} {r['step_cpu_us']:11.1f} "
+                f"{r['step_us']:8.1f} {g:8.2f} {g / peaks[r['dtype']]['cpu']:13.0%}"
+            )
+        lines += [
+            "",
+            f"operations of a step alone (P = {3 * args.points_per_class}, "
+            f"W = {args.width}, C = 3; CPU µs):",
+        ]
         for r in roofline["kernels"]:
             g = f"{r['flops'] / r['cpu_us'] / 1e3:6.1f} GFLOP/s" if r["flops"] else ""
             lines.append(f"  {r['dtype']:8s} {r['kernel']:30s} {r['cpu_us']:7.2f} µs {g}")
         for dt, g in peaks.items():
-            lines.append(f"{dt}: 1024×1024 matmul: {g['cpu']:.1f} GFLOP/s per CPU-second "
-                         f"({g['wall']:.1f} per wall second)")
+            lines.append(
+                f"{dt}: 1024×1024 matmul: {g['cpu']:.1f} GFLOP/s per CPU-second "
+                f"({g['wall']:.1f} per wall second)"
+            )
     m = report["machine"]
-    lines += ["", f"load average before/after: {m['load_avg_before'][0]:.2f} / "
-                  f"{m['load_avg_after'][0]:.2f} (1 min); rates are medians of {args.repeats} "
-                  "repeats after a warm-up run",
-              f"command: {report['command']}"]
+    lines += [
+        "",
+        f"load average before/after: {m['load_avg_before'][0]:.2f} / "
+        f"{m['load_avg_after'][0]:.2f} (1 min); rates are medians of {args.repeats} "
+        "repeats after a warm-up run",
+        f"command: {report['command']}",
+    ]
     if baseline and wl["loss"] != "dce":
-        lines.insert(2, "the baseline trains DCE (the authors' loss); per step it costs the same "
-                        "as the other losses up to a few elementwise operations")
+        lines.insert(
+            2,
+            "the baseline trains DCE (the authors' loss); per step it costs the same "
+            "as the other losses up to a few elementwise operations",
+        )
     if baseline:
-        lines.insert(2, f"baseline scaled from {args.baseline_seeds} seed(s) × "
-                        f"{args.baseline_steps} steps (its per-step cost is constant)")
+        lines.insert(
+            2,
+            f"baseline scaled from {args.baseline_seeds} seed(s) × "
+            f"{args.baseline_steps} steps (its per-step cost is constant)",
+        )
     return "\n".join(lines)
 
 

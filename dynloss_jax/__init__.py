@@ -20,8 +20,18 @@ from dynloss_jax.strategy import Strategy, default_strategy, use_cpu_cores
 from dynloss_jax.sweep import run_sweep
 
 __all__ = [
-    "LOSSES", "ConfigError", "Strategy", "SweepConfig", "default_strategy", "flat_model",
-    "gamma", "get_loss", "load_run", "run_sweep", "spiral", "top_hessian_eigenvalues",
+    "LOSSES",
+    "ConfigError",
+    "Strategy",
+    "SweepConfig",
+    "default_strategy",
+    "flat_model",
+    "gamma",
+    "get_loss",
+    "load_run",
+    "run_sweep",
+    "spiral",
+    "top_hessian_eigenvalues",
     "use_cpu_cores",
 ]
 __version__ = "0.1.0"

@@ -19,13 +19,9 @@ import numpy as np
 
 from dynloss_jax.strategy import use_cpu_cores
 
-FLAG = {"eig_every": "--eig-every", "record_every": "--record-every",
-        "num_matvecs": "--num-matvecs", "first_seed": "--first-seed",
-        "chunk_steps": "--chunk-steps", "static_last_period": "--static-last-period"}
-
 
 def _flag(param: str) -> str:
-    return FLAG.get(param, "--" + param.replace("_", "-"))
+    return "--" + param.replace("_", "-")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,43 +52,70 @@ def _real(allowed: str):
             return float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{text!r} is not a number; allowed: {allowed}") from None
+                f"{text!r} is not a number; allowed: {allowed}"
+            ) from None
 
     return parse
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting of :class:`~dynloss_jax.config.SweepConfig`, from its metadata.
+
+    Every flag defaults to ``None`` (not given), so the defaults live only in ``SweepConfig``;
+    lists (``nargs="+"``) sweep; range errors come from ``SweepConfig.validate``.
+    """
+    from dynloss_jax.config import SweepConfig, fields
+
+    defaults = SweepConfig()
+    for f in fields():
+        if not f.metadata["cli"]:
+            continue
+        rule, default = f.metadata["rule"], getattr(defaults, f.name)
+        allowed = rule.allowed.removeprefix("must be ")
+        if rule.kind == "bool":
+            parser.add_argument(
+                _flag(f.name), action="store_true", default=None, help=f.metadata["help"]
+            )
+            continue
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        kw = {"int": {"type": _integer(allowed)}, "real": {"type": _real(allowed)}}.get(
+            rule.kind, {}
+        )
+        parser.add_argument(
+            _flag(f.name),
+            nargs="+" if isinstance(default, tuple) else None,
+            default=None,
+            metavar=f.name.upper(),
+            help=f"{f.metadata['help']} (default {shown})",
+            **kw,
+        )
+
+
+def config_from_args(args):
+    """The validated :class:`~dynloss_jax.config.SweepConfig` of the flags given."""
+    from dynloss_jax.config import SweepConfig, fields
+
+    given = {
+        f.name: getattr(args, f.name) for f in fields() if getattr(args, f.name, None) is not None
+    }
+    return SweepConfig(**given).validate()
 
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="dynloss", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
-    positive = _integer("an integer >= 1")
 
     t = sub.add_parser("train", help="run a sweep and write a results folder")
-    t.add_argument("--loss", nargs="+", default=["dce"], help="ce dce mse dmse1 dmse2")
-    t.add_argument("--width", nargs="+", type=positive, default=[100])
-    t.add_argument("--eta", nargs="+", type=_real("finite and > 0"), default=[1.0],
-                   help="learning rate(s)")
-    t.add_argument("--amplitude", nargs="+", type=_real("finite and >= 1"), default=[70.0],
-                   help="A >= 1")
-    t.add_argument("--period", nargs="+", type=positive, default=[5000], help="T in steps")
-    t.add_argument("--seeds", type=positive, default=1, help="number of seeds")
-    t.add_argument("--first-seed", type=_integer("an integer >= 0"), default=0)
-    t.add_argument("--steps", type=positive, default=10_000)
-    t.add_argument("--record-every", type=positive, default=5)
-    t.add_argument("--eig-every", type=_integer("an integer >= 0 (0 = off)"), default=0,
-                   help="Hessian λ1, λ2 every k steps")
-    t.add_argument("--num-matvecs", type=positive, default=16,
-                   help="Lanczos steps per measurement")
-    t.add_argument("--static-last-period", action="store_true", help="Γ ≡ 1 in the last period")
-    t.add_argument("--depth", type=positive, default=1, help="hidden layers")
-    t.add_argument("--init", default="glorot", help="glorot or lecun")
-    t.add_argument("--dtype", default="float64", help="float64 or float32")
-    t.add_argument("--points-per-class", type=_integer("an integer >= 2"), default=100,
-                   help="spiral points per class (train and validation)")
-    t.add_argument("--chunk-steps", type=positive, default=5000, help="steps between checkpoints")
-    t.add_argument("--batch-size", type=_integer("an integer >= 0"), default=None,
-                   help="runs vmapped together per device (0: all; default: per backend)")
-    t.add_argument("--devices", type=_integer("an integer >= 0"), default=0,
-                   help="devices to use (0: all)")
+    _add_settings(t)
+    t.add_argument(
+        "--batch-size",
+        type=_integer("an integer >= 0"),
+        default=None,
+        help="runs vmapped together per device (0: all; default: per backend)",
+    )
+    t.add_argument(
+        "--devices", type=_integer("an integer >= 0"), default=0, help="devices to use (0: all)"
+    )
     t.add_argument("--out", required=True, help="results folder")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     t.add_argument("--resume", action="store_true", help="continue an unfinished --out")
@@ -123,7 +146,11 @@ def main(argv=None) -> int:
     import jax
 
     jax.config.update("jax_enable_x64", True)
-    from dynloss_jax import results, sweep
+    import matplotlib
+
+    matplotlib.use("Agg")  # the command draws PNG files; no window
+    from dynloss_jax import results
+    from dynloss_jax.config import ConfigError
     from dynloss_jax.strategy import Strategy, default_strategy
 
     try:
@@ -131,37 +158,42 @@ def main(argv=None) -> int:
             return _plot(Path(args.run), args.png)
         if args.command == "rerun":
             return _rerun(args)
-        config = sweep.SweepConfig(
-            loss=args.loss, width=args.width, eta=args.eta, amplitude=args.amplitude,
-            period=args.period, seeds=args.seeds, first_seed=args.first_seed, steps=args.steps,
-            record_every=args.record_every, eig_every=args.eig_every,
-            num_matvecs=args.num_matvecs, static_last_period=args.static_last_period,
-            depth=args.depth, init=args.init, dtype=args.dtype, chunk_steps=args.chunk_steps,
-            points_per_class=args.points_per_class,
-        ).validate()
-        sweep.check_out_folder(args.out, resume=args.resume, overwrite=args.overwrite,
-                               settings=config.settings())
+        config = config_from_args(args)
         if args.batch_size is not None and args.batch_size < 0:
-            raise sweep.ConfigError("batch_size", args.batch_size, "must be >= 0 (0: all)")
+            raise ConfigError("batch_size", args.batch_size, "must be >= 0 (0: all)")
         if args.devices < 0 or args.devices > len(jax.devices()):
-            raise sweep.ConfigError("devices", args.devices,
-                                    f"must be between 0 and {len(jax.devices())}")
+            raise ConfigError(
+                "devices", args.devices, f"must be between 0 and {len(jax.devices())}"
+            )
         base = default_strategy()
-        strategy = Strategy(base.batch_size if args.batch_size is None else args.batch_size,
-                            args.devices)
+        strategy = Strategy(
+            base.batch_size if args.batch_size is None else args.batch_size, args.devices
+        )
+        results.check_out_folder(
+            args.out,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            settings=config.settings(),
+            layout=strategy.layout(),
+        )
         return _train(config, args, strategy, ["dynloss", *argv])
-    except sweep.ConfigError as e:
+    except ConfigError as e:
         return _fail(f"{_flag(e.param)} {e.value}: {e.allowed}")
     except results.RunFolderError as e:
         return _fail(str(e))
     except OSError as e:  # e.g. the disk filled up: checkpoints written so far are intact
-        hint = "; the finished chunks are saved: continue with --resume" \
-            if args.command == "train" else ""
+        hint = (
+            "; the finished chunks are saved: continue with --resume"
+            if args.command == "train"
+            else ""
+        )
         print(f"dynloss: error: {e}{hint}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("\ndynloss: interrupted; the last finished chunk is saved: continue with --resume",
-              file=sys.stderr)
+        print(
+            "\ndynloss: interrupted; the last finished chunk is saved: continue with --resume",
+            file=sys.stderr,
+        )
         return 130
 
 
@@ -170,9 +202,15 @@ def _train(config, args, strategy, command) -> int:
     from dynloss_jax.progress import ProgressBar
     from dynloss_jax.results import load_run
 
-    sweep.run_sweep(config, args.out, resume=args.resume, overwrite=args.overwrite,
-                    strategy=strategy, progress=ProgressBar("train", quiet=args.quiet),
-                    command=command)
+    sweep.run_sweep(
+        config,
+        args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        strategy=strategy,
+        progress=ProgressBar("train", quiet=args.quiet),
+        command=command,
+    )
     run = load_run(args.out)  # tables and plots read what was written, checksum verified
     print(summary_table(run))
     if not args.no_plot:
@@ -203,59 +241,69 @@ def summary_table(run) -> str:
     tr_mean, tr_sem, n = run.summary("final_train_acc")
     va_mean, va_sem, n_val = run.summary("final_val_acc")
     diverged = np.asarray(run.arrays["diverged"])
-    lines = [f"{'configuration':<58} {'train acc':>17} {'val acc':>17} {'runs':>5} "
-             f"{'diverged':>8}"]
+    lines = [f"{'configuration':<58} {'train acc':>17} {'val acc':>17} {'runs':>5} {'diverged':>8}"]
     for label, index in configurations(run, limit=None):
         n_div = int(diverged[index].sum())
         lines.append(
             f"{label:<58} {_mean_sem(tr_mean[index], tr_sem[index], n[index])} "
             f"{_mean_sem(va_mean[index], va_sem[index], n_val[index])} "
-            f"{int(n[index]):>5} {n_div:>8}")
+            f"{int(n[index]):>5} {n_div:>8}"
+        )
     total = int(diverged.sum())
     if total:
         lines.append(
             f"{total} of {diverged.size} runs diverged (loss or parameters non-finite) and are "
-            "excluded from the means; see diverged and diverged_step in arrays.npz")
+            "excluded from the means; see diverged and diverged_step in arrays.npz"
+        )
     return "\n".join(lines)
 
 
 def _plot(path: Path, png) -> int:
-    from dynloss_jax import sweep
+    from dynloss_jax.config import ConfigError
     from dynloss_jax.plotting import plot_run
     from dynloss_jax.results import load_run
 
     run = load_run(path)
     png = Path(png) if png else path / "training.png"
     if not png.parent.is_dir():
-        raise sweep.ConfigError("png", str(png), f"its folder {png.parent} does not exist")
+        raise ConfigError("png", str(png), f"its folder {png.parent} does not exist")
     plot_run(run, png)
     print(f"wrote {png}")
     return 0
 
 
 def _rerun(args) -> int:
-    from dynloss_jax import sweep
+    from dynloss_jax import results, sweep
     from dynloss_jax.progress import ProgressBar
-    from dynloss_jax.results import load_run
     from dynloss_jax.strategy import Strategy, default_strategy
 
-    old = load_run(args.run)
+    old = results.load_run(args.run)
     config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()
     out = Path(args.out) if args.out else Path(str(args.run).rstrip("/") + "-rerun")
-    sweep.check_out_folder(out, resume=False, overwrite=args.overwrite)
+    results.check_out_folder(out, resume=False, overwrite=args.overwrite)
     strategy = Strategy(**old.config["strategy"])
     try:
         strategy.mesh()
     except ValueError as e:
-        print(f"dynloss: note: the run's layout cannot be used here ({e}); using the default, "
-              "so results can differ by rounding", file=sys.stderr)
+        print(
+            f"dynloss: note: the run's layout cannot be used here ({e}); using the default, "
+            "so results can differ by rounding",
+            file=sys.stderr,
+        )
         strategy = default_strategy()
-    new = sweep.run_sweep(config, out, overwrite=args.overwrite, strategy=strategy,
-                          progress=ProgressBar("rerun", quiet=args.quiet),
-                          command=["dynloss", "rerun", str(args.run)])
-    differ = [k for k in old.arrays
-              if k not in new.arrays
-              or not np.array_equal(old.arrays[k], new.arrays[k], equal_nan=True)]
+    new = sweep.run_sweep(
+        config,
+        out,
+        overwrite=args.overwrite,
+        strategy=strategy,
+        progress=ProgressBar("rerun", quiet=args.quiet),
+        command=["dynloss", "rerun", str(args.run)],
+    )
+    differ = [
+        k
+        for k in old.arrays
+        if k not in new.arrays or not np.array_equal(old.arrays[k], new.arrays[k], equal_nan=True)
+    ]
     print(summary_table(new))
     if differ:
         print(f"rerun in {out}: arrays differ from {args.run}: {', '.join(differ)}")

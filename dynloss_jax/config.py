@@ -1,21 +1,36 @@
-"""The settings of a sweep: every field, its allowed range, and the errors that name it.
+"""The settings of a sweep, declared once: name, type, default, allowed range and help.
 
-:class:`SweepConfig` holds every setting of a sweep (tuple fields are swept as a Cartesian
-product) and validates them before anything is compiled or written; :class:`ConfigError` names
-the setting, its value and the allowed range, so the CLI can turn it into one line naming the
-flag.
+:class:`SweepConfig` is the only list of settings. Each field carries a :class:`Rule` (its kind
+and allowed range) and a help text in its metadata; from them come
+
+* :meth:`SweepConfig.validate` — the one place where settings are checked, raising
+  :class:`ConfigError` (a ``ValueError`` naming the setting, its value and the allowed range);
+* the ``dynloss train`` flags, their help and one-line errors (:mod:`dynloss_jax.cli` reads
+  :func:`fields`);
+* the static description of a compiled program (:meth:`SweepConfig.run_spec`), the swept
+  per-run arrays (:meth:`SweepConfig.runs`, by name) and the data (:meth:`SweepConfig.data`).
+
+Adding a setting is adding a field here and using it where it acts.
+
+Fields whose type is a tuple are *grid axes*: the sweep is their Cartesian product with the
+seeds (``seeds`` seeds from ``first_seed`` on), in the order of :data:`GRID_AXES`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
+from collections.abc import Callable
 
 import numpy as np
 
-from dynloss_jax import engine
 from dynloss_jax.losses import LOSSES
 from dynloss_jax.model import DTYPES, INITS, check_dtype
+
+GRID_AXES = ("loss", "width", "eta", "amplitude", "period", "seed")
+N_TOP = 2  # λ1, λ2: the eigenvalues tracked during training
+SEED_LIMIT = 2**31
 
 
 class ConfigError(ValueError):
@@ -27,101 +42,193 @@ class ConfigError(ValueError):
 
 
 @dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """Every setting of a sweep. Tuple fields are swept (Cartesian product)."""
+class Rule:
+    """How one value of a setting is checked (``ok``) and parsed on the command line (``kind``:
+    ``int``, ``real``, ``str`` or ``bool``); ``allowed`` is the text of the error."""
 
-    loss: tuple[str, ...] = ("dce",)
-    width: tuple[int, ...] = (100,)
-    eta: tuple[float, ...] = (1.0,)
-    amplitude: tuple[float, ...] = (70.0,)
-    period: tuple[int, ...] = (5000,)
-    seeds: int = 1  # seeds first_seed .. first_seed + seeds − 1
-    first_seed: int = 0
-    steps: int = 10_000
-    record_every: int = 5
-    eig_every: int = 0  # 0: no Hessian tracking
-    num_matvecs: int = 16
-    static_last_period: bool = False
-    depth: int = 1
-    init: str = "glorot"
-    dtype: str = "float64"
-    points_per_class: int = 100
-    n_classes: int = 3
-    train_seed: int = 0
-    val_seed: int = 1
-    chunk_steps: int = 5000  # checkpoint/progress granularity (rounded to divide the run)
+    kind: str
+    allowed: str
+    ok: Callable = dataclasses.field(default=lambda v: True, compare=False)
+    choices: tuple = ()
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _is_real(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def integer(low: int, note: str = "") -> Rule:
+    return Rule("int", f"must be an integer >= {low}{note}", lambda v: _is_int(v) and v >= low)
+
+
+def real(low: float, *, strict: bool, note: str = "") -> Rule:
+    op = ">" if strict else ">="
+    return Rule(
+        "real",
+        f"must be finite and {op} {low:g}{note}",
+        lambda v: _is_real(v) and math.isfinite(v) and (v > low if strict else v >= low),
+    )
+
+
+def choice(names) -> Rule:
+    names = tuple(names)
+    return Rule("str", f"must be one of {', '.join(names)}", lambda v: v in names, names)
+
+
+# Seeds: the range (below 2^31 − seeds, so that every seed of the sweep is an int32) is checked
+# by SweepConfig.validate, which knows the number of seeds.
+SEED = Rule("int", "must be an integer >= 0", _is_int)
+FLAG = Rule("bool", "must be true or false", lambda v: isinstance(v, (bool, np.bool_)))
+
+
+def setting(default, rule: Rule, help: str, *, cli: bool = True):
+    """A field of :class:`SweepConfig` with its rule and help text (``cli``: has a flag)."""
+    return dataclasses.field(default=default, metadata={"rule": rule, "help": help, "cli": cli})
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig:
+    """Every setting of a sweep. Tuple fields are swept (Cartesian product with the seeds)."""
+
+    loss: tuple[str, ...] = setting(("dce",), choice(LOSSES), "loss(es): " + " ".join(LOSSES))
+    width: tuple[int, ...] = setting((100,), integer(1), "hidden units per layer")
+    eta: tuple[float, ...] = setting((1.0,), real(0, strict=True), "learning rate(s) η")
+    amplitude: tuple[float, ...] = setting(
+        (70.0,), real(1, strict=False, note=" (1 = static loss)"), "amplitude A >= 1 of Γ"
+    )
+    period: tuple[int, ...] = setting((5000,), integer(1, " (steps)"), "period T of Γ in steps")
+    seeds: int = setting(1, integer(1), "number of seeds (first-seed, first-seed + 1, ...)")
+    first_seed: int = setting(0, SEED, "first network seed")
+    steps: int = setting(10_000, integer(1), "GD steps of every run")
+    record_every: int = setting(5, integer(1), "loss and accuracy every k steps")
+    eig_every: int = setting(0, integer(0, " (0 = off)"), "Hessian λ1, λ2 every k steps")
+    num_matvecs: int = setting(16, integer(1), "Lanczos steps per measurement")
+    static_last_period: bool = setting(False, FLAG, "Γ ≡ 1 in the last period")
+    stop_at_onset: bool = setting(
+        False,
+        FLAG,
+        "end each run at its first instability (later records NaN; runs without one go to --steps)",
+    )
+    onset_matvecs: int = setting(40, integer(2), "Lanczos steps for λ1, λ2 at the onset step")
+    depth: int = setting(1, integer(1), "hidden layers")
+    init: str = setting("glorot", choice(INITS), "initialisation: " + " or ".join(INITS))
+    dtype: str = setting("float64", choice(DTYPES), "float64 or float32")
+    points_per_class: int = setting(
+        100, integer(2), "spiral points per class (train and validation)"
+    )
+    n_classes: int = setting(3, integer(2), "classes of the spiral")
+    train_seed: int = setting(0, SEED, "seed of the training spiral")
+    val_seed: int = setting(1, SEED, "seed of the validation spiral")
+    chunk_steps: int = setting(
+        5000, integer(1), "steps between checkpoints (rounded to divide the run)"
+    )
 
     def __post_init__(self):
-        for name in ("loss", "width", "eta", "amplitude", "period"):
-            value = getattr(self, name)
-            if isinstance(value, (str, int, float)):
-                object.__setattr__(self, name, (value,))
-            else:
-                object.__setattr__(self, name, tuple(value))
+        for f in fields():
+            value = getattr(self, f.name)
+            if _is_tuple(f) and not isinstance(value, tuple):
+                if isinstance(value, (str, int, float, np.number)):
+                    value = (value,)
+                object.__setattr__(self, f.name, tuple(value))
 
     def validate(self) -> SweepConfig:
         """Raises :class:`ConfigError` (a ``ValueError``) for the first invalid setting."""
-        for name in ("loss", "width", "eta", "amplitude", "period"):
-            if len(getattr(self, name)) == 0:
-                raise ConfigError(name, [], "needs at least one value")
-        for v in self.loss:
-            if v not in LOSSES:
-                raise ConfigError("loss", v, f"must be one of {', '.join(LOSSES)}")
-        for v in self.width:
-            if not _is_int(v) or v < 1:
-                raise ConfigError("width", v, "must be an integer >= 1")
-        for v in self.eta:
-            if not _is_real(v) or not math.isfinite(v) or v <= 0:
-                raise ConfigError("eta", v, "must be finite and > 0")
-        for v in self.amplitude:
-            if not _is_real(v) or not math.isfinite(v) or v < 1:
-                raise ConfigError("amplitude", v, "must be finite and >= 1 (1 = static loss)")
-        for v in self.period:
-            if not _is_int(v) or v < 1:
-                raise ConfigError("period", v, "must be an integer >= 1 (steps)")
-        positive = {"seeds": self.seeds, "steps": self.steps, "record_every": self.record_every,
-                    "depth": self.depth, "chunk_steps": self.chunk_steps}
-        for name, v in positive.items():
-            if not _is_int(v) or v < 1:
-                raise ConfigError(name, v, "must be an integer >= 1")
-        if not _is_int(self.points_per_class) or self.points_per_class < 2:
-            raise ConfigError("points_per_class", self.points_per_class,
-                              "must be an integer >= 2")
-        if not _is_int(self.n_classes) or self.n_classes < 2:
-            raise ConfigError("n_classes", self.n_classes, "must be an integer >= 2")
+        for f in fields():
+            rule, value = f.metadata["rule"], getattr(self, f.name)
+            values = value if _is_tuple(f) else (value,)
+            if len(values) == 0:
+                raise ConfigError(f.name, [], "needs at least one value")
+            for v in values:
+                if not rule.ok(v):
+                    raise ConfigError(f.name, v, rule.allowed)
         for name in ("first_seed", "train_seed", "val_seed"):
             v = getattr(self, name)
-            if not _is_int(v) or not 0 <= v < 2**31 - self.seeds:
-                raise ConfigError(name, v, f"must be an integer in [0, {2**31 - self.seeds})")
-        if not _is_int(self.eig_every) or self.eig_every < 0:
-            raise ConfigError("eig_every", self.eig_every, "must be an integer >= 0 (0 = off)")
+            if not 0 <= v < SEED_LIMIT - self.seeds:
+                raise ConfigError(name, v, f"must be an integer in [0, {SEED_LIMIT - self.seeds})")
         if self.steps % self.record_every:
-            raise ConfigError("record_every", self.record_every,
-                              f"must divide --steps ({self.steps})")
+            raise ConfigError(
+                "record_every", self.record_every, f"must divide --steps ({self.steps})"
+            )
         if self.eig_every:
             if self.eig_every % self.record_every:
-                raise ConfigError("eig_every", self.eig_every,
-                                  f"must be a multiple of --record-every ({self.record_every})")
+                raise ConfigError(
+                    "eig_every",
+                    self.eig_every,
+                    f"must be a multiple of --record-every ({self.record_every})",
+                )
             if self.steps % self.eig_every:
-                raise ConfigError("eig_every", self.eig_every,
-                                  f"must divide --steps ({self.steps})")
-            if not _is_int(self.num_matvecs) or self.num_matvecs < engine.N_TOP:
-                raise ConfigError("num_matvecs", self.num_matvecs,
-                                  f"must be an integer >= {engine.N_TOP}")
-        if self.init not in INITS:
-            raise ConfigError("init", self.init, f"must be one of {', '.join(INITS)}")
-        if self.dtype not in DTYPES:
-            raise ConfigError("dtype", self.dtype, f"must be one of {', '.join(DTYPES)}")
+                raise ConfigError(
+                    "eig_every", self.eig_every, f"must divide --steps ({self.steps})"
+                )
+            if self.num_matvecs < N_TOP:
+                raise ConfigError("num_matvecs", self.num_matvecs, f"must be an integer >= {N_TOP}")
+        if self.static_last_period:
+            for t in self.period:
+                if self.steps % t:
+                    raise ConfigError(
+                        "period",
+                        t,
+                        f"must divide --steps ({self.steps}) with "
+                        "--static-last-period, so that the last period is a whole static one",
+                    )
         try:
             check_dtype(self.dtype)
         except ValueError as e:
             raise ConfigError("dtype", self.dtype, str(e)) from None
         return self
 
+    # --- what the engine and the results folder are built from ---------------------------
+
+    @property
+    def seed_values(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    @property
+    def coords(self) -> dict:
+        """Values along each sweep axis, in the order of :data:`GRID_AXES`."""
+        return {**{a: list(getattr(self, a)) for a in GRID_AXES[:-1]}, "seed": self.seed_values}
+
     @property
     def grid_shape(self) -> tuple[int, ...]:
-        return (len(self.loss), len(self.width), len(self.eta), len(self.amplitude),
-                len(self.period), self.seeds)
+        return tuple(len(v) for v in self.coords.values())
+
+    @property
+    def groups(self) -> list[dict]:
+        """The static parts of the sweep, one compiled program each: ``{loss, width}``."""
+        return [
+            dict(loss=loss, width=int(width))
+            for loss, width in itertools.product(self.loss, self.width)
+        ]
+
+    def runs(self) -> dict[str, list]:
+        """The swept values of every run of a group, by name (η × A × T × seed product)."""
+        names = ("eta", "amplitude", "period", "seed")
+        product = list(itertools.product(self.eta, self.amplitude, self.period, self.seed_values))
+        return {name: [p[i] for p in product] for i, name in enumerate(names)}
+
+    def run_spec(self, *, loss: str, width: int):
+        """The static :class:`~dynloss_jax.engine.RunSpec` of one (loss, width) group."""
+        from dynloss_jax.engine import RunSpec
+
+        group = {"loss": loss, "width": width, "n_steps": self.steps}
+        shared = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(RunSpec)
+            if f.name in _NAMES and f.name not in group
+        }
+        return RunSpec(**group, **shared)
+
+    def data(self):
+        """The training and validation sets as :class:`~dynloss_jax.engine.Data`."""
+        from dynloss_jax.data import spiral
+        from dynloss_jax.engine import make_data
+
+        train = spiral(self.points_per_class, self.n_classes, seed=self.train_seed)
+        val = spiral(self.points_per_class, self.n_classes, seed=self.val_seed)
+        return make_data(*train, *val, dtype=self.dtype)
 
     @property
     def chunk(self) -> int:
@@ -135,18 +242,22 @@ class SweepConfig:
         return best * interval
 
     def settings(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v
-                for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_settings(cls, settings: dict) -> SweepConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in settings.items() if k in names})
+        return cls(**{k: v for k, v in settings.items() if k in _NAMES})
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+def fields() -> tuple[dataclasses.Field, ...]:
+    """The settings of :class:`SweepConfig`, in order, with ``metadata`` rule/help/cli."""
+    return dataclasses.fields(SweepConfig)
 
 
-def _is_real(v) -> bool:
-    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+def _is_tuple(f: dataclasses.Field) -> bool:
+    return str(f.type).startswith("tuple")
+
+
+_NAMES = frozenset(f.name for f in fields())

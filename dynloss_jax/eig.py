@@ -183,12 +183,14 @@ def power_iteration(matvec, v0_KxN, *, num_iters: int = 100, shift=0.0):
 
     empty = jnp.zeros((k,), v0_KxN.dtype)
     vectors, values, residuals = jax.lax.fori_loop(
-        0, k, one, (jnp.zeros_like(v0_KxN), empty, empty))
+        0, k, one, (jnp.zeros_like(v0_KxN), empty, empty)
+    )
     return values, vectors, residuals
 
 
-def top_hessian_eigenvalues(loss_fn, params, k: int = 2, method: str = "lanczos",
-                            num_matvecs: int = 16, key=None):
+def top_hessian_eigenvalues(
+    loss_fn, params, k: int = 2, method: str = "lanczos", num_matvecs: int = 16, key=None
+):
     """The ``k`` largest algebraic eigenvalues (descending) of the Hessian of ``loss_fn`` at
     ``params`` (any pytree), from at most ``num_matvecs`` Hessian-vector products.
 

@@ -11,12 +11,13 @@ Per run the program is
 so there is no ``lax.cond`` on the step (under vmap both branches would run). A run is described
 by static :class:`RunSpec` (shapes, loop lengths, the loss) and swept :class:`Hyper` arrays
 (η, A, T, seed), which are mapped over runs: vmapped in blocks of ``batch_size`` runs and mapped
-sequentially over blocks (``lax.map``), and split over devices with ``shard_map``. On a CPU a
-sequential map per core is fastest; on a GPU one vmap over all runs (see ``strategy.py``).
+sequentially over blocks (``lax.map``), and split over devices with ``shard_map``, as a
+:class:`~dynloss_jax.strategy.Strategy` lays them out. On a CPU a sequential map per core is
+fastest; on a GPU one vmap over all runs (see ``strategy.py``).
 
 A run whose loss or parameters become non-finite is frozen at its last finite parameters and
-flagged (``diverged``, ``diverged_step``); its later records are NaN and the other runs of the
-program are untouched.
+flagged (``diverged``, ``diverged_step``); its later records (λ included) are NaN and the other
+runs of the program are untouched. Every record carries the step it was measured at.
 """
 
 from __future__ import annotations
@@ -29,15 +30,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import Mesh, PartitionSpec
 
 from dynloss_jax import eig, instability
+from dynloss_jax.config import N_TOP
 from dynloss_jax.data import check_data
 from dynloss_jax.losses import STATIC_OF, get_loss
 from dynloss_jax.model import flat_model
-from dynloss_jax.schedule import check_schedule, gamma
+from dynloss_jax.schedule import gamma
+from dynloss_jax.strategy import Strategy
 
-N_TOP = 2  # λ1, λ2
+# The onset is confirmed N_CONFIRM steps after it happened: keep that many parameter vectors
+# (and the current one) so that λ can be measured at the onset step itself.
+HISTORY = instability.N_CONFIRM + 1
+ONE_DEVICE_VMAP = Strategy(batch_size=0, n_devices=1)  # the default layout of compiled()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +60,8 @@ class RunSpec:
     eig_every: int = 0  # 0: no Hessian tracking
     num_matvecs: int = 16
     static_last_period: bool = False
+    stop_at_onset: bool = False  # a run ends at its first instability
+    onset_matvecs: int = 40  # Lanczos steps for λ1, λ2 at the onset step
 
     def __post_init__(self):
         get_loss(self.loss)  # ValueError for an unknown name
@@ -62,8 +69,10 @@ class RunSpec:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.eig_every < 0 or self.eig_every % self.record_every:
-            raise ValueError(f"eig_every must be 0 or a multiple of record_every "
-                             f"({self.record_every}), got {self.eig_every}")
+            raise ValueError(
+                f"eig_every must be 0 or a multiple of record_every "
+                f"({self.record_every}), got {self.eig_every}"
+            )
         if self.n_steps % self.interval:
             raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of {self.interval}")
 
@@ -102,11 +111,17 @@ class State(NamedTuple):
     diverged: jax.Array
     diverged_step: jax.Array  # −1 while finite
     detector: instability.DetectorState
+    w_hist_HxN: jax.Array  # w_t at slot t mod H: the parameters of the last H steps
+    onset_w_N: jax.Array  # w at the first instability (once found)
+    onset_lam_K: jax.Array  # λ1, λ2 of F at the onset step, at onset_w_N (NaN until measured)
+    onset_residual_K: jax.Array
+    stopped_step: jax.Array  # with stop_at_onset: where the run stopped, −1 while running
 
 
 class Record(NamedTuple):
     """Per-run metrics every ``record_every`` steps, measured at parameters w_t."""
 
+    step: jax.Array  # t
     loss: jax.Array  # the dynamical loss F_t(w_t) that GD minimises at step t
     static_loss: jax.Array
     train_acc: jax.Array
@@ -115,8 +130,9 @@ class Record(NamedTuple):
 
 
 class EigRecord(NamedTuple):
-    """Hessian spectrum of F_t at w_t every ``eig_every`` steps."""
+    """Hessian spectrum of F_t at w_t every ``eig_every`` steps (NaN once the run diverged)."""
 
+    step: jax.Array  # t
     lam_K: jax.Array  # λ1 ≥ λ2
     lam_min: jax.Array
     residual_K: jax.Array
@@ -137,8 +153,13 @@ def _accuracy(logits_PxC, y_PxC):
 
 def _gamma_at(spec: RunSpec, step, hyper: Hyper):
     static_after = spec.n_steps - hyper.period if spec.static_last_period else None
-    return gamma(step, n_classes=spec.n_classes, amplitude=hyper.amplitude, period=hyper.period,
-                 static_after=static_after)
+    return gamma(
+        step,
+        n_classes=spec.n_classes,
+        amplitude=hyper.amplitude,
+        period=hyper.period,
+        static_after=static_after,
+    )
 
 
 def _loss_of_w(spec: RunSpec, w_N, gamma_C, x, y):
@@ -159,6 +180,11 @@ def init_state(spec: RunSpec, hyper: Hyper) -> State:
         diverged=jnp.zeros((), bool),
         diverged_step=jnp.full((), -1, jnp.int32),
         detector=instability.detector_init(dtype),
+        w_hist_HxN=jnp.zeros((HISTORY, w.shape[0]), dtype),
+        onset_w_N=jnp.zeros_like(w),
+        onset_lam_K=jnp.full((N_TOP,), jnp.nan, dtype),
+        onset_residual_K=jnp.full((N_TOP,), jnp.nan, dtype),
+        stopped_step=jnp.full((), -1, jnp.int32),
     )
 
 
@@ -170,9 +196,9 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     computed by the caller at record steps.
     """
     t = state.step
-    (loss, logits), grad = jax.value_and_grad(
-        functools.partial(_loss_of_w, spec), has_aux=True
-    )(state.w_N, gamma_C, data.x_train, data.y_train)
+    (loss, logits), grad = jax.value_and_grad(functools.partial(_loss_of_w, spec), has_aux=True)(
+        state.w_N, gamma_C, data.x_train, data.y_train
+    )
     opt = optax.sgd(hyper.eta)
     updates, _ = opt.update(grad, opt.init(state.w_N))
     w_new = optax.apply_updates(state.w_N, updates)
@@ -182,12 +208,17 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     diverged = state.diverged | bad
     nan = jnp.full((), jnp.nan, loss.dtype)
     loss_seen = jnp.where(state.diverged | ~jnp.isfinite(loss), nan, loss)
+    w_hist = state.w_hist_HxN.at[t % HISTORY].set(state.w_N)
+    detector = instability.detector_update(state.detector, loss_seen, t)
+    found = (detector.onset >= 0) & (state.detector.onset < 0)
     state = state._replace(
         w_N=jnp.where(diverged, state.w_N, w_new),
         step=t + 1,
         diverged=diverged,
         diverged_step=jnp.where(bad & ~state.diverged, t, state.diverged_step),
-        detector=instability.detector_update(state.detector, loss_seen, t),
+        detector=detector,
+        w_hist_HxN=w_hist,
+        onset_w_N=jnp.where(found, w_hist[detector.onset % HISTORY], state.onset_w_N),
     )
     return state, loss_seen, logits
 
@@ -206,6 +237,7 @@ def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     nan = jnp.full((), jnp.nan, loss.dtype)
     static = get_loss(STATIC_OF[spec.loss])(logits, data.y_train, gamma_BxC[0])
     record = Record(
+        step=steps_B[0],
         loss=loss,
         static_loss=jnp.where(jnp.isnan(loss), nan, static),
         train_acc=jnp.where(was_diverged, nan, _accuracy(logits, data.y_train)),
@@ -220,21 +252,55 @@ def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
 
 
 def measure(spec: RunSpec, hyper: Hyper, data: Data, state: State):
-    """Lanczos on the Hessian of F_t at w_t, warm-started from the last measurement."""
+    """Lanczos on the Hessian of F_t at w_t, warm-started from the last measurement.
+
+    The gradient is linearised once per measurement (``jax.linearize``), so each of the
+    ``num_matvecs`` Hessian-vector products replays only the tangent half of jvp-of-grad.
+    A diverged run's records are NaN (its parameters are frozen, not trained).
+    """
     g = _gamma_at(spec, state.step, hyper)
 
     def f(w):
         return _loss_of_w(spec, w, g, data.x_train, data.y_train)[0]
 
-    def matvec(v):
-        return eig.hvp(f, state.w_N, v)
-
+    _, matvec = jax.linearize(jax.grad(f), state.w_N)
     v0 = jnp.sum(state.eig_vectors_KxN, axis=0)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), state.step)
     res = eig.lanczos(matvec, v0, key, num_matvecs=spec.num_matvecs, k=N_TOP)
     vectors = jnp.nan_to_num(res.vectors_KxN)
-    record = EigRecord(res.top_K, res.lam_min, res.residual_K, res.residual_min)
+
+    def mask(v):
+        return jnp.where(state.diverged, jnp.full_like(v, jnp.nan), v)
+
+    record = EigRecord(
+        state.step, mask(res.top_K), mask(res.lam_min), mask(res.residual_K), mask(res.residual_min)
+    )
     return state._replace(eig_vectors_KxN=vectors), record
+
+
+def measure_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State) -> State:
+    """λ1, λ2 (and residuals) of F at the onset step t0, at the parameters w_{t0} of that step,
+    from ``onset_matvecs`` Lanczos steps — once, the first time it is called after the detector
+    confirmed the onset (a ``lax.cond``: run it mapped sequentially, see
+    :func:`compiled_onset`). Not interpolated from the tracking measurements, so the values do
+    not depend on ``eig_every``."""
+    need = (state.detector.onset >= 0) & jnp.isnan(state.onset_lam_K[0])
+
+    def compute(state):
+        t0 = state.detector.onset
+        g = _gamma_at(spec, t0, hyper)
+
+        def f(w):
+            return _loss_of_w(spec, w, g, data.x_train, data.y_train)[0]
+
+        _, matvec = jax.linearize(jax.grad(f), state.onset_w_N)
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), t0 + (1 << 30))
+        res = eig.lanczos(
+            matvec, jnp.zeros_like(state.onset_w_N), key, num_matvecs=spec.onset_matvecs, k=N_TOP
+        )
+        return state._replace(onset_lam_K=res.top_K, onset_residual_K=res.residual_K)
+
+    return jax.lax.cond(need, compute, lambda s: s, state)
 
 
 def _interval(spec: RunSpec, hyper: Hyper, data: Data, state: State):
@@ -243,32 +309,78 @@ def _interval(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     else:
         eig_record = None
     state, records = jax.lax.scan(
-        lambda s, _: _record_block(spec, hyper, data, s), state, None,
+        lambda s, _: _record_block(spec, hyper, data, s),
+        state,
+        None,
         length=spec.interval // spec.record_every,
     )
     return state, (records, eig_record)
 
 
-def advance_one(spec: RunSpec, n_steps: int, state: State, hyper: Hyper, data: Data):
-    """Runs ``n_steps`` (a multiple of ``spec.interval``) GD steps of one run.
+def advance_one(spec: RunSpec, chunk_steps: int, state: State, hyper: Hyper, data: Data):
+    """Runs ``chunk_steps`` (a multiple of ``spec.interval``) GD steps of one run.
 
-    Returns ``(state, records, eig_records)`` with records stacked over n_steps/record_every and
-    eig_records over n_steps/eig_every (``None`` when tracking is off).
+    Returns ``(state, records, eig_records)`` with records stacked over chunk_steps/record_every
+    and eig_records over chunk_steps/eig_every (``None`` when tracking is off); each record
+    carries the step it was measured at.
     """
     if data.y_train.shape[-1] != spec.n_classes or data.y_val.shape[-1] != spec.n_classes:
-        raise ValueError(f"labels have {data.y_train.shape[-1]} classes, the run "
-                         f"{spec.n_classes}")
-    state, (records, eig_records) = jax.lax.scan(
-        lambda s, _: _interval(spec, hyper, data, s), state, None,
-        length=n_steps // spec.interval,
-    )
+        raise ValueError(f"labels have {data.y_train.shape[-1]} classes, the run {spec.n_classes}")
+    n = chunk_steps // spec.interval
+    start = state.step
+    if spec.stop_at_onset:
+        state, (records, eig_records) = _until_onset(spec, hyper, data, state, n)
+    else:
+        state, (records, eig_records) = jax.lax.scan(
+            lambda s, _: _interval(spec, hyper, data, s), state, None, length=n
+        )
     records = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), records)
+    records = records._replace(
+        step=start + spec.record_every * jnp.arange(records.step.shape[0], dtype=start.dtype)
+    )
+    if eig_records is not None:
+        eig_records = eig_records._replace(
+            step=start + spec.interval * jnp.arange(n, dtype=start.dtype)
+        )
     return state, records, eig_records
 
 
+def _until_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
+    """Up to ``n`` measurement intervals, ending after the interval in which the onset is
+    confirmed. The records of the intervals not run are NaN (−1 for integers). A stopped run's
+    step counter still moves on to the chunk's end (so every run of a program agrees on the
+    step of each record); its parameters stay where it stopped, at ``stopped_step``."""
+    start = state.step
+    shapes = jax.eval_shape(lambda s: _interval(spec, hyper, data, s)[1], state)
+    blank = jax.tree.map(
+        lambda sd: jnp.full(
+            (n, *sd.shape), jnp.nan if jnp.issubdtype(sd.dtype, jnp.floating) else -1, sd.dtype
+        ),
+        shapes,
+    )
+
+    def running(carry):
+        i, s, _ = carry
+        return (i < n) & (s.detector.onset < 0)
+
+    def body(carry):
+        i, s, buffers = carry
+        s, out = _interval(spec, hyper, data, s)
+        return i + 1, s, jax.tree.map(lambda b, o: b.at[i].set(o), buffers, out)
+
+    _, state, out = jax.lax.while_loop(running, body, (0, state, blank))
+    stopped = (state.detector.onset >= 0) & (state.stopped_step < 0)
+    state = state._replace(
+        stopped_step=jnp.where(stopped, state.step, state.stopped_step),
+        step=start + n * spec.interval,
+    )
+    return state, out
+
+
 def evaluate(spec: RunSpec, state: State, hyper: Hyper, data: Data) -> Final:
-    """Loss and accuracies of the current parameters (at Γ of the current step)."""
-    g = _gamma_at(spec, state.step, hyper)
+    """Loss and accuracies of the current parameters (at Γ of the current step, or of the step
+    where a run stopped at its onset)."""
+    g = _gamma_at(spec, jnp.where(state.stopped_step >= 0, state.stopped_step, state.step), hyper)
     loss, logits = _loss_of_w(spec, state.w_N, g, data.x_train, data.y_train)
     static = get_loss(STATIC_OF[spec.loss])(logits, data.y_train, g)
     val_acc = _accuracy(spec.model.apply(state.w_N, data.x_val), data.y_val)
@@ -280,69 +392,51 @@ def evaluate(spec: RunSpec, state: State, hyper: Hyper, data: Data) -> Final:
     return Final(mask(loss), mask(static), mask(_accuracy(logits, data.y_train)), mask(val_acc))
 
 
-def _over_runs(fn, batch_size: int, mesh: Mesh | None):
-    """Maps ``fn(*per_run_args, data)`` over the leading axis of every per-run argument.
-
-    ``batch_size`` runs are vmapped together and blocks are mapped sequentially (``lax.map``);
-    0 vmaps all runs at once, 1 runs them one after another. With a ``mesh`` the runs are first
-    split over its devices (axis ``"runs"``) with ``shard_map``.
-    """
-
-    def local(*args):
-        *per_run, data = args
-        n_runs = jax.tree.leaves(per_run)[0].shape[0]
-        if batch_size == 0 or batch_size >= n_runs:
-            return jax.vmap(lambda *a: fn(*a, data))(*per_run)
-        return jax.lax.map(lambda a: fn(*a, data), tuple(per_run),
-                           batch_size=None if batch_size == 1 else batch_size)
-
-    if mesh is None:
-        return local
-
-    def sharded(*args):
-        n_per_run = len(args) - 1
-        spec_runs = PartitionSpec("runs")
-        return jax.shard_map(
-            local, mesh=mesh, in_specs=(spec_runs,) * n_per_run + (PartitionSpec(),),
-            out_specs=spec_runs, check_vma=False,
-        )(*args)
-
-    return sharded
-
-
 @functools.lru_cache(maxsize=64)
-def compiled(spec: RunSpec, n_steps: int, batch_size: int = 0, mesh: Mesh | None = None):
-    """The jitted programs of a group of runs: ``init``, ``advance`` (n_steps) and ``evaluate``.
+def compiled(spec: RunSpec, chunk_steps: int, strategy: Strategy = ONE_DEVICE_VMAP):
+    """The jitted programs of a group of runs: ``init``, ``advance`` (``chunk_steps`` steps)
+    and ``evaluate``, each mapped over runs as ``strategy`` lays them out (default: one vmap
+    on one device).
 
     Cached on the static arguments, so a second call with new hyperparameter values reuses the
     compiled program.
     """
-    if n_steps < 1 or n_steps % spec.interval:
-        raise ValueError(f"n_steps must be a positive multiple of {spec.interval}, got {n_steps}")
-    init = jax.jit(_over_runs(lambda h, d: init_state(spec, h), batch_size, mesh))
-    advance = jax.jit(_over_runs(
-        lambda s, h, d: advance_one(spec, n_steps, s, h, d), batch_size, mesh))
-    final = jax.jit(_over_runs(lambda s, h, d: evaluate(spec, s, h, d), batch_size, mesh))
+    if chunk_steps < 1 or chunk_steps % spec.interval:
+        raise ValueError(
+            f"chunk_steps must be a positive multiple of {spec.interval}, got {chunk_steps}"
+        )
+    init = jax.jit(strategy.map_runs(lambda h, d: init_state(spec, h)))
+    advance = jax.jit(strategy.map_runs(lambda s, h, d: advance_one(spec, chunk_steps, s, h, d)))
+    final = jax.jit(strategy.map_runs(lambda s, h, d: evaluate(spec, s, h, d)))
     return init, advance, final
 
 
-def make_hyper(eta, amplitude, period, seed, dtype="float64") -> Hyper:
-    """Stacks per-run values (1-D, equal length R) into a :class:`Hyper` of NumPy arrays.
+@functools.lru_cache(maxsize=64)
+def compiled_onset(spec: RunSpec, strategy: Strategy = ONE_DEVICE_VMAP):
+    """The jitted :func:`measure_onset` over the runs of ``strategy``'s devices, run after each
+    chunk. Runs are mapped one after another whatever the batch size: only runs whose onset
+    was just found compute anything (the ``lax.cond`` stays a branch), and the vmapped version
+    of this Lanczos did not return on two CPU devices under ``shard_map``."""
+    sequential = Strategy(1, strategy.n_devices)
+    return jax.jit(sequential.map_runs(lambda s, h, d: measure_onset(spec, h, d, s)))
 
-    Raises ``ValueError`` for η ≤ 0 or non-finite, A < 1, T < 1 or not an integer, seed < 0.
+
+def make_hyper(*, eta, amplitude, period, seed, dtype="float64") -> Hyper:
+    """Per-run values (1-D, equal length R), by name, as a :class:`Hyper` of NumPy arrays.
+
+    Values are not validated here: :meth:`dynloss_jax.SweepConfig.validate` does that once.
     """
-    check_schedule(n_classes=1, amplitude=amplitude, period=period)
-    eta_a, seed_a = np.asarray(eta, dtype=float), np.asarray(seed)
-    if not np.all(np.isfinite(eta_a) & (eta_a > 0)):
-        raise ValueError(f"eta must be finite and > 0, got {eta!r}")
-    if not (np.issubdtype(seed_a.dtype, np.integer) and np.all(seed_a >= 0)):
-        raise ValueError(f"seed must be integers >= 0, got {seed!r}")
-    return Hyper(
+    arrays = Hyper(
         eta=np.asarray(eta, dtype=dtype),
         amplitude=np.asarray(amplitude, dtype=dtype),
         period=np.asarray(period, dtype=np.int32),
         seed=np.asarray(seed, dtype=np.int32),
     )
+    if len({a.shape for a in arrays}) != 1 or arrays.eta.ndim != 1:
+        raise ValueError(
+            f"per-run values must be 1-D of one length, got shapes {[a.shape for a in arrays]}"
+        )
+    return arrays
 
 
 def make_data(x_train, y_train, x_val, y_val, dtype="float64") -> Data:
@@ -350,6 +444,8 @@ def make_data(x_train, y_train, x_val, y_val, dtype="float64") -> Data:
     check_data(x_train, y_train)
     check_data(x_val, y_val)
     if np.shape(x_train)[1] != np.shape(x_val)[1] or np.shape(y_train)[1] != np.shape(y_val)[1]:
-        raise ValueError(f"train and validation data differ in shape: x {np.shape(x_train)} vs "
-                         f"{np.shape(x_val)}, y {np.shape(y_train)} vs {np.shape(y_val)}")
+        raise ValueError(
+            f"train and validation data differ in shape: x {np.shape(x_train)} vs "
+            f"{np.shape(x_val)}, y {np.shape(y_train)} vs {np.shape(y_val)}"
+        )
     return Data(*(jnp.asarray(a, dtype=dtype) for a in (x_train, y_train, x_val, y_val)))

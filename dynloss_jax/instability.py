@@ -32,7 +32,6 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 N_CONFIRM = 6
 # tol = REL_TOL·|F|: far above the rounding of a mean over a few hundred terms in each dtype,
@@ -54,8 +53,7 @@ class DetectorState(NamedTuple):
 def detector_init(dtype=jnp.float64) -> DetectorState:
     """Empty detector; the NaN history makes the first four steps fail the tests."""
     nan = jnp.full((), jnp.nan, dtype)
-    return DetectorState(nan, nan, nan, nan, jnp.zeros((), jnp.int32),
-                         jnp.full((), -1, jnp.int32))
+    return DetectorState(nan, nan, nan, nan, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
 
 def default_rel_tol(dtype) -> float:
@@ -63,8 +61,9 @@ def default_rel_tol(dtype) -> float:
     return REL_TOL["float64" if jnp.dtype(dtype) == jnp.float64 else "float32"]
 
 
-def detector_update(state: DetectorState, loss, step, *, n_confirm: int = N_CONFIRM,
-                    rel_tol: float | None = None) -> DetectorState:
+def detector_update(
+    state: DetectorState, loss, step, *, n_confirm: int = N_CONFIRM, rel_tol: float | None = None
+) -> DetectorState:
     """Feeds F(``step``); steps must be consecutive (0, 1, 2, …).
 
     A NaN loss (a diverged run) fails every test, so it resets the count and never confirms.
@@ -75,8 +74,12 @@ def detector_update(state: DetectorState, loss, step, *, n_confirm: int = N_CONF
     tol = rel_tol * jnp.abs(loss)
     d = loss - state.prev_loss
     e = d - state.d1
-    extends = ((e * state.e1 < 0) & (jnp.abs(state.e1) > tol) & (jnp.abs(e) > tol)
-               & (jnp.abs(e) - jnp.abs(state.e2) > tol))
+    extends = (
+        (e * state.e1 < 0)
+        & (jnp.abs(state.e1) > tol)
+        & (jnp.abs(e) > tol)
+        & (jnp.abs(e) - jnp.abs(state.e2) > tol)
+    )
     count = jnp.where(extends, state.count + 1, 0).astype(jnp.int32)
     found = (count >= n_confirm) & (state.onset < 0)
     onset = jnp.where(found, step - n_confirm, state.onset).astype(jnp.int32)
@@ -98,13 +101,3 @@ def first_instability(loss_T, *, n_confirm: int = N_CONFIRM, rel_tol: float | No
     steps = jnp.arange(loss_T.shape[0], dtype=jnp.int32)
     state, _ = jax.lax.scan(body, detector_init(loss_T.dtype), (loss_T, steps))
     return int(state.onset)
-
-
-def value_at(step, steps_E, values_E):
-    """Linear interpolation of a quantity measured at ``steps_E`` (e.g. λ1 every k steps) at
-    ``step``; NaN when ``step`` < 0 (no onset) or outside the measured range."""
-    steps_E = np.asarray(steps_E, dtype=float)
-    values_E = np.asarray(values_E, dtype=float)
-    if step < 0 or len(steps_E) == 0 or step < steps_E[0] or step > steps_E[-1]:
-        return float("nan")
-    return float(np.interp(step, steps_E, values_E))

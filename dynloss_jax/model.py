@@ -42,7 +42,10 @@ class MLP(nn.Module):
             kernel_init = nn.initializers.lecun_normal()
             bias_init = nn.initializers.zeros
         dense = functools.partial(
-            nn.Dense, kernel_init=kernel_init, bias_init=bias_init, dtype=self.dtype,
+            nn.Dense,
+            kernel_init=kernel_init,
+            bias_init=bias_init,
+            dtype=self.dtype,
             param_dtype=self.dtype,
         )
         h = x_PxD
@@ -72,8 +75,14 @@ def check_dtype(dtype: str) -> None:
 
 
 @functools.cache
-def flat_model(width: int, n_classes: int = 3, depth: int = 1, init: str = "glorot",
-               dtype: str = "float64", n_inputs: int = 2) -> FlatModel:
+def flat_model(
+    width: int,
+    n_classes: int = 3,
+    depth: int = 1,
+    init: str = "glorot",
+    dtype: str = "float64",
+    n_inputs: int = 2,
+) -> FlatModel:
     """The MLP of ``width`` as a :class:`FlatModel`; cached, so the same static key gives the same
     functions (and no recompilation)."""
     if width < 1 or depth < 1:

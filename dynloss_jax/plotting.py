@@ -3,20 +3,21 @@
 :func:`plot_run` is what ``dynloss plot`` draws: Γ_i(t), the loss being minimised and its static
 version, train and validation accuracy, and — when the run tracked the Hessian — λ1, λ2 against the
 edge-of-stability line 2/η and η·λ1 against 2. Each configuration is the mean over its seeds.
+
+The module leaves matplotlib's backend alone (a notebook's inline backend survives the import);
+the ``dynloss`` command selects the file-only ``Agg`` backend itself.
 """
 
 from __future__ import annotations
 
 import itertools
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from dynloss_jax.losses import DYNAMICAL  # noqa: E402
-from dynloss_jax.results import GRID_AXES, Run  # noqa: E402
+from dynloss_jax.config import GRID_AXES
+from dynloss_jax.losses import DYNAMICAL
+from dynloss_jax.run import Run
 
 MAX_LINES = 12
 
@@ -71,8 +72,9 @@ def plot_run(run: Run, path, title: str | None = None):
     rows = (["gamma"] if dynamical else []) + ["loss", "acc"]
     if "lam" in run.arrays:
         rows += ["lam", "eta_lam"]
-    fig, ax_list = plt.subplots(len(rows), 1, figsize=(9, 2.3 * len(rows)), sharex=True,
-                                constrained_layout=True)
+    fig, ax_list = plt.subplots(
+        len(rows), 1, figsize=(9, 2.3 * len(rows)), sharex=True, constrained_layout=True
+    )
     axes = dict(zip(rows, ax_list, strict=True))
 
     if dynamical:
@@ -86,10 +88,10 @@ def plot_run(run: Run, path, title: str | None = None):
         ax_list[0].set_title(title or _describe(run, confs[0][1]).split(", A=")[0], fontsize=9)
 
     for (label, index), color in zip(confs, itertools.cycle(colors)):
-        axes["loss"].semilogy(steps, seed_mean(run, "loss", index), color=color, lw=1,
-                              label=label)
-        axes["loss"].semilogy(steps, seed_mean(run, "static_loss", index), color=color, lw=0.8,
-                              ls=":")
+        axes["loss"].semilogy(steps, seed_mean(run, "loss", index), color=color, lw=1, label=label)
+        axes["loss"].semilogy(
+            steps, seed_mean(run, "static_loss", index), color=color, lw=0.8, ls=":"
+        )
         axes["acc"].plot(steps, seed_mean(run, "train_acc", index), color=color, lw=1)
         axes["acc"].plot(steps, seed_mean(run, "val_acc", index), color=color, lw=0.8, ls="--")
         if "lam" in axes:

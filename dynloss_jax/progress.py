@@ -8,8 +8,10 @@ A sweep of R runs of S steps has R·S run-steps; :func:`~dynloss_jax.sweep.run_s
 From the second report on, the rate is measured since the first one, so it leaves out
 compilation (which happens before the first chunk finishes); the first report can only divide by
 the time since the bar was made (compilation included; a resumed sweep's earlier steps too). The
-time left is (total − done) / rate. The bar writes to a terminal only: it is silent with
-``quiet=True`` and when the stream is not a TTY, so logs, CI and notebooks stay clean.
+time left is (total − done) / rate. Once the sweep reports its compilation time
+(``bar.compiled(seconds)``) the line shows it too. The bar writes to a terminal; in a Jupyter
+notebook it is a live ``tqdm.auto`` widget instead; elsewhere (logs, CI, a pipe) and with
+``quiet=True`` it is silent.
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ def format_duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (where stderr is not a terminal but a bar can be shown)."""
+    shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+    return type(shell).__name__ == "ZMQInteractiveShell"
+
+
 class ProgressBar:
     """A callable ``bar(done, total)`` (counts of run-steps) drawing one updating line.
 
@@ -41,14 +49,33 @@ class ProgressBar:
       clock: a function returning seconds (default ``time.perf_counter``).
     """
 
-    def __init__(self, label: str = "", *, quiet: bool = False, stream=None, width: int = 30,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        label: str = "",
+        *,
+        quiet: bool = False,
+        stream=None,
+        width: int = 30,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.stream = stream if stream is not None else sys.stderr
         isatty = getattr(self.stream, "isatty", None)
         self.enabled = not quiet and callable(isatty) and bool(isatty())
         self.label, self.width, self.clock = label, width, clock
         self.start = clock()
         self.first = None  # (time, done) of the first report: rates leave out compilation
+        self.compile_s = 0.0
+        self.widget = None
+        if not quiet and not self.enabled and in_notebook():
+            from tqdm.auto import tqdm
+
+            self.widget = tqdm(total=None, desc=label or None, unit=" run-steps", unit_scale=True)
+
+    def compiled(self, seconds: float) -> None:
+        """Told by the sweep how long compiling its programs has taken so far."""
+        self.compile_s += seconds
+        if self.widget is not None:
+            self.widget.set_postfix_str(f"compiled in {self.compile_s:.1f} s")
 
     def rate(self, done: int, now: float) -> float:
         """Run-steps per second since the first report (since creation before a second one)."""
@@ -58,6 +85,12 @@ class ProgressBar:
         return done / (now - self.start) if now > self.start else float("nan")
 
     def __call__(self, done: int, total: int) -> None:
+        if self.widget is not None:
+            self.widget.total = total
+            self.widget.update(done - self.widget.n)
+            if done >= total:
+                self.widget.close()
+            return
         if not self.enabled:
             return
         now = self.clock()
@@ -70,8 +103,12 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.width - filled)
         label = f"{self.label} " if self.label else ""
         speed = f"{rate:.3g}" if rate == rate else "?"
-        self.stream.write(f"\r{label}[{bar}] {100 * fraction:3.0f}%  {done:,}/{total:,} "
-                          f"run-steps  {speed} run-steps/s  ETA {format_duration(left)} ")
+        compile_note = f"  compile {self.compile_s:.1f} s" if self.compile_s else ""
+        self.stream.write(
+            f"\r{label}[{bar}] {100 * fraction:3.0f}%  {done:,}/{total:,} "
+            f"run-steps  {speed} run-steps/s  ETA {format_duration(left)}"
+            f"{compile_note} "
+        )
         if done >= total:
             self.stream.write(f"(done in {format_duration(now - self.start)})\n")
         self.stream.flush()

@@ -3,11 +3,16 @@
 A run folder holds
 
 * ``config.json`` — every setting, the sweep axes and their values, each array's axis names,
-  library versions, git commit, backend, the command, and the SHA-256 of ``arrays.npz``;
+  library versions, git commit, backend, the execution layout, the command, and the SHA-256 of
+  ``arrays.npz``; while the sweep is unfinished it holds only the settings, the layout and
+  ``complete: false``;
 * ``arrays.npz`` — arrays whose leading axes are the sweep grid
   ``(loss, width, eta, amplitude, period, seed)``, then e.g. ``record`` or ``eig``;
-* ``checkpoint-*.npz`` while a sweep is unfinished (removed when it completes);
-* PNG figures.
+* while unfinished, per compiled group g: ``checkpoint-g-chunk-c.npz`` (the records of chunk c)
+  and ``checkpoint-g-state.npz`` (the carry after the last finished chunk and ``chunks_done``);
+  removed when the sweep completes;
+* extra array files an experiment adds (:func:`save_extra`: ``NAME.npz`` with its checksum and
+  metadata in ``NAME.json``), and PNG figures.
 
 Every write is atomic (temporary file, fsync, rename), so an interrupted process leaves either
 the old file or the new one, never half of one. :func:`load_run` refuses folders whose arrays do
@@ -20,12 +25,14 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-GRID_AXES = ("loss", "width", "eta", "amplitude", "period", "seed")
+from dynloss_jax.config import GRID_AXES, ConfigError
+from dynloss_jax.run import Run
+
+__all__ = ["ARRAYS", "CONFIG", "GRID_AXES", "Run", "RunFolderError", "load_run", "save_run"]
 CONFIG = "config.json"
 ARRAYS = "arrays.npz"
 
@@ -60,8 +67,9 @@ def atomic_write_bytes(path, data: bytes) -> str:
 
 def atomic_write_npz(path, arrays: dict) -> str:
     """Writes ``arrays`` as an ``.npz`` straight to disk (no copy in memory); returns SHA-256."""
-    return _atomic_write(path, lambda f: np.savez(f, **{k: np.asarray(v)
-                                                         for k, v in arrays.items()}))
+    return _atomic_write(
+        path, lambda f: np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+    )
 
 
 def file_sha256(path) -> str:
@@ -91,8 +99,10 @@ def read_npz(path, expected_sha256: str | None = None) -> dict:
     """Loads an ``.npz`` fully into memory, checking its SHA-256 when one is given."""
     try:
         if expected_sha256 is not None and file_sha256(path) != expected_sha256:
-            raise RunFolderError(f"{path}: checksum mismatch — the file was truncated or altered "
-                                 "after it was written")
+            raise RunFolderError(
+                f"{path}: checksum mismatch — the file was truncated or altered "
+                "after it was written"
+            )
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except OSError as e:
@@ -119,100 +129,6 @@ def _config_digest(config: dict) -> str:
     body = dict(config)
     body["checksums"] = {k: v for k, v in (config.get("checksums") or {}).items() if k != CONFIG}
     return sha256(json.dumps(body, sort_keys=True).encode())
-
-
-@dataclass(repr=False)
-class Run:
-    """A loaded run folder: ``config``, ``arrays`` (name → ndarray) with named axes.
-
-    ``coords[axis]`` lists the values along each sweep axis ``(loss, width, eta, amplitude,
-    period, seed)``; ``axes[name]`` the axis names of array ``name`` — the sweep axes first, then
-    e.g. ``record`` (at ``arrays["record_step"]``), ``eig`` (at ``arrays["eig_step"]``), ``k`` or
-    ``class``. :meth:`sel` narrows the sweep axes by value; :meth:`summary` averages over seeds.
-    """
-
-    path: Path | None
-    config: dict
-    arrays: dict
-    axes: dict
-    coords: dict
-
-    def __getitem__(self, name):
-        return self.arrays[name]
-
-    def __repr__(self) -> str:
-        sweep = ", ".join(f"{a}={v}" for a, v in self.coords.items())
-        return (f"Run({str(self.path) if self.path is not None else 'in memory'}: {sweep}; "
-                f"arrays: {', '.join(self.arrays)})")
-
-    def sel(self, **values) -> Run:
-        """Keeps the given value(s) along sweep axes, e.g. ``run.sel(width=16, loss="dce")`` or
-        ``run.sel(amplitude=[1, 70])``; numbers match to a relative 1e-12.
-
-        A scalar value drops nothing (the axis is kept with length 1) so that every selected
-        Run has the same axis names; use ``np.squeeze`` where a plain array is wanted. Raises
-        ``KeyError`` naming the allowed values for an unknown axis or value.
-        """
-        arrays, coords = dict(self.arrays), dict(self.coords)
-        for axis, value in values.items():
-            if axis not in coords:
-                raise KeyError(f"no sweep axis {axis!r}; axes are {list(coords)}")
-            if isinstance(value, np.ndarray):
-                wanted = value.ravel().tolist()
-            elif isinstance(value, (list, tuple, range)):
-                wanted = list(value)
-            else:
-                wanted = [value]
-            index = []
-            for v in wanted:
-                matches = [i for i, c in enumerate(coords[axis]) if _same(c, v)]
-                if not matches:
-                    raise KeyError(f"{axis}={v!r} not in this run; values are {coords[axis]}")
-                index.extend(matches)
-            coords[axis] = [coords[axis][i] for i in index]
-            for name, names in self.axes.items():
-                if axis in names:
-                    arrays[name] = np.take(arrays[name], index, axis=names.index(axis))
-        return Run(self.path, self.config, arrays, self.axes, coords)
-
-    def summary(self, name: str):
-        """Mean and standard error of the mean of array ``name`` over seeds.
-
-        Over the n finite values of non-diverged runs (diverged runs and NaN entries are left
-        out): mean = Σ a / n, sem = s/√n with s² = Σ (a − mean)² / (n − 1). Returns
-        ``(mean, sem, n)``, each shaped like the array without its ``seed`` axis; mean is NaN
-        where n = 0 and sem where n < 2.
-        """
-        if name not in self.arrays:
-            raise KeyError(f"no array {name!r}; arrays are {list(self.arrays)}")
-        names = self.axes[name]
-        if "seed" not in names:
-            raise ValueError(f"{name} has no seed axis (its axes are {names})")
-        a = np.asarray(self.arrays[name], dtype=float)
-        valid = np.isfinite(a)
-        if "diverged" in self.arrays:
-            div = np.asarray(self.arrays["diverged"], dtype=bool)
-            grid = self.axes["diverged"]
-            if list(names[: len(grid)]) != list(grid):
-                raise ValueError(f"{name} axes {names} do not start with the sweep axes {grid}")
-            valid &= ~div.reshape(div.shape + (1,) * (a.ndim - div.ndim))
-        axis = names.index("seed")
-        n = valid.sum(axis=axis)
-        n_safe = np.maximum(n, 1)
-        mean = np.where(valid, a, 0.0).sum(axis=axis) / n_safe
-        dev = np.where(valid, a - np.expand_dims(mean, axis), 0.0)
-        var = (dev**2).sum(axis=axis) / np.maximum(n - 1, 1)
-        sem = np.sqrt(var / n_safe)
-        return np.where(n > 0, mean, np.nan), np.where(n > 1, sem, np.nan), n
-
-
-def _same(a, b) -> bool:
-    if isinstance(a, str) or isinstance(b, str):
-        return a == b
-    try:
-        return bool(np.isclose(float(a), float(b), rtol=1e-12, atol=0))
-    except (TypeError, ValueError):
-        return False
 
 
 def load_run(path) -> Run:
@@ -242,6 +158,133 @@ def load_run(path) -> Run:
             raise RunFolderError(f"{path}: {name} has {len(shape)} axes, config says {names}")
         for axis, size in zip(names, shape, strict=True):
             if axis in coords and size != len(coords[axis]):
-                raise RunFolderError(f"{path}: {name} has {size} entries along {axis}, "
-                                     f"config lists {len(coords[axis])} values")
+                raise RunFolderError(
+                    f"{path}: {name} has {size} entries along {axis}, "
+                    f"config lists {len(coords[axis])} values"
+                )
     return Run(path, config, arrays, axes, dict(coords))
+
+
+# --- an unfinished sweep: the folder's start, its checkpoints, its completion ----------------
+
+
+def check_out_folder(
+    out, *, resume: bool, overwrite: bool, settings: dict | None = None, layout: dict | None = None
+) -> None:
+    """Refuses to write into a non-empty folder unless resuming it or told to overwrite.
+
+    With ``resume`` a non-empty folder must hold an unfinished run (its ``config.json`` says
+    ``complete: false``) started with the same ``settings`` and, when both are known, the same
+    execution ``layout`` (batch size and device count): another layout changes the results at
+    rounding level, and a resumed run would no longer equal an uninterrupted one bit for bit.
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise ConfigError("overwrite", True, "cannot be combined with --resume")
+    if out.exists() and not out.is_dir():
+        raise ConfigError("out", str(out), "exists and is not a folder")
+    ancestor = next(a for a in [out, *out.absolute().parents] if a.exists())
+    if not ancestor.is_dir():
+        raise ConfigError("out", str(out), f"cannot be created: {ancestor} is a file")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError("out", str(out), f"cannot be written: {ancestor} is not writable")
+    if not (out.is_dir() and any(out.iterdir())):
+        return
+    if not (resume or overwrite):
+        raise ConfigError(
+            "out", str(out), "exists and is not empty: pass --overwrite, or --resume to continue it"
+        )
+    if resume:
+        marker = out / CONFIG
+        if not marker.exists():
+            raise ConfigError("resume", str(out), f"has no {CONFIG}: not a run folder")
+        saved = read_json(marker)
+        if saved.get("complete"):
+            raise ConfigError("resume", str(out), "holds a finished run; nothing to resume")
+        if settings is not None and saved.get("settings") != settings:
+            old = saved.get("settings") or {}
+            differ = sorted(k for k in settings if old.get(k) != settings[k])
+            raise ConfigError(
+                "resume",
+                str(out),
+                f"the folder was started with other settings ({', '.join(differ)})",
+            )
+        old_layout = saved.get("layout")
+        if layout is not None and old_layout is not None and old_layout != layout:
+            raise ConfigError(
+                "resume",
+                str(out),
+                f"the folder was started with batch size {old_layout['batch_size']} on "
+                f"{old_layout['devices']} device(s), this run would use batch size "
+                f"{layout['batch_size']} on {layout['devices']}; results would differ at "
+                f"rounding level: pass --batch-size {old_layout['batch_size']} --devices "
+                f"{old_layout['devices']}",
+            )
+
+
+def start_folder(out, settings: dict, layout: dict, *, resume: bool) -> None:
+    """Marks ``out`` as an unfinished run (settings, layout, ``complete: false``), removing the
+    checkpoints of an earlier start; a resumed folder is left as it is."""
+    out = Path(out)
+    if resume and (out / CONFIG).exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    for f in [*out.glob("checkpoint-*.npz"), out / ARRAYS]:
+        f.unlink(missing_ok=True)
+    write_json(out / CONFIG, {"settings": settings, "layout": layout, "complete": False})
+
+
+def _state_file(out, group: int) -> Path:
+    return Path(out) / f"checkpoint-{group}-state.npz"
+
+
+def _chunk_file(out, group: int, chunk: int) -> Path:
+    return Path(out) / f"checkpoint-{group}-chunk-{chunk}.npz"
+
+
+def write_checkpoint(out, group: int, chunk: int, records: dict, state: dict) -> None:
+    """Saves chunk ``chunk`` of group ``group``: its records, then the carry after it. The state
+    file is written last, so it never points at a chunk that is not on disk."""
+    atomic_write_npz(_chunk_file(out, group, chunk), records)
+    atomic_write_npz(_state_file(out, group), {**state, "chunks_done": np.asarray(chunk + 1)})
+
+
+def read_checkpoint(out, group: int, n_chunks: int):
+    """``(chunks_done, state, records_of_each_chunk)`` of group ``group``, or ``None`` when the
+    group has no checkpoint. Raises :class:`RunFolderError` for an inconsistent one."""
+    path = _state_file(out, group)
+    if not path.exists():
+        return None
+    state = read_npz(path)
+    try:
+        chunks_done = int(state.pop("chunks_done"))
+    except KeyError:
+        raise RunFolderError(f"{out}: checkpoint {group} is incomplete (no chunks_done)") from None
+    if not 0 <= chunks_done <= n_chunks:
+        raise RunFolderError(f"{out}: checkpoint {group} says {chunks_done} chunks done")
+    chunks = [read_npz(_chunk_file(out, group, c)) for c in range(chunks_done)]
+    return chunks_done, state, chunks
+
+
+def finish_folder(out, config: dict, arrays: dict, array_axes: dict) -> None:
+    """Writes the finished run (:func:`save_run`) and removes its checkpoints."""
+    save_run(out, config, arrays, array_axes)
+    for f in Path(out).glob("checkpoint-*.npz"):
+        f.unlink()
+
+
+# --- extra arrays an experiment keeps beside a run ---------------------------------------------
+
+
+def save_extra(out, name: str, arrays: dict, meta: dict) -> None:
+    """Writes ``NAME.npz`` and ``NAME.json`` (``meta`` and the arrays' SHA-256) into ``out``."""
+    digest = atomic_write_npz(Path(out) / f"{name}.npz", arrays)
+    write_json(Path(out) / f"{name}.json", {"meta": meta, "sha256": digest})
+
+
+def load_extra(out, name: str) -> tuple[dict, dict]:
+    """``(arrays, meta)`` written by :func:`save_extra`, checksum verified."""
+    sidecar = read_json(Path(out) / f"{name}.json")
+    if "sha256" not in sidecar:
+        raise RunFolderError(f"{out}/{name}.json has no checksum")
+    return read_npz(Path(out) / f"{name}.npz", sidecar["sha256"]), sidecar.get("meta", {})

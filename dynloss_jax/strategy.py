@@ -3,8 +3,10 @@
 Runs are independent, so a sweep is "map one run over R runs" (:func:`engine.compiled`):
 ``batch_size`` runs are vmapped together, blocks of them are mapped sequentially inside the
 compiled program (``lax.map``), and with several devices the runs are first split over a
-``jax.sharding.Mesh`` (axis ``"runs"``) with ``shard_map``. The sweep pads R to a multiple of the
-device count by repeating its last run and drops the copies afterwards. Every layout gives the same
+``jax.sharding.Mesh`` (axis ``"runs"``) with ``shard_map`` (:meth:`Strategy.map_runs`). R is
+padded to a multiple of the device count by repeating its last run (:meth:`Strategy.pad_runs`)
+and the copies are dropped when the results come back to the host (:func:`gather`); no other
+module pads or trims. Every layout gives the same
 numbers to rounding (``tests/test_strategy.py``).
 
 **CPU.** One step of one run at width 100 is five small matrix products (P × 2 · 2 × W,
@@ -26,7 +28,7 @@ fills the chip, and several devices share the runs through the mesh.
 TPU) before any JAX computation. ``jax.devices()`` then lists the devices of every process, the
 default ``Strategy(n_devices=0)`` builds its mesh over all of them, and :func:`run_sweep` needs no
 change: every process runs the same program on its shard of the runs, the records come back to
-every process through ``process_allgather`` (``sweep._to_host``) and only process 0 writes the
+every process through ``process_allgather`` (:func:`gather`) and only process 0 writes the
 results folder. Use ``n_devices=0`` there: a mesh that leaves out a process's devices leaves that
 process nothing to run; CPU-only hosts also need
 ``jax.config.update("jax_cpu_collectives_implementation", "gloo")`` before initialising.
@@ -44,7 +46,7 @@ import re
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec
 
 # Runs vmapped together on one CPU device: 1 = one after another. Measured with
 # `python -m benchmarks.throughput --steps 2000 --strategies all --no-baseline` (DCE, width 100,
@@ -74,6 +76,77 @@ class Strategy:
         if n > len(devices):
             raise ValueError(f"n_devices={n} but only {len(devices)} devices are visible")
         return None if n == 1 else Mesh(np.array(devices[:n]), ("runs",))
+
+    def device_count(self) -> int:
+        """How many devices share the runs on this machine (``n_devices = 0`` resolved)."""
+        mesh = self.mesh()
+        return 1 if mesh is None else mesh.devices.size
+
+    def layout(self) -> dict:
+        """The layout as resolved here, for ``config.json`` and for checking a resume against."""
+        return {"batch_size": self.batch_size, "devices": self.device_count()}
+
+    def pad_runs(self, tree):
+        """Pads the leading (run) axis of every leaf to a multiple of the device count by
+        repeating the last run, so that every device gets an equal share."""
+        n = self.device_count()
+
+        def pad(a):
+            a = np.asarray(a)
+            extra = -a.shape[0] % n
+            return np.concatenate([a, np.repeat(a[-1:], extra, axis=0)]) if extra else a
+
+        return jax.tree.map(pad, tree)
+
+    def map_runs(self, fn):
+        """``fn(*per_run_args, data)`` mapped over the leading axis of every per-run argument.
+
+        ``batch_size`` runs are vmapped together and blocks are mapped sequentially
+        (``lax.map``); 0 vmaps all runs at once, 1 runs them one after another. With several
+        devices the runs are first split over the mesh (axis ``"runs"``) with ``shard_map``.
+        """
+        batch_size, mesh = self.batch_size, self.mesh()
+
+        def local(*args):
+            *per_run, data = args
+            n_runs = jax.tree.leaves(per_run)[0].shape[0]
+            if batch_size == 0 or batch_size >= n_runs:
+                return jax.vmap(lambda *a: fn(*a, data))(*per_run)
+            return jax.lax.map(
+                lambda a: fn(*a, data),
+                tuple(per_run),
+                batch_size=None if batch_size == 1 else batch_size,
+            )
+
+        if mesh is None:
+            return local
+
+        def sharded(*args):
+            runs = PartitionSpec("runs")
+            return jax.shard_map(
+                local,
+                mesh=mesh,
+                in_specs=(runs,) * (len(args) - 1) + (PartitionSpec(),),
+                out_specs=runs,
+                check_vma=False,
+            )(*args)
+
+        return sharded
+
+
+def gather(tree, n_runs: int):
+    """The first ``n_runs`` runs of every leaf as host NumPy arrays (drops the padding copies).
+
+    With several processes each holds a shard; ``process_allgather`` gives every process all.
+    """
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        def host(x):
+            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    else:
+        host = np.asarray
+    return jax.tree.map(lambda a: host(a)[:n_runs], tree)
 
 
 def default_strategy(backend: str | None = None) -> Strategy:

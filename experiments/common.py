@@ -1,8 +1,21 @@
-"""Plumbing shared by the experiment modules: flags, results folders, progress, timing.
+"""The skeleton every experiment module shares: flags, presets, sweeps, summary, figure, table.
 
-Every experiment takes ``--quick`` (a reduced run, ≤ 3 minutes on 2 CPU cores), ``--out``,
-``--quiet``, ``--overwrite`` and ``--replot`` (redraw the figure from an existing results folder
-without training). Setting ``DYNLOSS_SMOKE=1`` shrinks ``--quick`` further for the test suite.
+An experiment module defines ``OUT`` (default results folder), ``PNG``, ``LABEL``, the presets
+``FULL``, ``QUICK`` and ``SMOKE``, and
+
+* ``add_flags(parser)`` — its own flags (each overrides the preset entry of the same name);
+* ``configs(s) -> {key: SweepConfig}`` — the sweeps of settings ``s``; key ``""`` is ``--out``
+  itself, any other key the subfolder ``--out/key``;
+* ``summarise(runs) -> dict`` — the numbers the figure shows, from the loaded runs
+  ``{key: Run}`` (written to ``--out/summary.json``);
+* ``table(runs, summary) -> str`` and ``plot(runs, summary, path)``;
+* optionally ``after_runs(runs, s, args)`` — more computation on the finished runs, saved in
+  their folders (Fig. 2's landscape snapshots), so that ``--replot`` needs none.
+
+:func:`main` then gives every experiment ``--quick`` (a reduced run, ≤ 3 minutes on 2 CPU
+cores), ``--out``, ``--quiet``, ``--overwrite`` and ``--replot`` (redraw the figure from an
+existing results folder without training). ``DYNLOSS_SMOKE=1`` shrinks ``--quick`` further for
+the test suite.
 """
 
 from __future__ import annotations
@@ -12,6 +25,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from dynloss_jax.strategy import use_cpu_cores
 
@@ -30,8 +44,9 @@ def smoke() -> bool:
 
 
 def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="reduced run (a few minutes on a CPU)")
     p.add_argument("--out", default=default_out, help=f"results folder (default {default_out})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -66,9 +81,114 @@ def sweep(config, out: Path, args, label: str):
     if args.replot:
         return load_run(out)
     started = time.perf_counter()
-    run_sweep(config, out, overwrite=args.overwrite,
-              progress=ProgressBar(label, quiet=args.quiet),
-              command=_command())
+    run_sweep(
+        config,
+        out,
+        overwrite=args.overwrite,
+        progress=ProgressBar(label, quiet=args.quiet),
+        command=_command(),
+    )
     if not args.quiet:
         print(f"{label}: {time.perf_counter() - started:.1f} s -> {out}", file=sys.stderr)
     return load_run(out)  # figures are drawn from what was written
+
+
+SUMMARY = "summary.json"
+RUN_INFO = "run_info.json"  # how the summary was made: command, runtime, machine, load
+
+
+def run_info(started: float, load_before) -> dict:
+    import platform
+
+    import jax
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(
+                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
+            )
+    except OSError:
+        pass
+    return {
+        "command": " ".join(_command()),
+        "runtime_s": round(time.time() - started, 1),
+        "load_avg_before": list(load_before),
+        "load_avg_after": list(os.getloadavg()),
+        "cpu_model": model,
+        "cpus": len(os.sched_getaffinity(0)),
+        "backend": jax.default_backend(),
+        "devices": len(jax.devices()),
+        "jax": jax.__version__,
+    }
+
+
+def _label(exp: ModuleType, key: str) -> str:
+    return f"{exp.LABEL} {key}".strip()
+
+
+def load_runs(out: Path) -> dict:
+    """The runs of an experiment folder: ``{"": run}`` when ``out`` is one run folder, else
+    ``{name: run}`` for each subfolder holding one."""
+    from dynloss_jax import results
+
+    if (out / results.CONFIG).exists():
+        return {"": results.load_run(out)}
+    runs = {
+        sub.name: results.load_run(sub)
+        for sub in sorted(out.glob("*"))
+        if (sub / results.CONFIG).exists()
+    }
+    if not runs:
+        raise results.RunFolderError(f"{out}: no run folders to replot")
+    return runs
+
+
+def run_all(exp: ModuleType, s: dict, out: Path, args) -> dict:
+    """Runs every sweep of ``exp.configs(s)`` (each validated before the first one starts)."""
+    configs = {key: config.validate() for key, config in exp.configs(s).items()}
+    return {
+        key: sweep(config, out / key if key else out, args, _label(exp, key))
+        for key, config in configs.items()
+    }
+
+
+def main(exp: ModuleType, argv=None) -> int:
+    """Parses the flags, runs (or with ``--replot`` loads) the sweeps, writes the summary and
+    the figure, prints the table. Bad settings or a damaged folder: one line, exit code 2."""
+    setup()
+    from dynloss_jax import results
+    from dynloss_jax.config import ConfigError
+
+    p = parser(exp.__doc__, exp.OUT)
+    exp.add_flags(p)
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    name = exp.__name__.rsplit(".", 1)[-1]
+    started, load_before = time.time(), os.getloadavg()
+    try:
+        if args.replot:
+            runs = load_runs(out)
+        else:
+            s = settings_of(exp, args)
+            runs = run_all(exp, s, out, args)
+            if hasattr(exp, "after_runs"):  # work on the finished runs, kept beside them
+                exp.after_runs(runs, s, args)
+        summary = exp.summarise(runs)
+    except (ConfigError, results.RunFolderError) as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        return 2
+    if not args.replot:
+        results.write_json(out / SUMMARY, summary)
+        results.write_json(out / RUN_INFO, run_info(started, load_before))
+    exp.plot(runs, summary, out / exp.PNG)
+    print(exp.table(runs, summary))
+    print(f"wrote {out / exp.PNG}")
+    return 0
+
+
+def settings_of(exp: ModuleType, args) -> dict:
+    """The module's own ``settings_from(args)`` if it has one, else :func:`settings`."""
+    if hasattr(exp, "settings_from"):
+        return exp.settings_from(args)
+    return settings(args, exp.FULL, exp.QUICK, exp.SMOKE)

@@ -38,115 +38,142 @@ compilation.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from pathlib import Path
 
 from experiments import common
 
-FULL = dict(widths=(10, 50, 200), etas=(0.5, 1.0), seeds=20, steps=10_000, eig_every=25,
-            record_every=5)
+FULL = dict(
+    widths=(10, 50, 200), etas=(0.5, 1.0), seeds=20, steps=10_000, eig_every=25, record_every=5
+)
 QUICK = dict(FULL, seeds=4, steps=5000)
 SMOKE = dict(FULL, widths=(4,), seeds=2, steps=100, eig_every=10)
+OUT = "results/fig1_sharpness"
 PNG = "fig1_sharpness.png"
-SUMMARY = "summary.json"
+LABEL = "fig1"
+TAIL = 0.5  # λ1 is averaged over the last half of each run
 
 
-def _parser():
-    p = common.parser(__doc__, "results/fig1_sharpness")
+def add_flags(p):
     p.add_argument("--widths", type=int, nargs="+", help="hidden units (default 10 50 200)")
     p.add_argument("--etas", type=float, nargs="+", help="learning rates (default 0.5 1)")
     p.add_argument("--seeds", type=int, help="seeds per configuration (default 20; quick 4)")
     p.add_argument("--steps", type=int, help="GD steps (default 10000; quick 5000)")
     p.add_argument("--eig-every", type=int, help="λ1 every k steps (default 25)")
     p.add_argument("--record-every", type=int, help="loss every k steps (default 5)")
-    return p
 
 
-def settings_from(args) -> dict:
-    """The preset (full, quick or smoke) overridden by the flags given."""
-    return common.settings(args, FULL, QUICK, SMOKE)
-
-
-def config_of(s: dict):
+def configs(s: dict) -> dict:
     from dynloss_jax import SweepConfig
 
     # CE ignores Γ; A = 1 records Γ ≡ 1, the period is then irrelevant.
-    return SweepConfig(loss=("ce",), width=s["widths"], eta=s["etas"], amplitude=(1.0,),
-                       period=(s["steps"],), seeds=s["seeds"], steps=s["steps"],
-                       record_every=s["record_every"], eig_every=s["eig_every"], num_matvecs=16)
+    return {
+        "": SweepConfig(
+            loss=("ce",),
+            width=s["widths"],
+            eta=s["etas"],
+            amplitude=(1.0,),
+            period=(s["steps"],),
+            seeds=s["seeds"],
+            steps=s["steps"],
+            record_every=s["record_every"],
+            eig_every=s["eig_every"],
+            num_matvecs=16,
+        )
+    }
 
 
-def summarise(run, tail: float = 0.5) -> list[dict]:
+def summarise(runs: dict, tail: float = TAIL) -> list[dict]:
     """Per (width, η): final loss and train accuracy, and λ1 averaged over the last ``tail`` of
     the run then over seeds (mean ± sem), with η·λ1 (2 at the edge of stability)."""
     import numpy as np
 
-    eig_steps = run["eig_step"]
-    late = eig_steps >= (1 - tail) * run.config["settings"]["steps"]
+    run = runs[""]
+    late = run["eig_step"] >= (1 - tail) * run.config["settings"]["steps"]
+    # λ1 of each run averaged over the late measurements, as an array with a seed axis
+    lam_late = np.mean(run["lam"][..., late, 0], axis=-1)
+    late_run = dataclasses.replace(
+        run,
+        arrays={**run.arrays, "lam1_late": lam_late},
+        axes={**run.axes, "lam1_late": run.axes["diverged"]},
+    )
     rows = []
-    for wi, width in enumerate(run.coords["width"]):
-        for ei, eta in enumerate(run.coords["eta"]):
-            index = (0, wi, ei, 0, 0)
-            ok = ~run["diverged"][index]
-            lam_late = np.nanmean(run["lam"][index][ok][:, late, 0], axis=1)
-            loss = run["final_loss"][index][ok]
-            acc = run["final_train_acc"][index][ok]
+    for width in run.coords["width"]:
+        for eta in run.coords["eta"]:
+            at = late_run.sel(width=width, eta=eta)
 
-            def mean_sem(a):
-                a = np.asarray(a, float)
-                sem = a.std(ddof=1) / np.sqrt(len(a)) if len(a) > 1 else float("nan")
-                return float(a.mean()), float(sem)
+            def mean_sem(name, at=at):
+                mean, sem, n = at.summary(name)
+                return float(mean.item()), float(sem.item()), int(n.item())
 
-            lam_m, lam_s = mean_sem(lam_late)
-            rows.append({"width": int(width), "eta": float(eta), "seeds": int(ok.sum()),
-                         "final_loss": mean_sem(loss), "final_train_acc": mean_sem(acc),
-                         "lam1_late": (lam_m, lam_s), "eta_lam1_late": (eta * lam_m, eta * lam_s),
-                         "two_over_eta": 2 / float(eta)})
+            lam_m, lam_s, n = mean_sem("lam1_late")
+            rows.append(
+                {
+                    "width": int(width),
+                    "eta": float(eta),
+                    "seeds": n,
+                    "final_loss": mean_sem("final_loss")[:2],
+                    "final_train_acc": mean_sem("final_train_acc")[:2],
+                    "lam1_late": (lam_m, lam_s),
+                    "eta_lam1_late": (eta * lam_m, eta * lam_s),
+                    "two_over_eta": 2 / float(eta),
+                }
+            )
     return rows
 
 
-def table(rows, tail: float = 0.5) -> str:
-    lines = [f"{'width':>5} {'η':>4} {'runs':>4} {'final loss':>17} {'final train acc':>17} "
-             f"{f'λ1, last {tail:.0%}':>17} {'η·λ1':>6} {'2/η':>4}"]
+def table(runs: dict, rows: list, tail: float = TAIL) -> str:
+    lines = [
+        f"{'width':>5} {'η':>4} {'runs':>4} {'final loss':>17} {'final train acc':>17} "
+        f"{f'λ1, last {tail:.0%}':>17} {'η·λ1':>6} {'2/η':>4}"
+    ]
     for r in rows:
         lines.append(
             f"{r['width']:>5} {r['eta']:>4g} {r['seeds']:>4} "
             f"{r['final_loss'][0]:>8.4f} ± {r['final_loss'][1]:<6.4f} "
             f"{r['final_train_acc'][0]:>8.4f} ± {r['final_train_acc'][1]:<6.4f} "
             f"{r['lam1_late'][0]:>8.3f} ± {r['lam1_late'][1]:<6.3f} "
-            f"{r['eta_lam1_late'][0]:>6.3f} {r['two_over_eta']:>4g}")
+            f"{r['eta_lam1_late'][0]:>6.3f} {r['two_over_eta']:>4g}"
+        )
     return "\n".join(lines)
 
 
-def plot(run, path):
-    """Draws the figure from a loaded run; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(runs: dict, rows: list, path):
+    """Draws the figure from the loaded run; returns the Figure."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
     from dynloss_jax.data import spiral
 
+    run = runs[""]
     fig, (ax_loss, ax_lam) = plt.subplots(1, 2, figsize=(12, 4.8), constrained_layout=True)
     steps, eig_steps = run["record_step"], run["eig_step"]
-    styles = {eta: ls for eta, ls in zip(sorted(run.coords["eta"], reverse=True),
-                                         ["-", "--", ":", "-."] * 4, strict=False)}
-    loss_mean, loss_sem, _ = run.summary("loss")
-    lam_mean, lam_sem, _ = run.summary("lam")
+    styles = {
+        eta: ls
+        for eta, ls in zip(
+            sorted(run.coords["eta"], reverse=True), ["-", "--", ":", "-."] * 4, strict=False
+        )
+    }
     for wi, width in enumerate(run.coords["width"]):
         color = f"C{wi}"
-        for ei, eta in enumerate(run.coords["eta"]):
-            index = (0, wi, ei, 0, 0)
+        for eta in run.coords["eta"]:
+            at = run.sel(width=width, eta=eta)
             label = f"width {width}, η = {eta:g}"
-            m, e = loss_mean[index], loss_sem[index]
+            m, e = (np.squeeze(a) for a in at.summary("loss")[:2])
             ax_loss.plot(steps, m, color=color, ls=styles[eta], lw=1.3, label=label)
             ax_loss.fill_between(steps, m - e, m + e, color=color, alpha=0.15, lw=0)
-            m, e = lam_mean[index][:, 0], lam_sem[index][:, 0]
+            m, e = (np.squeeze(a)[:, 0] for a in at.summary("lam")[:2])
             ax_lam.plot(eig_steps, m, color=color, ls=styles[eta], lw=1.3, label=label)
             ax_lam.fill_between(eig_steps, m - e, m + e, color=color, alpha=0.15, lw=0)
     for eta in run.coords["eta"]:
-        ax_lam.axhline(2 / eta, color="k", ls=styles[eta], lw=0.9, alpha=0.7,
-                       label=f"2/η = {2 / eta:g} (η = {eta:g})")
+        ax_lam.axhline(
+            2 / eta,
+            color="k",
+            ls=styles[eta],
+            lw=0.9,
+            alpha=0.7,
+            label=f"2/η = {2 / eta:g} (η = {eta:g})",
+        )
     ax_loss.set_yscale("log")
     ax_loss.yaxis.set_major_formatter("{x:.2g}")
     ax_loss.yaxis.set_minor_formatter("{x:.2g}")
@@ -156,16 +183,17 @@ def plot(run, path):
     ax_loss.set_title("(a) loss", fontsize=10, loc="left")
     ax_lam.set_xlabel("step t")
     ax_lam.set_ylabel("λ_max (mean over seeds)")
-    ax_lam.set_title("(b) sharpness λ_max, with the edge-of-stability lines 2/η", fontsize=10,
-                     loc="left")
+    ax_lam.set_title(
+        "(b) sharpness λ_max, with the edge-of-stability lines 2/η", fontsize=10, loc="left"
+    )
     ax_lam.legend(fontsize=8, loc="lower right", ncol=2)
     n_seeds = len(run.coords["seed"])
-    fig.suptitle(f"Cross-entropy, full-batch GD, {n_seeds} seeds per curve "
-                 "(band: ± s.e.m.)", fontsize=10)
+    fig.suptitle(
+        f"Cross-entropy, full-batch GD, {n_seeds} seeds per curve (band: ± s.e.m.)", fontsize=10
+    )
 
     settings = run.config["settings"]
-    x, y = spiral(settings["points_per_class"], settings["n_classes"],
-                  seed=settings["train_seed"])
+    x, y = spiral(settings["points_per_class"], settings["n_classes"], seed=settings["train_seed"])
     inset = ax_loss.inset_axes([0.02, 0.02, 0.3, 0.4])
     for c in range(y.shape[1]):
         sel = y[:, c] == 1
@@ -181,20 +209,7 @@ def plot(run, path):
 
 
 def main(argv=None) -> int:
-    common.setup()
-    args = _parser().parse_args(argv)
-    out = Path(args.out)
-    config = None if args.replot else config_of(settings_from(args)).validate()
-    run = common.sweep(config, out, args, "fig1")
-    rows = summarise(run)
-    if not args.replot:
-        from dynloss_jax import results
-
-        results.write_json(out / SUMMARY, rows)
-    plot(run, out / PNG)
-    print(table(rows))
-    print(f"wrote {out / PNG}")
-    return 0
+    return common.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

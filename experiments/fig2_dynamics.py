@@ -47,6 +47,7 @@ measured).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -55,19 +56,33 @@ from experiments import common
 
 PAPER_SNAPSHOTS = (8000, 9285, 9450, 9560, 9600)
 PAPER_PERIOD = 5000
-FULL = dict(width=100, amplitude=70.0, period=5000, eta=1.0, steps=10_000, seed=0, eig_every=5,
-            next_steps=20, grid=81, extent=1.0, slice_matvecs=32)
+FULL = dict(
+    width=100,
+    amplitude=70.0,
+    period=5000,
+    eta=1.0,
+    steps=10_000,
+    seed=0,
+    eig_every=5,
+    next_steps=20,
+    grid=81,
+    extent=1.0,
+    slice_matvecs=32,
+)
 QUICK = dict(FULL, eig_every=25, grid=41)
-SMOKE = dict(FULL, width=16, period=100, steps=200, eig_every=10, grid=9, next_steps=10,
-             slice_matvecs=16)
+SMOKE = dict(
+    FULL, width=16, period=100, steps=200, eig_every=10, grid=9, next_steps=10, slice_matvecs=16
+)
 REPLAY_JUMP = 100  # steps per call while replaying up to a snapshot
-SNAPSHOTS = "snapshots.npz"
-SNAPSHOTS_META = "snapshots.json"
+SNAPSHOTS = "snapshots"  # snapshots.npz, with its checksum in snapshots.json
 PNG = "fig2_dynamics.png"
 
 
-def _parser():
-    p = common.parser(__doc__, "results/fig2_dynamics")
+OUT = "results/fig2_dynamics"
+LABEL = "fig2"
+
+
+def add_flags(p):
     p.add_argument("--width", type=int, help="hidden units (default 100)")
     p.add_argument("--amplitude", type=float, help="A (default 70)")
     p.add_argument("--period", type=int, help="T in steps (default 5000)")
@@ -75,12 +90,15 @@ def _parser():
     p.add_argument("--steps", type=int, help="GD steps (default 10000)")
     p.add_argument("--seed", type=int, help="network seed (default 0)")
     p.add_argument("--eig-every", type=int, help="λ1, λ2 every k steps (default 5; quick 25)")
-    p.add_argument("--snapshots", type=int, nargs="+",
-                   help="slice times t (default 8000 9285 9450 9560 9600, scaled by T/5000)")
+    p.add_argument(
+        "--snapshots",
+        type=int,
+        nargs="+",
+        help="slice times t (default 8000 9285 9450 9560 9600, scaled by T/5000)",
+    )
     p.add_argument("--next-steps", type=int, help="trajectory steps drawn after t (default 20)")
     p.add_argument("--grid", type=int, help="slice points per axis (default 81; quick 41)")
     p.add_argument("--extent", type=float, help="slice half-width in a and b (default 1)")
-    return p
 
 
 def settings_from(args) -> dict:
@@ -94,13 +112,33 @@ def settings_from(args) -> dict:
     return preset
 
 
-def config_of(s: dict):
+def configs(s: dict) -> dict:
     from dynloss_jax import SweepConfig
 
-    return SweepConfig(loss=("dce",), width=(s["width"],), eta=(s["eta"],),
-                       amplitude=(s["amplitude"],), period=(s["period"],), seeds=1,
-                       first_seed=s["seed"], steps=s["steps"], record_every=1,
-                       eig_every=s["eig_every"], num_matvecs=16)
+    return {
+        "": SweepConfig(
+            loss=("dce",),
+            width=(s["width"],),
+            eta=(s["eta"],),
+            amplitude=(s["amplitude"],),
+            period=(s["period"],),
+            seeds=1,
+            first_seed=s["seed"],
+            steps=s["steps"],
+            record_every=1,
+            eig_every=s["eig_every"],
+            num_matvecs=16,
+        )
+    }
+
+
+def after_runs(runs: dict, s: dict, args) -> None:
+    """Replays the run to the snapshot times and saves the landscape there."""
+    run = runs[""]
+    started = time.perf_counter()
+    save_snapshots(run.path, compute_snapshots(run, s), s)
+    if not args.quiet:
+        print(f"fig2 snapshots: {time.perf_counter() - started:.1f} s", file=sys.stderr)
 
 
 def compute_snapshots(run, s: dict) -> dict:
@@ -118,33 +156,26 @@ def compute_snapshots(run, s: dict) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from dynloss_jax import engine, landscape
-    from dynloss_jax.data import spiral
+    from dynloss_jax import SweepConfig, engine, landscape
     from dynloss_jax.losses import get_loss
     from dynloss_jax.schedule import gamma
     from dynloss_jax.strategy import Strategy
 
-    settings = run.config["settings"]
-    spec = engine.RunSpec(loss=settings["loss"][0], width=settings["width"][0],
-                          n_steps=settings["steps"], n_classes=settings["n_classes"],
-                          depth=settings["depth"], init=settings["init"],
-                          dtype=settings["dtype"], record_every=1, eig_every=0)
-    dtype = settings["dtype"]
+    config = SweepConfig.from_settings(run.config["settings"])
+    # the same program without λ tracking and recording every step: the trajectory is the same
+    spec = dataclasses.replace(config.run_spec(**config.groups[0]), record_every=1, eig_every=0)
+    dtype = config.dtype
     strategy = Strategy(**run.config["strategy"])
-    mesh = strategy.mesh()
-    n_copies = 1 if mesh is None else mesh.devices.size
-    hyper = engine.make_hyper(settings["eta"] * n_copies, settings["amplitude"] * n_copies,
-                              settings["period"] * n_copies, [settings["first_seed"]] * n_copies,
-                              dtype=dtype)
-    x, y = spiral(settings["points_per_class"], settings["n_classes"],
-                  seed=settings["train_seed"])
-    xv, yv = spiral(settings["points_per_class"], settings["n_classes"], seed=settings["val_seed"])
-    data = engine.make_data(x, y, xv, yv, dtype)
+    hyper = strategy.pad_runs(engine.make_hyper(**config.runs(), dtype=dtype))
+    data = config.data()
     model, loss_fn = spec.model, get_loss(spec.loss)
-    init, step, _ = engine.compiled(spec, 1, strategy.batch_size, mesh)
+    init, step, _ = engine.compiled(spec, 1, strategy)
     # A second program that jumps REPLAY_JUMP steps, compiled only for long replays.
-    jump = (engine.compiled(spec, REPLAY_JUMP, strategy.batch_size, mesh)[1]
-            if s["snapshots"][-1] >= 10 * REPLAY_JUMP else None)
+    jump = (
+        engine.compiled(spec, REPLAY_JUMP, strategy)[1]
+        if s["snapshots"][-1] >= 10 * REPLAY_JUMP
+        else None
+    )
 
     def advance(state, t, target):
         while t < target:
@@ -176,36 +207,44 @@ def compute_snapshots(run, s: dict) -> dict:
         return top.top_K, top.residual_K, top.vectors_KxN, grid, pa, pb
 
     state, t = init(hyper, data), 0
-    root = jax.random.key(settings["first_seed"])
+    root = jax.random.key(config.first_seed)
     out = {k: [] for k in ("w", "replay_loss", "lam", "residual", "v", "slice", "pa", "pb")}
     for target in s["snapshots"]:
         state, t = advance(state, t, target), target
         w_LxN, loss_L = window(state)
-        g = gamma(target, n_classes=spec.n_classes, amplitude=settings["amplitude"][0],
-                  period=settings["period"][0])
+        g = gamma(
+            target, n_classes=spec.n_classes, amplitude=config.amplitude[0], period=config.period[0]
+        )
         lam, res, v, grid, pa, pb = measure(jax.random.fold_in(root, target), w_LxN, g)
         for k, val in zip(out, (w_LxN, loss_L, lam, res, v, grid, pa, pb), strict=True):
             out[k].append(np.asarray(val))
     stacked = {k: np.stack(v) for k, v in out.items()}
-    return {"step_S": np.asarray(s["snapshots"]), "w_SxLxN": stacked["w"],
-            "replay_loss_SxL": stacked["replay_loss"], "lam_Sx2": stacked["lam"],
-            "residual_Sx2": stacked["residual"], "v_Sx2xN": stacked["v"],
-            "a_G": np.asarray(a_G), "b_G": np.asarray(a_G), "slice_SxGxG": stacked["slice"],
-            "proj_a_SxL": stacked["pa"], "proj_b_SxL": stacked["pb"]}
+    return {
+        "step_S": np.asarray(s["snapshots"]),
+        "w_SxLxN": stacked["w"],
+        "replay_loss_SxL": stacked["replay_loss"],
+        "lam_Sx2": stacked["lam"],
+        "residual_Sx2": stacked["residual"],
+        "v_Sx2xN": stacked["v"],
+        "a_G": np.asarray(a_G),
+        "b_G": np.asarray(a_G),
+        "slice_SxGxG": stacked["slice"],
+        "proj_a_SxL": stacked["pa"],
+        "proj_b_SxL": stacked["pb"],
+    }
 
 
 def save_snapshots(out: Path, snaps: dict, s: dict) -> None:
     from dynloss_jax import results
 
-    digest = results.atomic_write_npz(out / SNAPSHOTS, snaps)
-    results.write_json(out / SNAPSHOTS_META, {"settings": s, "sha256": digest})
+    results.save_extra(out, SNAPSHOTS, snaps, {"settings": s})
 
 
 def load_snapshots(out: Path) -> tuple[dict, dict]:
     from dynloss_jax import results
 
-    meta = results.read_json(out / SNAPSHOTS_META)
-    return results.read_npz(out / SNAPSHOTS, meta["sha256"]), meta["settings"]
+    snaps, meta = results.load_extra(out, SNAPSHOTS)
+    return snaps, meta["settings"]
 
 
 def first_above(steps_E, lam_E, level, period) -> list[int]:
@@ -222,43 +261,70 @@ def first_above(steps_E, lam_E, level, period) -> list[int]:
     return out
 
 
-def describe(run, snaps) -> str:
-    """The numbers the figure is about: λ crossings of 2/η, the detected instability, the replay."""
+def summarise(runs: dict) -> dict:
+    """The numbers the figure is about: λ crossings of 2/η per period, the detected instability,
+    and per snapshot λ1, λ2, F and how exactly the replay met the recorded loss."""
     import numpy as np
 
-    eta = run.coords["eta"][0]
-    steps = run["eig_step"]
-    lam = np.squeeze(run["lam"], axis=tuple(range(6)))
+    run = runs[""]
+    snaps, _ = load_snapshots(run.path)
+    eta, period = run.coords["eta"][0], run.coords["period"][0]
+    steps, lam = run["eig_step"], np.squeeze(run["lam"], axis=tuple(range(6)))
     loss = np.squeeze(run["loss"], axis=tuple(range(6)))
-    period = run.coords["period"][0]
-    lines = [f"edge of stability 2/η = {2 / eta:g}; second half of each period T = {period} "
-             "(−1: never)",
-             f"  λ1 first above 2/η at t = {first_above(steps, lam[:, 0], 2 / eta, period)}",
-             f"  λ2 first above 2/η at t = {first_above(steps, lam[:, 1], 2 / eta, period)}",
-             f"first period-2 onset (from F): t = {int(np.squeeze(run['instability_step']))}"
-             f", λ1 there = {float(np.squeeze(run['instability_lam'])):.3f}"]
+    rows = []
     for i, t in enumerate(snaps["step_S"]):
         window = t + np.arange(snaps["replay_loss_SxL"].shape[1])
         seen = window < len(loss)
         replay, recorded = snaps["replay_loss_SxL"][i][seen], loss[window[seen]]
+        rows.append(
+            {
+                "step": int(t),
+                "lam1": float(snaps["lam_Sx2"][i, 0]),
+                "lam2": float(snaps["lam_Sx2"][i, 1]),
+                "loss": float(replay[0]),
+                "replay_max_rel_diff": float(np.max(np.abs(replay - recorded) / np.abs(recorded))),
+                "max_abs_a": float(np.abs(snaps["proj_a_SxL"][i]).max()),
+                "max_abs_b": float(np.abs(snaps["proj_b_SxL"][i]).max()),
+            }
+        )
+    return {
+        "two_over_eta": 2 / eta,
+        "period": int(period),
+        "lam1_first_above": first_above(steps, lam[:, 0], 2 / eta, period),
+        "lam2_first_above": first_above(steps, lam[:, 1], 2 / eta, period),
+        "instability_step": int(np.squeeze(run["instability_step"])),
+        "instability_lam": float(np.squeeze(run["instability_lam"])),
+        "snapshots": rows,
+    }
+
+
+def table(runs: dict, summary: dict) -> str:
+    lines = [
+        f"edge of stability 2/η = {summary['two_over_eta']:g}; second half of each period "
+        f"T = {summary['period']} (−1: never)",
+        f"  λ1 first above 2/η at t = {summary['lam1_first_above']}",
+        f"  λ2 first above 2/η at t = {summary['lam2_first_above']}",
+        f"first period-2 onset (from F): t = {summary['instability_step']}"
+        f", λ1 there = {summary['instability_lam']:.3f}",
+    ]
+    for r in summary["snapshots"]:
         lines.append(
-            f"t = {t}: λ1, λ2 = {snaps['lam_Sx2'][i, 0]:.3f}, {snaps['lam_Sx2'][i, 1]:.3f}; "
-            f"F_t(x_t) = {replay[0]:.5g}; replay vs recorded F over the window: max rel. diff "
-            f"{np.max(np.abs(replay - recorded) / np.abs(recorded)):.1e}; next steps span "
-            f"|a| ≤ {np.abs(snaps['proj_a_SxL'][i]).max():.3f}, "
-            f"|b| ≤ {np.abs(snaps['proj_b_SxL'][i]).max():.3f}")
+            f"t = {r['step']}: λ1, λ2 = {r['lam1']:.3f}, {r['lam2']:.3f}; F_t(x_t) = "
+            f"{r['loss']:.5g}; replay vs recorded F over the window: max rel. diff "
+            f"{r['replay_max_rel_diff']:.1e}; next steps span |a| ≤ {r['max_abs_a']:.3f}, "
+            f"|b| ≤ {r['max_abs_b']:.3f}"
+        )
     return "\n".join(lines)
 
 
-def plot(run, snaps, path):
-    """Draws the figure from a loaded run and its snapshots; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def plot(runs: dict, summary: dict, path):
+    """Draws the figure from the loaded run and its snapshots; returns the Figure."""
     import matplotlib.pyplot as plt
     import numpy as np
     from matplotlib.colors import LogNorm
 
+    run = runs[""]
+    snaps, _ = load_snapshots(run.path)
     eta = run.coords["eta"][0]
     first = (0,) * 6
     steps = run["record_step"]
@@ -301,7 +367,9 @@ def plot(run, snaps, path):
     axes[0].set_title(
         f"DCE, width {run.coords['width'][0]}, A = {run.coords['amplitude'][0]:g}, "
         f"T = {run.coords['period'][0]}, η = {eta:g}, seed {run.coords['seed'][0]} "
-        "(dotted: snapshot times)", fontsize=10)
+        "(dotted: snapshot times)",
+        fontsize=10,
+    )
 
     a, b = snaps["a_G"], snaps["b_G"]
     for i in range(n_snap):
@@ -312,21 +380,37 @@ def plot(run, snaps, path):
         mesh = ax.pcolormesh(a, b, grid.T, shading="auto", cmap="viridis", norm=norm)
         bar = fig.colorbar(mesh, ax=ax, fraction=0.05, pad=0.02)
         if norm is not None:
-            bar.set_ticks(np.geomspace(norm.vmin, norm.vmax, 4), labels=[
-                f"{v:.2g}" for v in np.geomspace(norm.vmin, norm.vmax, 4)])
+            bar.set_ticks(
+                np.geomspace(norm.vmin, norm.vmax, 4),
+                labels=[f"{v:.2g}" for v in np.geomspace(norm.vmin, norm.vmax, 4)],
+            )
             bar.ax.minorticks_off()
         bar.ax.tick_params(labelsize=7)
         pa, pb = snaps["proj_a_SxL"][i], snaps["proj_b_SxL"][i]
-        ax.quiver(pa[:-1], pb[:-1], np.diff(pa), np.diff(pb), angles="xy", scale_units="xy",
-                  scale=1, color="lime", alpha=0.45, width=0.006, headwidth=3)
+        ax.quiver(
+            pa[:-1],
+            pb[:-1],
+            np.diff(pa),
+            np.diff(pb),
+            angles="xy",
+            scale_units="xy",
+            scale=1,
+            color="lime",
+            alpha=0.45,
+            width=0.006,
+            headwidth=3,
+        )
         ax.plot(pa[1:], pb[1:], "o", ms=3, color="lime", mec="darkgreen", mew=0.5)
         ax.plot(0, 0, "x", color="red", ms=8, mew=2)
         ax.set_xlim(a[0], a[-1])
         ax.set_ylim(b[0], b[-1])
         ax.set_aspect("equal")
         ax.tick_params(labelsize=7)
-        ax.set_title(f"t = {snaps['step_S'][i]}: λ1 = {snaps['lam_Sx2'][i, 0]:.2f}, "
-                     f"λ2 = {snaps['lam_Sx2'][i, 1]:.2f}", fontsize=8)
+        ax.set_title(
+            f"t = {snaps['step_S'][i]}: λ1 = {snaps['lam_Sx2'][i, 0]:.2f}, "
+            f"λ2 = {snaps['lam_Sx2'][i, 1]:.2f}",
+            fontsize=8,
+        )
         ax.set_ylabel("b (along v2)", fontsize=8)
         if i == n_snap - 1:
             ax.set_xlabel("a (along v1)", fontsize=8)
@@ -336,25 +420,7 @@ def plot(run, snaps, path):
 
 
 def main(argv=None) -> int:
-    common.setup()
-    args = _parser().parse_args(argv)
-    out = Path(args.out)
-    if args.replot:
-        run = common.sweep(None, out, args, "fig2")
-        snaps, s = load_snapshots(out)
-    else:
-        s = settings_from(args)
-        config = config_of(s).validate()
-        run = common.sweep(config, out, args, "fig2")
-        started = time.perf_counter()
-        snaps = compute_snapshots(run, s)
-        save_snapshots(out, snaps, s)
-        if not args.quiet:
-            print(f"fig2 snapshots: {time.perf_counter() - started:.1f} s", file=sys.stderr)
-    plot(run, snaps, out / PNG)
-    print(describe(run, snaps))
-    print(f"wrote {out / PNG}")
-    return 0
+    return common.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

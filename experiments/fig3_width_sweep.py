@@ -15,13 +15,22 @@ Settings the paper does not give (SPEC §2), decided here and changeable by flag
 * 7·T = 35 000 steps: two full cycles through the three classes (6 periods), then the static
   last period. Both panels use the same A, T and steps.
 
-``--quick`` keeps the figure's shape at a fraction of the cost: widths 4, 8, 16, 32, 64, T = 2000
-(14 000 steps), 6 seeds in (a) and 4 in (b). ``--panels a`` runs one panel only.
+``--quick`` is the README's first command: panel (a) only, at the paper's own Fig. 2 settings
+A = 70, T = 5000, η = 1, 35 000 steps, widths 9, 23, 38, 61, 6 seeds (``--panels a b`` adds
+(b) with 4 seeds). How it was chosen — three settings were run, and this is the one that shows
+the effect clearly in about two minutes: (i) the same with 20 000 steps (one cycle through the
+classes, then the static period): DCE − CE = +0.021 ± 0.018, +0.036 ± 0.011, +0.058 ± 0.024,
++0.133 ± 0.028 at widths 9, 23, 38, 61 (two widths above 3 s.e.m., one only just), 1.1 min;
+(ii) widths 16, 32, 64, 100, 8 seeds, 20 000 steps: +0.010 ± 0.012, +0.052 ± 0.024,
++0.063 ± 0.056, +0.150 ± 0.070 (none above 3 s.e.m.: CE varies a lot from seed to seed at the
+larger widths), 2.0 min; (iii) the preset, 35 000 steps: +0.014 ± 0.024, +0.110 ± 0.031,
++0.341 ± 0.026, +0.263 ± 0.064 (widths 23, 38, 61 above 3 s.e.m.), 2.6 min on a shared machine.
+The previous quick preset (widths 4–64, A = 25, T = 2000, 14 000 steps) showed the direction but
+stayed within the error.
 
-Runtime (2 idle CPU cores, float64): ``--quick`` ≈ 2 min (2.8 M run-steps; a large part of it
-compiles the 25 programs, one per loss and width). Full: (a) 31.5 M run-steps and (b) 9.5 M;
-the full figure took 13 min 12 s. On a GPU each program vmaps all its seeds; not measured
-here — expected a few minutes per panel, bounded by the 35 000 sequential steps of each program.
+Runtime (2 CPU cores, float64): ``--quick`` ≈ 2–3 min. Full: (a) 31.5 M run-steps and (b)
+9.5 M; see the README for the runtime of the full figure. On a GPU each program vmaps all its
+seeds; not measured here.
 
     python -m experiments.fig3_width_sweep --quick      # -> results/fig3_width_sweep/
     python -m experiments.fig3_width_sweep              # the full figure
@@ -31,41 +40,52 @@ here — expected a few minutes per panel, bounded by the 35 000 sequential step
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from experiments import common
 
-PANELS = {"a": dict(losses=("ce", "dce"), eta=1.0, seeds=50),
-          "b": dict(losses=("mse", "dmse1", "dmse2"), eta=0.075, seeds=10)}
-FULL = dict(widths=(2, 3, 5, 9, 14, 23, 38, 61, 100), amplitude=25.0, period=5000,
-            periods=7, seeds_a=50, seeds_b=10, eta_a=1.0, eta_b=0.075, record_every=100,
-            panels=("a", "b"))
-QUICK = dict(FULL, widths=(4, 8, 16, 32, 64), period=2000, seeds_a=6, seeds_b=4)
+PANELS = {
+    "a": dict(losses=("ce", "dce"), eta=1.0, seeds=50),
+    "b": dict(losses=("mse", "dmse1", "dmse2"), eta=0.075, seeds=10),
+}
+FULL = dict(
+    widths=(2, 3, 5, 9, 14, 23, 38, 61, 100),
+    amplitude=25.0,
+    period=5000,
+    periods=7,
+    seeds_a=50,
+    seeds_b=10,
+    eta_a=1.0,
+    eta_b=0.075,
+    record_every=100,
+    panels=("a", "b"),
+)
+QUICK = dict(FULL, widths=(9, 23, 38, 61), amplitude=70.0, seeds_a=6, seeds_b=4, panels=("a",))
 SMOKE = dict(FULL, widths=(4,), period=40, periods=3, seeds_a=2, seeds_b=2, record_every=10)
+OUT = "results/fig3_width_sweep"
 PNG = "fig3_width_sweep.png"
-SUMMARY = "summary.json"
-STATIC = {"dce": "ce", "dmse1": "mse", "dmse2": "mse"}
+LABEL = "fig3"
 
 
-def _parser():
-    p = common.parser(__doc__, "results/fig3_width_sweep")
-    p.add_argument("--panels", nargs="+", choices=("a", "b"), help="panels to run (default a b)")
+def add_flags(p):
+    p.add_argument(
+        "--panels", nargs="+", choices=("a", "b"), help="panels to run (default a b; quick a)"
+    )
     p.add_argument("--widths", type=int, nargs="+", help="hidden units (default 2 3 5 … 100)")
-    p.add_argument("--amplitude", type=float, help="A of Γ (default 25)")
-    p.add_argument("--period", type=int, help="T in steps (default 5000; quick 2000)")
-    p.add_argument("--periods", type=int,
-                   help="run length in periods, the last one static (default 7)")
+    p.add_argument("--amplitude", type=float, help="A of Γ (default 25; quick 70)")
+    p.add_argument("--period", type=int, help="T in steps (default 5000)")
+    p.add_argument(
+        "--periods", type=int, help="run length in periods, the last one static (default 7)"
+    )
     p.add_argument("--seeds-a", type=int, help="seeds per width in (a) (default 50; quick 6)")
     p.add_argument("--seeds-b", type=int, help="seeds per width in (b) (default 10; quick 4)")
     p.add_argument("--eta-a", type=float, help="learning rate of (a) (default 1)")
     p.add_argument("--eta-b", type=float, help="learning rate of (b) (default 0.075)")
     p.add_argument("--record-every", type=int, help="curves every k steps (default 100)")
-    return p
 
 
-def settings_from(args) -> dict:
-    """The preset (full, quick or smoke) overridden by the flags given."""
-    return common.settings(args, FULL, QUICK, SMOKE)
+def configs(s: dict) -> dict:
+    """One sweep per panel, in ``--out/a`` and ``--out/b``."""
+    return {panel: config_of(s, panel) for panel in s["panels"]}
 
 
 def config_of(s: dict, panel: str):
@@ -73,123 +93,137 @@ def config_of(s: dict, panel: str):
 
     steps = s["periods"] * s["period"]
     record_every = s["record_every"] if steps % s["record_every"] == 0 else s["period"]
-    return SweepConfig(loss=PANELS[panel]["losses"], width=s["widths"],
-                       eta=(s[f"eta_{panel}"],), amplitude=(s["amplitude"],),
-                       period=(s["period"],), seeds=s[f"seeds_{panel}"], steps=steps,
-                       record_every=record_every, static_last_period=True)
+    return SweepConfig(
+        loss=PANELS[panel]["losses"],
+        width=s["widths"],
+        eta=(s[f"eta_{panel}"],),
+        amplitude=(s["amplitude"],),
+        period=(s["period"],),
+        seeds=s[f"seeds_{panel}"],
+        steps=steps,
+        record_every=record_every,
+        static_last_period=True,
+    )
 
 
-def summarise(run) -> list[dict]:
-    """One row per width: final validation accuracy of each loss (mean, sem, n over seeds), and
-    for each dynamical loss the paired difference to its static loss (mean, sem over seeds)."""
-    import numpy as np
+def summarise(runs: dict) -> dict:
+    """Per panel, one row per width: final validation accuracy of each loss (mean, sem, n over
+    seeds), and for each dynamical loss the paired difference to its static loss (mean, sem)."""
+    from dynloss_jax.losses import STATIC_OF
 
-    mean, sem, n = run.summary("final_val_acc")
-    acc = np.where(run["diverged"], np.nan, run["final_val_acc"])
-    losses = list(run.coords["loss"])
-    rows = []
-    for wi, width in enumerate(run.coords["width"]):
-        row = {"width": int(width)}
-        for li, loss in enumerate(losses):
-            row[loss] = (float(mean[li, wi, 0, 0, 0]), float(sem[li, wi, 0, 0, 0]),
-                         int(n[li, wi, 0, 0, 0]))
-            static = STATIC.get(loss)
-            if static in losses:
-                d = acc[li, wi, 0, 0, 0] - acc[losses.index(static), wi, 0, 0, 0]
-                d = d[np.isfinite(d)]
-                d_sem = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
-                row[f"{loss}-{static}"] = (float(np.mean(d)) if len(d) else float("nan"),
-                                           float(d_sem))
-        rows.append(row)
-    return rows
+    out = {}
+    for panel, run in sorted(runs.items()):
+        losses = list(run.coords["loss"])
+        rows = []
+        for width in run.coords["width"]:
+            at = run.sel(width=width)
+            row = {"width": int(width)}
+            for loss in losses:
+                mean, sem, n = at.sel(loss=loss).summary("final_val_acc")
+                row[loss] = (float(mean.item()), float(sem.item()), int(n.item()))
+                static = STATIC_OF[loss]
+                if static != loss and static in losses:
+                    mean, sem, _ = at.paired("final_val_acc", "loss", loss, static)
+                    row[f"{loss}-{static}"] = (float(mean.item()), float(sem.item()))
+            rows.append(row)
+        out[panel] = rows
+    return out
 
 
-def table(run, rows, panel: str) -> str:
+def table(runs: dict, summary: dict) -> str:
+    return "\n".join(
+        _panel_table(run, summary[panel], panel) for panel, run in sorted(runs.items())
+    )
+
+
+def _panel_table(run, rows, panel: str) -> str:
     s = run.config["settings"]
     losses = list(run.coords["loss"])
     diffs = [k for k in rows[0] if "-" in k]
-    head = (f"Fig. 3{panel}: validation accuracy at the end of the static last period, mean ± "
-            f"s.e.m. over {s['seeds']} seeds\n  η = {s['eta'][0]:g}, A = {s['amplitude'][0]:g}, "
-            f"T = {s['period'][0]}, {s['steps']} steps")
+    head = (
+        f"Fig. 3{panel}: validation accuracy at the end of the static last period, mean ± "
+        f"s.e.m. over {s['seeds']} seeds\n  η = {s['eta'][0]:g}, A = {s['amplitude'][0]:g}, "
+        f"T = {s['period'][0]}, {s['steps']} steps"
+    )
     lines = [head, f"{'width':>6}" + "".join(f"{name:>18}" for name in losses + diffs)]
     for r in rows:
         cells = [f"{r[name][0]:.3f} ± {r[name][1]:.3f}" for name in losses]
         cells += [f"{r[name][0]:+.3f} ± {r[name][1]:.3f}" for name in diffs]
-        lost = [f"{name}: {s['seeds'] - r[name][2]} diverged" for name in losses
-                if r[name][2] < s["seeds"]]
-        lines.append(f"{r['width']:>6}" + "".join(f"{c:>18}" for c in cells)
-                     + (f"   ({', '.join(lost)})" if lost else ""))
+        lost = [
+            f"{name}: {s['seeds'] - r[name][2]} diverged"
+            for name in losses
+            if r[name][2] < s["seeds"]
+        ]
+        lines.append(
+            f"{r['width']:>6}"
+            + "".join(f"{c:>18}" for c in cells)
+            + (f"   ({', '.join(lost)})" if lost else "")
+        )
     return "\n".join(lines)
 
 
-def plot(runs: dict, path):
+def plot(runs: dict, summary: dict, path):
     """Draws the figure from loaded runs {panel: Run}; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    styles = {"ce": ("C0", "o", "CE (static)"), "dce": ("C3", "s", "DCE"),
-              "mse": ("C0", "o", "MSE (static)"), "dmse1": ("C3", "s", "DMSE1"),
-              "dmse2": ("C2", "^", "DMSE2")}
-    fig, axes = plt.subplots(1, len(runs), figsize=(max(6.2 * len(runs), 7.5), 4.6),
-                             squeeze=False, constrained_layout=True)
+    styles = {
+        "ce": ("C0", "o", "CE (static)"),
+        "dce": ("C3", "s", "DCE"),
+        "mse": ("C0", "o", "MSE (static)"),
+        "dmse1": ("C3", "s", "DMSE1"),
+        "dmse2": ("C2", "^", "DMSE2"),
+    }
+    fig, axes = plt.subplots(
+        1,
+        len(runs),
+        figsize=(max(6.2 * len(runs), 7.5), 4.6),
+        squeeze=False,
+        constrained_layout=True,
+    )
     for ax, (panel, run) in zip(axes[0], sorted(runs.items()), strict=True):
         s = run.config["settings"]
-        mean, sem, _ = run.summary("final_val_acc")
-        widths = run.coords["width"]
+        widths = [r["width"] for r in summary[panel]]
         n_losses = len(run.coords["loss"])
         for li, loss in enumerate(run.coords["loss"]):
             color, marker, label = styles[loss]
             shift = 1 + 0.025 * (li - (n_losses - 1) / 2)  # keep error bars apart
-            ax.errorbar([w * shift for w in widths], mean[li, :, 0, 0, 0],
-                        yerr=sem[li, :, 0, 0, 0], color=color, marker=marker, ms=5, lw=1.4,
-                        capsize=3, label=label)
+            ax.errorbar(
+                [w * shift for w in widths],
+                [r[loss][0] for r in summary[panel]],
+                yerr=[r[loss][1] for r in summary[panel]],
+                color=color,
+                marker=marker,
+                ms=5,
+                lw=1.4,
+                capsize=3,
+                label=label,
+            )
         ax.set_xscale("log")
         ax.set_xticks(widths)
         ax.set_xticklabels([str(w) for w in widths])
         ax.minorticks_off()
         ax.set_xlabel("network width (hidden units)")
         ax.set_ylabel("validation accuracy")
-        ax.set_title(f"({panel}) η = {s['eta'][0]:g}, {s['seeds']} seeds per width; "
-                     f"A = {s['amplitude'][0]:g}, T = {s['period'][0]}, {s['steps']} steps",
-                     fontsize=9, loc="left")
+        ax.set_title(
+            f"({panel}) η = {s['eta'][0]:g}, {s['seeds']} seeds per width; "
+            f"A = {s['amplitude'][0]:g}, T = {s['period'][0]}, {s['steps']} steps",
+            fontsize=9,
+            loc="left",
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=9, loc="upper left")
-    fig.suptitle("Dynamical vs static losses: validation accuracy after a static last "
-                 "period\n(mean over seeds; error bars: s.e.m.)", fontsize=10)
+    fig.suptitle(
+        "Dynamical vs static losses: validation accuracy after a static last "
+        "period\n(mean over seeds; error bars: s.e.m.)",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return fig
 
 
 def main(argv=None) -> int:
-    common.setup()
-    from dynloss_jax import results
-    from dynloss_jax.sweep import ConfigError
-
-    args = _parser().parse_args(argv)
-    out = Path(args.out)
-    s = settings_from(args)
-    panels = s["panels"]
-    if args.replot:
-        panels = [p for p in PANELS if (out / p / results.CONFIG).exists()] or panels
-    runs = {}
-    try:
-        for panel in panels:
-            config = None if args.replot else config_of(s, panel).validate()
-            runs[panel] = common.sweep(config, out / panel, args, f"fig3{panel}")
-    except (ConfigError, results.RunFolderError) as e:
-        print(f"fig3_width_sweep: error: {e}", file=sys.stderr)
-        return 2
-    summary = {panel: summarise(run) for panel, run in runs.items()}
-    if not args.replot:
-        results.write_json(out / SUMMARY, summary)
-    plot(runs, out / PNG)
-    for panel, run in runs.items():
-        print(table(run, summary[panel], panel))
-    print(f"wrote {out / PNG}")
-    return 0
+    return common.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

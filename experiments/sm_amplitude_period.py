@@ -33,35 +33,46 @@ on a GPU all 420 runs are one vmapped program (expected a few minutes, not measu
 from __future__ import annotations
 
 import sys
-import warnings
-from pathlib import Path
 
 from experiments import common
 
-FULL = dict(loss="dce", amplitudes=(1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0),
-            periods=(250, 500, 1000, 2500, 5000, 10000), steps=60_000, width=32, seeds=10,
-            eta=1.0, record_every=250)
-QUICK = dict(FULL, amplitudes=(1.0, 5.0, 25.0, 100.0), periods=(250, 1000, 4000), steps=16_000,
-             seeds=4)
-SMOKE = dict(FULL, amplitudes=(1.0, 25.0), periods=(20, 40), steps=120, width=4, seeds=2,
-             record_every=10)
+FULL = dict(
+    loss="dce",
+    amplitudes=(1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0),
+    periods=(250, 500, 1000, 2500, 5000, 10000),
+    steps=60_000,
+    width=32,
+    seeds=10,
+    eta=1.0,
+    record_every=250,
+)
+QUICK = dict(
+    FULL, amplitudes=(1.0, 5.0, 25.0, 100.0), periods=(250, 1000, 4000), steps=16_000, seeds=4
+)
+SMOKE = dict(
+    FULL, amplitudes=(1.0, 25.0), periods=(20, 40), steps=120, width=4, seeds=2, record_every=10
+)
+OUT = "results/sm_amplitude_period"
 PNG = "sm_amplitude_period.png"
-SUMMARY = "summary.json"
-STATIC = {"dce": "ce", "dmse1": "mse", "dmse2": "mse"}
+LABEL = "sm"
 
 
-def _parser():
-    p = common.parser(__doc__, "results/sm_amplitude_period")
-    p.add_argument("--loss", choices=tuple(STATIC), help="dynamical loss (default dce)")
-    p.add_argument("--amplitudes", type=float, nargs="+",
-                   help="A values; 1 (the static reference) is always added")
+def add_flags(p):
+    from dynloss_jax.losses import DYNAMICAL
+
+    p.add_argument("--loss", choices=sorted(DYNAMICAL), help="dynamical loss (default dce)")
+    p.add_argument(
+        "--amplitudes",
+        type=float,
+        nargs="+",
+        help="A values; 1 (the static reference) is always added",
+    )
     p.add_argument("--periods", type=int, nargs="+", help="T values (each must divide --steps)")
     p.add_argument("--steps", type=int, help="GD steps of every run (default 60000; quick 16000)")
     p.add_argument("--width", type=int, help="hidden units (default 32)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default 10; quick 4)")
     p.add_argument("--eta", type=float, help="learning rate (default 1)")
     p.add_argument("--record-every", type=int, help="curves every k steps (default 250)")
-    return p
 
 
 def settings_from(args) -> dict:
@@ -72,75 +83,86 @@ def settings_from(args) -> dict:
     return preset
 
 
-def config_of(s: dict):
+def configs(s: dict) -> dict:
     from dynloss_jax import SweepConfig
-    from dynloss_jax.sweep import ConfigError
+    from dynloss_jax.config import ConfigError
 
     for period in s["periods"]:
         if s["steps"] % period:
             raise ConfigError("periods", period, f"must divide --steps ({s['steps']})")
-    return SweepConfig(loss=(s["loss"],), width=(s["width"],), eta=(s["eta"],),
-                       amplitude=s["amplitudes"], period=s["periods"], seeds=s["seeds"],
-                       steps=s["steps"], record_every=s["record_every"],
-                       static_last_period=True)
+    return {
+        "": SweepConfig(
+            loss=(s["loss"],),
+            width=(s["width"],),
+            eta=(s["eta"],),
+            amplitude=s["amplitudes"],
+            period=s["periods"],
+            seeds=s["seeds"],
+            steps=s["steps"],
+            record_every=s["record_every"],
+            static_last_period=True,
+        )
+    }
 
 
-def summarise(run) -> dict:
+def summarise(runs: dict) -> dict:
     """Mean and s.e.m. over seeds of the final validation accuracy per (A, T), and of its paired
     difference to A = 1 at the same T and seed. Arrays are indexed [A, T]."""
-    import numpy as np
+    from dynloss_jax.config import ConfigError
 
-    acc = np.where(run["diverged"], np.nan, run["final_val_acc"])[0, 0, 0]  # (A, T, seed)
+    run = runs[""]
     amplitudes = [float(a) for a in run.coords["amplitude"]]
-    ref = acc[amplitudes.index(1.0)]  # (T, seed)
-    delta = acc - ref[None]
+    if 1.0 not in amplitudes:
+        raise ConfigError("amplitudes", amplitudes, "must include 1 (the static reference)")
+    acc_mean, acc_sem, n = (a.reshape(len(amplitudes), -1) for a in run.summary("final_val_acc"))
+    d_mean, d_sem = [], []
+    for a in amplitudes:
+        mean, sem, _ = run.paired("final_val_acc", "amplitude", a, 1.0)
+        d_mean.append(mean.reshape(-1))
+        d_sem.append(sem.reshape(-1))
+    return {
+        "amplitude": amplitudes,
+        "period": [int(t) for t in run.coords["period"]],
+        "val_acc_mean": acc_mean.tolist(),
+        "val_acc_sem": acc_sem.tolist(),
+        "delta_mean": [d.tolist() for d in d_mean],
+        "delta_sem": [d.tolist() for d in d_sem],
+        "runs": n.tolist(),
+        "diverged": int(run["diverged"].sum()),
+    }
 
-    def mean_sem(a):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells
-            n = np.sum(np.isfinite(a), axis=-1)
-            mean = np.nanmean(a, axis=-1)
-            sem = np.where(n > 1, np.nanstd(a, axis=-1, ddof=1) / np.sqrt(n), np.nan)
-        return mean, sem, n
 
-    acc_mean, acc_sem, n = mean_sem(acc)
-    d_mean, d_sem, _ = mean_sem(delta)
-    return {"amplitude": amplitudes, "period": [int(t) for t in run.coords["period"]],
-            "val_acc_mean": acc_mean.tolist(), "val_acc_sem": acc_sem.tolist(),
-            "delta_mean": d_mean.tolist(), "delta_sem": d_sem.tolist(), "runs": n.tolist(),
-            "diverged": int(run["diverged"].sum())}
-
-
-def table(run, summary: dict) -> str:
-    s = run.config["settings"]
+def table(runs: dict, summary: dict) -> str:
+    s = runs[""].config["settings"]
     amplitudes, periods = summary["amplitude"], summary["period"]
     i1 = amplitudes.index(1.0)
     ref, ref_sem = summary["val_acc_mean"][i1][0], summary["val_acc_sem"][i1][0]
-    lines = [f"(A, T) scan: {s['loss'][0]} at η = {s['eta'][0]:g}, width {s['width'][0]}, "
-             f"{s['steps']} steps, {s['seeds']} seeds; static reference (A = 1) validation "
-             f"accuracy {ref:.3f} ± {ref_sem:.3f}",
-             "Δ validation accuracy vs A = 1 (paired mean ± s.e.m. over seeds)",
-             f"{'A / T':>7}" + "".join(f"{t:>17}" for t in periods)]
+    lines = [
+        f"(A, T) scan: {s['loss'][0]} at η = {s['eta'][0]:g}, width {s['width'][0]}, "
+        f"{s['steps']} steps, {s['seeds']} seeds; static reference (A = 1) validation "
+        f"accuracy {ref:.3f} ± {ref_sem:.3f}",
+        "Δ validation accuracy vs A = 1 (paired mean ± s.e.m. over seeds)",
+        f"{'A / T':>7}" + "".join(f"{t:>17}" for t in periods),
+    ]
     for ai, a in enumerate(amplitudes):
         if ai == i1:
             continue
-        cells = [f"{summary['delta_mean'][ai][ti]:+.3f} ± {summary['delta_sem'][ai][ti]:.3f}"
-                 for ti in range(len(periods))]
+        cells = [
+            f"{summary['delta_mean'][ai][ti]:+.3f} ± {summary['delta_sem'][ai][ti]:.3f}"
+            for ti in range(len(periods))
+        ]
         lines.append(f"{a:>7g}" + "".join(f"{c:>17}" for c in cells))
     if summary["diverged"]:
         lines.append(f"({summary['diverged']} runs diverged and are left out)")
     return "\n".join(lines)
 
 
-def plot(run, summary: dict, path):
+def plot(runs: dict, summary: dict, path):
     """Draws the two heatmaps from a loaded run and its summary; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    s = run.config["settings"]
+    s = runs[""].config["settings"]
     amplitudes, periods = summary["amplitude"], summary["period"]
     i1 = amplitudes.index(1.0)
     keep = [i for i in range(len(amplitudes)) if i != i1]
@@ -148,19 +170,37 @@ def plot(run, summary: dict, path):
     delta_sem = np.asarray(summary["delta_sem"])[keep].T
     acc = np.asarray(summary["val_acc_mean"]).T
     fig, (ax_d, ax_a) = plt.subplots(
-        1, 2, figsize=(4.2 + 1.1 * len(amplitudes) * 2, 2.2 + 0.65 * len(periods)),
-        constrained_layout=True, gridspec_kw={"width_ratios": [len(keep), len(amplitudes)]})
+        1,
+        2,
+        figsize=(4.2 + 1.1 * len(amplitudes) * 2, 2.2 + 0.65 * len(periods)),
+        constrained_layout=True,
+        gridspec_kw={"width_ratios": [len(keep), len(amplitudes)]},
+    )
     limit = np.nanmax(np.abs(delta)) if np.isfinite(delta).any() else 1.0
     limit = max(limit, 1e-3)
     im = ax_d.imshow(delta, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", origin="lower")
     for (ti, ai), value in np.ndenumerate(delta):
-        ax_d.text(ai, ti, f"{value:+.3f}\n±{delta_sem[ti, ai]:.3f}", ha="center", va="center",
-                  fontsize=7.5, color="k" if abs(value) < 0.6 * limit else "w")
+        ax_d.text(
+            ai,
+            ti,
+            f"{value:+.3f}\n±{delta_sem[ti, ai]:.3f}",
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            color="k" if abs(value) < 0.6 * limit else "w",
+        )
     fig.colorbar(im, ax=ax_d, label="Δ validation accuracy vs A = 1")
     im = ax_a.imshow(acc, cmap="viridis", aspect="auto", origin="lower")
     for (ti, ai), value in np.ndenumerate(acc):
-        ax_a.text(ai, ti, f"{value:.3f}", ha="center", va="center", fontsize=7.5,
-                  color="w" if value < np.nanmean(acc) else "k")
+        ax_a.text(
+            ai,
+            ti,
+            f"{value:.3f}",
+            ha="center",
+            va="center",
+            fontsize=7.5,
+            color="w" if value < np.nanmean(acc) else "k",
+        )
     fig.colorbar(im, ax=ax_a, label="validation accuracy")
     for ax, cols in ((ax_d, [amplitudes[i] for i in keep]), (ax_a, amplitudes)):
         ax.set_xticks(range(len(cols)))
@@ -170,38 +210,24 @@ def plot(run, summary: dict, path):
         ax.set_xlabel("amplitude A")
         ax.set_ylabel("period T (steps)")
     ref = summary["val_acc_mean"][i1][0]
-    ax_d.set_title(f"(a) {s['loss'][0].upper()} − static (A = 1: {ref:.3f}), paired over seeds",
-                   fontsize=9, loc="left")
+    ax_d.set_title(
+        f"(a) {s['loss'][0].upper()} − static (A = 1: {ref:.3f}), paired over seeds",
+        fontsize=9,
+        loc="left",
+    )
     ax_a.set_title("(b) validation accuracy (A = 1 is the static loss)", fontsize=9, loc="left")
-    fig.suptitle(f"(A, T) scan: width {s['width'][0]}, η = {s['eta'][0]:g}, {s['steps']} steps "
-                 f"(last period static), {s['seeds']} seeds per cell", fontsize=10)
+    fig.suptitle(
+        f"(A, T) scan: width {s['width'][0]}, η = {s['eta'][0]:g}, {s['steps']} steps "
+        f"(last period static), {s['seeds']} seeds per cell",
+        fontsize=10,
+    )
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return fig
 
 
 def main(argv=None) -> int:
-    common.setup()
-    from dynloss_jax import results
-    from dynloss_jax.sweep import ConfigError
-
-    args = _parser().parse_args(argv)
-    out = Path(args.out)
-    try:
-        config = None if args.replot else config_of(settings_from(args)).validate()
-        run = common.sweep(config, out, args, "sm")
-        if 1.0 not in [float(a) for a in run.coords["amplitude"]]:
-            raise ConfigError("amplitudes", run.coords["amplitude"], "must include 1 (static)")
-    except (ConfigError, results.RunFolderError) as e:
-        print(f"sm_amplitude_period: error: {e}", file=sys.stderr)
-        return 2
-    summary = summarise(run)
-    if not args.replot:
-        results.write_json(out / SUMMARY, summary)
-    plot(run, summary, out / PNG)
-    print(table(run, summary))
-    print(f"wrote {out / PNG}")
-    return 0
+    return common.main(sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":

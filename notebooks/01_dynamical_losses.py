@@ -95,8 +95,9 @@ print(f"network: width 16, {model.n_params} parameters; data: {x.shape[0]} point
 amplitude, period = 10.0, 200
 ts = np.arange(0, 3 * period, 2)
 gammas = jax.vmap(lambda t: gamma(t, n_classes=C, amplitude=amplitude, period=period))(ts)
-values = {name: jax.vmap(lambda g, f=fn: f(logits_PxC, y, g))(gammas)
-          for name, fn in LOSSES.items()}
+values = {
+    name: jax.vmap(lambda g, f=fn: f(logits_PxC, y, g))(gammas) for name, fn in LOSSES.items()
+}
 
 fig, (ax_ce, ax_mse) = plt.subplots(1, 2, figsize=(12, 3.5), constrained_layout=True)
 for name in ("ce", "dce"):
@@ -115,8 +116,10 @@ plt.show()
 for name in ("dce", "dmse1", "dmse2"):
     static = "ce" if name == "dce" else "mse"
     v = np.asarray(values[name])
-    print(f"{name:>5}: {v[0]:.6f} at Γ ≡ 1 (= {static} {float(values[static][0]):.6f}), "
-          f"{v.min():.4f} … {v.max():.4f} over the periods")
+    print(
+        f"{name:>5}: {v[0]:.6f} at Γ ≡ 1 (= {static} {float(values[static][0]):.6f}), "
+        f"{v.min():.4f} … {v.max():.4f} over the periods"
+    )
 
 # %% [markdown]
 # ## 3. CE and DCE trained side by side
@@ -132,8 +135,15 @@ for name in ("dce", "dmse1", "dmse2"):
 width = 16
 period = 400 if SMOKE else 5000
 config = SweepConfig(
-    loss=("ce", "dce"), width=(width,), eta=(1.0,), amplitude=(70.0,), period=(period,),
-    seeds=1, steps=(3 if SMOKE else 4) * period, record_every=10, static_last_period=True,
+    loss=("ce", "dce"),
+    width=(width,),
+    eta=(1.0,),
+    amplitude=(70.0,),
+    period=(period,),
+    seeds=1,
+    steps=(3 if SMOKE else 4) * period,
+    record_every=10,
+    static_last_period=True,
 )
 run = run_sweep(config)
 print(run)
@@ -145,12 +155,20 @@ for loss_name, color in (("ce", "C0"), ("dce", "C3")):
     r = run.sel(loss=loss_name)
     axes[0].semilogy(steps, r["loss"].ravel(), color=color, label=f"{loss_name.upper()}: F(t)")
     if loss_name == "dce":
-        axes[0].semilogy(steps, r["static_loss"].ravel(), color=color, ls=":", lw=1,
-                         label="DCE run: its CE")
-    axes[1].plot(steps, r["train_acc"].ravel(), color=color, lw=0.8,
-                 label=f"{loss_name.upper()} train")
-    axes[1].plot(steps, r["val_acc"].ravel(), color=color, ls="--", lw=0.6,
-                 label=f"{loss_name.upper()} validation")
+        axes[0].semilogy(
+            steps, r["static_loss"].ravel(), color=color, ls=":", lw=1, label="DCE run: its CE"
+        )
+    axes[1].plot(
+        steps, r["train_acc"].ravel(), color=color, lw=0.8, label=f"{loss_name.upper()} train"
+    )
+    axes[1].plot(
+        steps,
+        r["val_acc"].ravel(),
+        color=color,
+        ls="--",
+        lw=0.6,
+        label=f"{loss_name.upper()} validation",
+    )
 gamma_RxC = run.sel(loss="dce")["gamma"].reshape(len(steps), C)
 for i in range(C):
     axes[2].plot(steps, gamma_RxC[:, i], label=f"Γ{i}")
@@ -164,5 +182,7 @@ plt.show()
 
 for loss_name in ("ce", "dce"):
     r = run.sel(loss=loss_name)
-    print(f"{loss_name.upper():>3}: final train accuracy {r['final_train_acc'].item():.3f}, "
-          f"validation accuracy {r['final_val_acc'].item():.3f}")
+    print(
+        f"{loss_name.upper():>3}: final train accuracy {r['final_train_acc'].item():.3f}, "
+        f"validation accuracy {r['final_val_acc'].item():.3f}"
+    )

@@ -59,12 +59,20 @@ def crossings(steps, values, level):
 # measurement). Dashed: 2/η.
 
 # %%
-config = SweepConfig(loss=("ce",), width=(50,), eta=(0.5, 1.0), amplitude=(1.0,), period=(1,),
-                     seeds=1, steps=500 if SMOKE else 10_000, record_every=25, eig_every=25)
+config = SweepConfig(
+    loss=("ce",),
+    width=(50,),
+    eta=(0.5, 1.0),
+    amplitude=(1.0,),
+    period=(1,),
+    seeds=1,
+    steps=500 if SMOKE else 10_000,
+    record_every=25,
+    eig_every=25,
+)
 eos = run_sweep(config)
 
-fig, (ax_loss, ax_lam) = plt.subplots(2, 1, figsize=(10, 6), sharex=True,
-                                      constrained_layout=True)
+fig, (ax_loss, ax_lam) = plt.subplots(2, 1, figsize=(10, 6), sharex=True, constrained_layout=True)
 for eta, color in zip(eos.coords["eta"], ("C0", "C3"), strict=True):
     r = eos.sel(eta=eta)
     lam = r["lam"].reshape(-1, 2)
@@ -75,8 +83,10 @@ for eta, color in zip(eos.coords["eta"], ("C0", "C3"), strict=True):
     first = crossings(r["eig_step"], lam[:, 0], 2 / eta)
     if first:
         after = lam[r["eig_step"] >= first[0], 0]
-        print(f"η = {eta:g}: λ1 first above 2/η = {2 / eta:g} at t = {first[0]}; after that λ1 "
-              f"ranges over {after.min():.2f} … {after.max():.2f}, median {np.median(after):.2f}")
+        print(
+            f"η = {eta:g}: λ1 first above 2/η = {2 / eta:g} at t = {first[0]}; after that λ1 "
+            f"ranges over {after.min():.2f} … {after.max():.2f}, median {np.median(after):.2f}"
+        )
     else:
         print(f"η = {eta:g}: λ1 stays below 2/η = {2 / eta:g} (max {lam[:, 0].max():.2f})")
 ax_loss.set_ylabel("CE loss")
@@ -101,16 +111,26 @@ plt.show()
 
 # %%
 T = 2000 if SMOKE else 5000
-config = SweepConfig(loss=("dce",), width=(100,), eta=(1.0,), amplitude=(70.0,), period=(T,),
-                     seeds=1, steps=T if SMOKE else 2 * T, record_every=1,
-                     eig_every=10 if SMOKE else 5)
+config = SweepConfig(
+    loss=("dce",),
+    width=(100,),
+    eta=(1.0,),
+    amplitude=(70.0,),
+    period=(T,),
+    seeds=1,
+    steps=T if SMOKE else 2 * T,
+    record_every=1,
+    eig_every=10 if SMOKE else 5,
+)
 run = run_sweep(config)
 eta = run.coords["eta"][0]
 loss = run["loss"].ravel()
 lam = run["lam"].reshape(-1, 2)
 steps, eig_steps = run["record_step"], run["eig_step"]
-print(f"first period-2 onset detected from F: t = {run['instability_step'].item()}, "
-      f"λ1 there = {run['instability_lam'].item():.3f} (2/η = {2 / eta:g})")
+print(
+    f"first period-2 onset detected from F: t = {run['instability_step'].item()}, "
+    f"λ1 there = {run['instability_lam'].item():.3f} (2/η = {2 / eta:g})"
+)
 for k in range(2):
     print(f"λ{k + 1} rises above 2/η at t = {crossings(eig_steps, lam[:, k], 2 / eta)[:4]}")
 
@@ -160,7 +180,9 @@ plt.show()
 # %%
 s = run.config["settings"]
 spec = engine.RunSpec(loss="dce", width=100, n_steps=config.steps, record_every=1)
-hyper = jax.tree.map(lambda a: a[0], engine.make_hyper([eta], [70.0], [T], [0]))
+hyper = jax.tree.map(
+    lambda a: a[0], engine.make_hyper(eta=[eta], amplitude=[70.0], period=[T], seed=[0])
+)
 x, y = spiral(s["points_per_class"], seed=s["train_seed"])
 xv, yv = spiral(s["points_per_class"], seed=s["val_seed"])
 data = engine.make_data(x, y, xv, yv)
@@ -182,6 +204,7 @@ def run_to(state, target):
 @jax.jit
 def window(state):
     """x_t, x_{t+1}, …, x_{t+NEXT} from ``state`` at t."""
+
     def body(st, _):
         return one_step(st), st.w_N
 
@@ -207,15 +230,18 @@ snapshots = sorted({first_cross - T // 10, first_cross + 25, later + 25})
 snapshots = [t for t in snapshots if t + NEXT < config.steps]
 
 state = engine.init_state(spec, hyper)
-fig, axes = plt.subplots(1, len(snapshots), figsize=(4.2 * len(snapshots), 4),
-                         constrained_layout=True)
+fig, axes = plt.subplots(
+    1, len(snapshots), figsize=(4.2 * len(snapshots), 4), constrained_layout=True
+)
 for ax, t in zip(np.atleast_1d(axes), snapshots, strict=True):
     state = run_to(state, t)
     w_LxN = window(state)
     lam_t, grid, (pa, pb), f_t = slice_at(jax.random.key(t), w_LxN, t)
-    print(f"t = {t}: λ1 = {lam_t[0]:.3f}, λ2 = {lam_t[1]:.3f}; replayed F = {f_t:.5f}, "
-          f"recorded {loss[t]:.5f}; next steps within |a| ≤ {np.abs(pa).max():.3f}, "
-          f"|b| ≤ {np.abs(pb).max():.3f}")
+    print(
+        f"t = {t}: λ1 = {lam_t[0]:.3f}, λ2 = {lam_t[1]:.3f}; replayed F = {f_t:.5f}, "
+        f"recorded {loss[t]:.5f}; next steps within |a| ≤ {np.abs(pa).max():.3f}, "
+        f"|b| ≤ {np.abs(pb).max():.3f}"
+    )
     mesh = ax.contourf(a_G, a_G, np.log10(np.asarray(grid)).T, levels=30, cmap="viridis")
     fig.colorbar(mesh, ax=ax, fraction=0.046, label="log10 F_t")
     ax.plot(pa, pb, "-o", color="lime", ms=3, lw=0.6, mec="darkgreen")

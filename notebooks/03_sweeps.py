@@ -50,17 +50,35 @@ jax.config.update("jax_enable_x64", True)
 
 # %%
 if SMOKE:
-    config = SweepConfig(loss=("dce",), width=(4, 8), eta=(1.0,), amplitude=(1.0, 70.0),
-                         period=(100,), seeds=2, steps=300, record_every=10,
-                         static_last_period=True)
+    config = SweepConfig(
+        loss=("dce",),
+        width=(4, 8),
+        eta=(1.0,),
+        amplitude=(1.0, 70.0),
+        period=(100,),
+        seeds=2,
+        steps=300,
+        record_every=10,
+        static_last_period=True,
+    )
 else:
-    config = SweepConfig(loss=("dce",), width=(8, 16, 32, 64), eta=(1.0,),
-                         amplitude=(1.0, 10.0, 70.0), period=(5000,), seeds=5, steps=20_000,
-                         record_every=100, static_last_period=True)
+    config = SweepConfig(
+        loss=("dce",),
+        width=(8, 16, 32, 64),
+        eta=(1.0,),
+        amplitude=(1.0, 10.0, 70.0),
+        period=(5000,),
+        seeds=5,
+        steps=20_000,
+        record_every=100,
+        static_last_period=True,
+    )
 config.validate()
 n_runs = int(np.prod(config.grid_shape))
-print(f"{n_runs} runs × {config.steps} steps = {n_runs * config.steps:,} run-steps on "
-      f"{len(jax.devices())} {jax.default_backend()} device(s), {default_strategy()}")
+print(
+    f"{n_runs} runs × {config.steps} steps = {n_runs * config.steps:,} run-steps on "
+    f"{len(jax.devices())} {jax.default_backend()} device(s), {default_strategy()}"
+)
 
 # %% [markdown]
 # The results go to a folder: `config.json` (settings, axes, versions, git commit, the arrays'
@@ -97,22 +115,23 @@ print("final validation accuracy, mean over seeds, shape", mean.shape)
 widths = run.coords["width"]
 for amplitude in run.coords["amplitude"]:
     m, e, k = (np.squeeze(a) for a in run.sel(amplitude=amplitude).summary("final_val_acc"))
-    cells = "  ".join(f"{w:>3}: {mi:.3f} ± {ei:.3f}" for w, mi, ei in zip(widths, m, e,
-                                                                         strict=True))
+    cells = "  ".join(
+        f"{w:>3}: {mi:.3f} ± {ei:.3f}" for w, mi, ei in zip(widths, m, e, strict=True)
+    )
     print(f"A = {amplitude:>4g} (n = {k.min()}–{k.max()} seeds)  {cells}")
 
 # %% [markdown]
 # ## Validation accuracy against width (error bars: standard error of the mean)
 
 # %%
-fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12, 4), sharey=True,
-                                       constrained_layout=True)
+fig, (ax_val, ax_train) = plt.subplots(1, 2, figsize=(12, 4), sharey=True, constrained_layout=True)
 for i, amplitude in enumerate(run.coords["amplitude"]):
     label = "A = 1 (static: CE)" if amplitude == 1 else f"DCE, A = {amplitude:g}"
     for ax, name in ((ax_val, "final_val_acc"), (ax_train, "final_train_acc")):
         m, e, _ = (np.squeeze(a) for a in run.sel(amplitude=amplitude).summary(name))
-        ax.errorbar(np.asarray(widths) * (1 + 0.04 * i), m, yerr=e, marker="o", capsize=3,
-                    label=label)
+        ax.errorbar(
+            np.asarray(widths) * (1 + 0.04 * i), m, yerr=e, marker="o", capsize=3, label=label
+        )
 for ax, title in ((ax_val, "validation"), (ax_train, "train")):
     ax.set_xscale("log", base=2)
     ax.set_xticks(widths, [str(w) for w in widths])
@@ -131,7 +150,7 @@ steps = run["record_step"]
 fig, ax = plt.subplots(figsize=(10, 3.5), constrained_layout=True)
 for amplitude in run.coords["amplitude"]:
     m, e, _ = (np.squeeze(a) for a in run.sel(width=width, amplitude=amplitude).summary("val_acc"))
-    line, = ax.plot(steps, m, lw=1, label=f"A = {amplitude:g}")
+    (line,) = ax.plot(steps, m, lw=1, label=f"A = {amplitude:g}")
     ax.fill_between(steps, m - e, m + e, color=line.get_color(), alpha=0.25, lw=0)
 for k in range(1, config.steps // config.period[0]):
     ax.axvline(k * config.period[0], color="0.8", lw=0.8, zorder=0)

@@ -17,9 +17,31 @@ import pytest
 
 from dynloss_jax.cli import main
 
-TINY = ["--loss", "dmse1", "--width", "3", "5", "--eta", "0.1", "0.3", "--amplitude", "5",
-        "--period", "10", "--seeds", "2", "--steps", "40", "--record-every", "2",
-        "--chunk-steps", "20", "--points-per-class", "4", "--quiet"]
+TINY = [
+    "--loss",
+    "dmse1",
+    "--width",
+    "3",
+    "5",
+    "--eta",
+    "0.1",
+    "0.3",
+    "--amplitude",
+    "5",
+    "--period",
+    "10",
+    "--seeds",
+    "2",
+    "--steps",
+    "40",
+    "--record-every",
+    "2",
+    "--chunk-steps",
+    "20",
+    "--points-per-class",
+    "4",
+    "--quiet",
+]
 GRID = ["loss", "width", "eta", "amplitude", "period", "seed"]
 
 
@@ -64,20 +86,38 @@ def test_train_writes_a_complete_run_folder(tiny):
     config = json.loads((tiny / "config.json").read_text())
     s = config["settings"]
     assert (s["loss"], s["width"], s["eta"], s["amplitude"], s["period"]) == (
-        ["dmse1"], [3, 5], [0.1, 0.3], [5.0], [10])
+        ["dmse1"],
+        [3, 5],
+        [0.1, 0.3],
+        [5.0],
+        [10],
+    )
     assert (s["seeds"], s["steps"], s["record_every"], s["points_per_class"], s["dtype"]) == (
-        2, 40, 2, 4, "float64")
-    assert config["axes"] == {"loss": ["dmse1"], "width": [3, 5], "eta": [0.1, 0.3],
-                              "amplitude": [5.0], "period": [10], "seed": [0, 1]}
+        2,
+        40,
+        2,
+        4,
+        "float64",
+    )
+    assert config["axes"] == {
+        "loss": ["dmse1"],
+        "width": [3, 5],
+        "eta": [0.1, 0.3],
+        "amplitude": [5.0],
+        "period": [10],
+        "seed": [0, 1],
+    }
     assert {"python", "jax", "jaxlib", "numpy", "flax", "optax"} <= set(config["versions"])
     assert config["versions"]["jax"] == jax.__version__
-    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                          cwd=Path(__file__).parent).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
     assert config["git_commit"] == (head or None)
     assert isinstance(config["git_dirty"], bool) or config["git_commit"] is None
     assert config["backend"] == jax.default_backend() and config["x64"] is True
-    assert config["command"][:2] == ["dynloss", "train"] and "--points-per-class" in config[
-        "command"]
+    assert (
+        config["command"][:2] == ["dynloss", "train"] and "--points-per-class" in config["command"]
+    )
     assert config["complete"] is True
     blob = (tiny / "arrays.npz").read_bytes()
     assert config["checksums"]["arrays.npz"] == hashlib.sha256(blob).hexdigest()
@@ -86,7 +126,7 @@ def test_train_writes_a_complete_run_folder(tiny):
 def test_arrays_have_the_named_axes_of_config(tiny):
     config = json.loads((tiny / "config.json").read_text())
     sizes = {a: len(v) for a, v in config["axes"].items()}
-    sizes.update(record=20, **{"class": 3})
+    sizes.update(record=20, k=2, **{"class": 3})
     with np.load(tiny / "arrays.npz") as z:
         arrays = {k: z[k] for k in z.files}
     assert set(arrays) == set(config["array_axes"])
@@ -128,8 +168,14 @@ def test_plot_draws_a_png(tiny, capsys, tmp_path):
 # Bad input: exit code 2, one line naming the flag, the value and the allowed range; nothing
 # written, nothing compiled.
 
-BASE = {"--loss": "dce", "--width": "3", "--steps": "40", "--period": "10", "--record-every": "2",
-        "--seeds": "2"}
+BASE = {
+    "--loss": "dce",
+    "--width": "3",
+    "--steps": "40",
+    "--period": "10",
+    "--record-every": "2",
+    "--seeds": "2",
+}
 BAD = [
     ({"--amplitude": "0.5"}, "--amplitude 0.5", ">= 1"),
     ({"--amplitude": "nan"}, "--amplitude nan", ">= 1"),
@@ -142,7 +188,7 @@ BAD = [
     ({"--eta": "fast"}, "--eta", "number"),
     ({"--width": "0"}, "--width 0", ">= 1"),
     ({"--width": "2.5"}, "--width", "integer"),
-    ({"--loss": "hinge"}, "--loss hinge", "ce, dce, mse, dmse1, dmse2"),
+    ({"--loss": "hinge"}, "--loss hinge", "ce, dce, mse, dmse1, dmse1o, dmse2"),
     ({"--seeds": "0"}, "--seeds 0", ">= 1"),
     ({"--steps": "0"}, "--steps 0", ">= 1"),
     ({"--record-every": "3"}, "--record-every 3", "must divide --steps (40)"),
@@ -162,8 +208,9 @@ BAD = [
 
 
 @pytest.mark.parametrize("change,names,allowed", BAD, ids=[" ".join(c) for c, _, _ in BAD])
-def test_bad_flag_exits_2_with_one_line_and_writes_nothing(change, names, allowed, capsys,
-                                                          tmp_path):
+def test_bad_flag_exits_2_with_one_line_and_writes_nothing(
+    change, names, allowed, capsys, tmp_path
+):
     flags = {**BASE, **change}
     args = [a for k, v in flags.items() for a in (k, v)]
     out = tmp_path / "run"

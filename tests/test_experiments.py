@@ -14,7 +14,8 @@ import pytest
 
 import dynloss_jax
 from dynloss_jax import load_run, sweep
-from experiments import fig3_width_sweep, fig4_instability, sm_amplitude_period
+from dynloss_jax.losses import STATIC_OF
+from experiments import common, fig3_width_sweep, fig4_instability, sm_amplitude_period
 
 
 @pytest.fixture
@@ -56,15 +57,21 @@ def test_fig3_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     text = run_then_replot(fig3_width_sweep, tmp_path, capsys, monkeypatch)
     s = fig3_width_sweep.SMOKE
     steps = s["periods"] * s["period"]
-    summary = json.loads((tmp_path / fig3_width_sweep.SUMMARY).read_text())
+    summary = json.loads((tmp_path / common.SUMMARY).read_text())
     for panel, losses in (("a", ("ce", "dce")), ("b", ("mse", "dmse1", "dmse2"))):
         run = load_run(tmp_path / panel)
         settings = run.config["settings"]
         assert run.coords["loss"] == list(losses)
         assert settings["static_last_period"] and settings["steps"] == steps
         assert settings["eta"] == [s[f"eta_{panel}"]]
-        assert run["final_val_acc"].shape == (len(losses), len(s["widths"]), 1, 1, 1,
-                                              s[f"seeds_{panel}"])
+        assert run["final_val_acc"].shape == (
+            len(losses),
+            len(s["widths"]),
+            1,
+            1,
+            1,
+            s[f"seeds_{panel}"],
+        )
         # Γ: sums to C always, ≡ 1 during the static last period, and before it only at the
         # start of each period
         gamma = run["gamma"]
@@ -81,9 +88,9 @@ def test_fig3_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
             for li, loss in enumerate(losses):
                 m, e = mean_sem(acc[li, wi, 0, 0, 0])
                 assert row[loss][:2] == pytest.approx([m, e], rel=1e-12, abs=1e-15)
-                if loss in fig3_width_sweep.STATIC:
+                if STATIC_OF[loss] != loss:
                     d = acc[li, wi, 0, 0, 0] - acc[0, wi, 0, 0, 0]
-                    key = f"{loss}-{fig3_width_sweep.STATIC[loss]}"
+                    key = f"{loss}-{STATIC_OF[loss]}"
                     assert row[key] == pytest.approx(list(mean_sem(d)), rel=1e-12, abs=1e-15)
                     assert f"{row[key][0]:+.3f} ± {row[key][1]:.3f}" in text
     assert "Fig. 3a" in text and "Fig. 3b" in text
@@ -92,7 +99,7 @@ def test_fig3_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
 def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     text = run_then_replot(fig4_instability, tmp_path, capsys, monkeypatch)
     s = fig4_instability.SMOKE
-    summary = json.loads((tmp_path / fig4_instability.SUMMARY).read_text())
+    summary = json.loads((tmp_path / common.SUMMARY).read_text())
     etas, lams = [], []
     for eta in s["etas_ce"]:
         run = load_run(tmp_path / f"dce_eta_{eta:g}")
@@ -100,16 +107,18 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         assert steps == round(s["steps_eta"] / eta)  # 100 000/η in the paper, scaled down
         onset = run["instability_step"]
         assert np.all((onset == -1) | ((onset >= 2) & (onset < steps)))
-        lam1 = run["lam"][..., 0]
-        for index in np.ndindex(onset.shape):
-            expected = (np.interp(onset[index], run["eig_step"], lam1[index])
-                        if 0 <= onset[index] <= run["eig_step"][-1] else np.nan)
-            np.testing.assert_allclose(run["instability_lam"][index], expected, rtol=1e-14)
+        # λ at the onset is the exact one stored by the engine; runs stop there
+        np.testing.assert_array_equal(run["instability_lam"], run["instability_lam_k"][..., 0])
+        fired = onset >= 0
+        assert np.array_equal(np.isfinite(run["instability_lam"]), fired)
+        assert np.all(run["stopped_step"][fired] > onset[fired])
+        assert run.config["settings"]["stop_at_onset"]
         found = np.isfinite(run["instability_lam"][0])
         etas += [eta] * int(found.sum())
         lams += run["instability_lam"][0][found].tolist()
         row = next(r for r in summary["rows"] if r["eta"] == eta and r["loss"] == "dce")
         assert row["found"] == int(found.sum()) and row["runs"] == found.size
+    assert len(etas) >= 2, "the smoke settings must show instabilities, or this tests nothing"
     fit = summary["fits"]["dce"]
     if len(set(etas)) > 1 and len(etas) > 2:
         slope = np.polyfit(np.log(etas), np.log(lams), 1)[0]
@@ -123,8 +132,11 @@ def test_fit_slope_recovers_a_power_law():
     lam = 2.1 / eta * np.exp(0.05 * rng.standard_normal(eta.size))
     b, se, c, n = fig4_instability.fit_slope(eta, lam)
     slope, intercept = np.polyfit(np.log(eta), np.log(lam), 1)
-    assert (b, c, n) == (pytest.approx(slope, rel=1e-12), pytest.approx(intercept, rel=1e-12),
-                         eta.size)
+    assert (b, c, n) == (
+        pytest.approx(slope, rel=1e-12),
+        pytest.approx(intercept, rel=1e-12),
+        eta.size,
+    )
     assert abs(b + 1) < 3 * se < 0.1
     assert np.isnan(fig4_instability.fit_slope([0.1, 0.1, 0.1], [1.0, 2.0, 3.0])[0])
 
@@ -143,22 +155,26 @@ def test_sm_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     # A = 1 is the static loss: Γ ≡ 1 whatever T, so those runs are bit-identical across T
     i1 = run.coords["amplitude"].index(1.0)
     assert np.all(run["gamma"][0, 0, 0, i1] == 1.0)
-    np.testing.assert_array_equal(run["final_loss"][0, 0, 0, i1, 0],
-                                  run["final_loss"][0, 0, 0, i1, 1])
-    summary = json.loads((tmp_path / sm_amplitude_period.SUMMARY).read_text())
+    np.testing.assert_array_equal(
+        run["final_loss"][0, 0, 0, i1, 0], run["final_loss"][0, 0, 0, i1, 1]
+    )
+    summary = json.loads((tmp_path / common.SUMMARY).read_text())
     for ai in range(acc.shape[0]):
         for ti in range(acc.shape[1]):
             d = acc[ai, ti] - acc[i1, ti]
-            np.testing.assert_allclose(summary["delta_mean"][ai][ti], d.mean(), rtol=1e-12,
-                                       atol=1e-15)
-            np.testing.assert_allclose(summary["val_acc_mean"][ai][ti], acc[ai, ti].mean(),
-                                       rtol=1e-12)
+            np.testing.assert_allclose(
+                summary["delta_mean"][ai][ti], d.mean(), rtol=1e-12, atol=1e-15
+            )
+            np.testing.assert_allclose(
+                summary["val_acc_mean"][ai][ti], acc[ai, ti].mean(), rtol=1e-12
+            )
     assert "static reference (A = 1)" in text
 
 
 def test_sm_refuses_a_period_that_does_not_divide_the_run(tmp_path, capsys, smoke):
-    code = sm_amplitude_period.main(["--quick", "--out", str(tmp_path), "--periods", "7",
-                                     "--quiet"])
+    code = sm_amplitude_period.main(
+        ["--quick", "--out", str(tmp_path), "--periods", "7", "--quiet"]
+    )
     assert code == 2
     assert "periods=7" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())

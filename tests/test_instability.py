@@ -12,7 +12,6 @@ from dynloss_jax.instability import (
     detector_init,
     detector_update,
     first_instability,
-    value_at,
 )
 
 
@@ -26,8 +25,12 @@ def reference_onset(loss_T, n_confirm=N_CONFIRM, rel_tol=1e-10):
     run = 0
     for t in range(4, len(f)):
         tol = rel_tol * abs(f[t])
-        ok = (e(t) * e(t - 1) < 0 and abs(e(t - 1)) > tol and abs(e(t)) > tol
-              and abs(e(t)) - abs(e(t - 2)) > tol)  # False with NaN
+        ok = (
+            e(t) * e(t - 1) < 0
+            and abs(e(t - 1)) > tol
+            and abs(e(t)) > tol
+            and abs(e(t)) - abs(e(t - 2)) > tol
+        )  # False with NaN
         run = run + 1 if ok else 0
         if run == n_confirm:
             return t - n_confirm
@@ -47,7 +50,7 @@ def gd_on_cubic(eta, x0, n, lam=1.0, c=1.0):
     """Loss of GD on f(x) = λx²/2 + c x³/3 (a valley whose walls differ in height) from x0."""
     x, out = x0, []
     for _ in range(n):
-        out.append(0.5 * lam * x * x + c * x ** 3 / 3)
+        out.append(0.5 * lam * x * x + c * x**3 / 3)
         x = x - eta * (lam * x + c * x * x)
     return np.array(out)
 
@@ -98,9 +101,11 @@ def test_raw_differences_need_not_alternate():
 def test_oscillation_that_does_not_grow_has_no_onset(kind):
     t = np.arange(20_000)
     osc = 0.01 * (-1.0) ** t
-    loss = {"steady": 1.0 - 1e-6 * t + osc,
-            "decaying": 1.0 + osc * 0.999 ** t,
-            "steady on curved drift": np.exp(-t / 3000) + 0.3 * np.sin(t / 700) + osc}[kind]
+    loss = {
+        "steady": 1.0 - 1e-6 * t + osc,
+        "decaying": 1.0 + osc * 0.999**t,
+        "steady on curved drift": np.exp(-t / 3000) + 0.3 * np.sin(t / 700) + osc,
+    }[kind]
     assert first_instability(loss) == -1 == reference_onset(loss)
 
 
@@ -177,31 +182,32 @@ def test_detector_vmaps_over_runs():
     def scan(loss_T):
         def body(state, inputs):
             return detector_update(state, *inputs), None
+
         state, _ = jax.lax.scan(body, detector_init(), (loss_T, jnp.arange(200)))
         return state.onset
 
     np.testing.assert_array_equal(jax.jit(jax.vmap(scan))(series), [10, 40, 90, -1])
 
 
-def test_value_at_interpolates_linearly():
-    steps = np.arange(0, 100, 10)
-    values = 3.0 + 0.5 * steps
-    assert value_at(37, steps, values) == pytest.approx(3.0 + 0.5 * 37, rel=1e-15)
-    assert value_at(0, steps, values) == 3.0
-    assert np.isnan(value_at(-1, steps, values))
-    assert np.isnan(value_at(95, steps, values))  # after the last measurement
-
-
 def test_online_detector_in_the_engine_equals_first_instability_of_the_recorded_loss():
     # MSE on the spiral, width 8, η around 2/λ_max(w_0) ≈ 2/4.3: some runs start a period-2
     # oscillation within 100 steps, some never do. Two chunks exercise the carried state.
-    config = SweepConfig(loss=("mse",), width=(8,), eta=(0.44, 0.45, 0.46, 0.47, 0.48),
-                         amplitude=(1.0,), period=(100,), seeds=3, steps=100, record_every=1,
-                         chunk_steps=50)
+    config = SweepConfig(
+        loss=("mse",),
+        width=(8,),
+        eta=(0.44, 0.45, 0.46, 0.47, 0.48),
+        amplitude=(1.0,),
+        period=(100,),
+        seeds=3,
+        steps=100,
+        record_every=1,
+        chunk_steps=50,
+    )
     run = run_sweep(config)
     online = run["instability_step"].reshape(-1)
     offline = [first_instability(series) for series in run["loss"].reshape(-1, 100)]
     np.testing.assert_array_equal(online, offline)
     assert (online >= 0).any() and (online < 0).any(), (
         "expected both runs with and without an onset; if the engine's dynamics changed, pick "
-        f"η again (onsets: {online.tolist()})")
+        f"η again (onsets: {online.tolist()})"
+    )

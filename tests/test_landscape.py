@@ -212,7 +212,10 @@ def test_fig2_smoke_writes_a_consistent_folder(fig2_folder):
         if t in eig_step:
             np.testing.assert_allclose(snaps["lam_Sx2"][i, 0],
                                        lam[list(eig_step).index(t), 0], rtol=1e-6)
-    text = fig2_dynamics.describe(run, snaps)
+    summary = fig2_dynamics.summarise({"": run})
+    assert [r["step"] for r in summary["snapshots"]] == list(snaps["step_S"])
+    assert all(r["replay_max_rel_diff"] == 0.0 for r in summary["snapshots"])
+    text = fig2_dynamics.table({"": run}, summary)
     assert "2/η = 2" in text
 
 
@@ -264,7 +267,8 @@ def test_fig1_smoke_lam_is_the_dense_hessian_at_step_0(fig1_folder):
     spec = engine.RunSpec(loss="ce", width=width, n_steps=smoke["steps"])
     x, y = spiral()
     for seed in range(smoke["seeds"]):
-        hyper = jax.tree.map(lambda a: a[0], engine.make_hyper([1.0], [1.0], [100], [seed]))
+        hyper = jax.tree.map(lambda a: a[0], engine.make_hyper(eta=[1.0], amplitude=[1.0], period=[100],
+                                                             seed=[seed]))
         w0 = engine.init_state(spec, hyper).w_N
 
         def f(w):
@@ -273,7 +277,7 @@ def test_fig1_smoke_lam_is_the_dense_hessian_at_step_0(fig1_folder):
         top = np.linalg.eigvalsh(np.asarray(jax.jit(jax.hessian(f))(w0)))[::-1][:2]
         for ei in range(len(smoke["etas"])):
             np.testing.assert_allclose(run["lam"][0, 0, ei, 0, 0, seed, 0], top, rtol=1e-6)
-    rows = json.loads((fig1_folder / fig1_sharpness.SUMMARY).read_text())
+    rows = json.loads((fig1_folder / "summary.json").read_text())
     assert len(rows) == len(smoke["widths"]) * len(smoke["etas"])
     for r in rows:
         assert r["two_over_eta"] == pytest.approx(2 / r["eta"])

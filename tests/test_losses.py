@@ -31,6 +31,8 @@ def reference(name, f, y, g):
             total += sum((f[j, i] - y[j, i]) ** 2 for i in range(f.shape[1]))
         elif name == "dmse1":
             total += g[c] * sum((f[j, i] - y[j, i]) ** 2 for i in range(f.shape[1]))
+        elif name == "dmse1o":
+            total += sum(g[i] * (f[j, i] - y[j, i]) ** 2 for i in range(f.shape[1]))
         elif name == "dmse2":
             total += sum((f[j, i] - g[i] * y[j, i]) ** 2 for i in range(f.shape[1]))
     return total / f.shape[0]
@@ -68,14 +70,25 @@ def test_dynamical_loss_at_gamma_one_is_its_static_loss(name):
         f, y, _ = problem(seed)
         ones = np.ones(C)
         static = get_loss(STATIC_OF[name])
-        assert float(get_loss(name)(f, y, ones)) == pytest.approx(float(static(f, y, ones)),
-                                                                  rel=1e-15)
+        assert float(get_loss(name)(f, y, ones)) == pytest.approx(
+            float(static(f, y, ones)), rel=1e-15
+        )
 
 
-def test_static_losses_ignore_gamma():
+def test_gamma_reaches_the_dynamical_losses_only():
+    """At a Γ far from 1 each static loss still equals the Γ-free NumPy formula, while each
+    dynamical loss moves away from it by more than rounding (so Γ is used where it should be and
+    nowhere else)."""
     f, y, g = problem(4)
-    for name in ("ce", "mse"):
-        assert float(get_loss(name)(f, y, g)) == float(get_loss(name)(f, y, np.ones(C)))
+    assert np.max(np.abs(g - 1)) > 0.3
+    for name in LOSSES:
+        static = STATIC_OF[name]
+        want = reference(static, f, y, np.ones(C))
+        got = float(get_loss(name)(f, y, g))
+        if name == static:
+            np.testing.assert_allclose(got, want, rtol=1e-13)
+        else:
+            assert abs(got - want) > 1e-3 * abs(want), name
 
 
 def test_mse_family_zero_at_perfect_targets_for_any_gamma():
@@ -83,6 +96,7 @@ def test_mse_family_zero_at_perfect_targets_for_any_gamma():
         _, y, g = problem(seed)
         assert float(losses.mse(y, y, g)) == 0.0
         assert float(losses.dmse1(y, y, g)) == 0.0  # DMSE1 keeps the minima of MSE
+        assert float(losses.dmse1o(y, y, g)) == 0.0  # and so does the other reading
         assert float(losses.dmse2(g * y, y, g)) == 0.0  # DMSE2 moves them to Γ_i y_i
         assert float(losses.dmse2(y, y, g)) > 0.0
 
@@ -99,8 +113,10 @@ def test_weighting_by_own_class_rescales_each_class_contribution():
     f, y, g = problem(5)
     labels = y.argmax(1)
     for dyn, static in (("dce", "ce"), ("dmse1", "mse")):
-        parts = [reference(static, f[labels == c], y[labels == c], g) * np.sum(labels == c)
-                 for c in range(C)]
+        parts = [
+            reference(static, f[labels == c], y[labels == c], g) * np.sum(labels == c)
+            for c in range(C)
+        ]
         want = sum(g[c] * parts[c] for c in range(C)) / P
         assert float(get_loss(dyn)(f, y, g)) == pytest.approx(want, rel=1e-13)
 
@@ -130,4 +146,18 @@ def test_unknown_name_raises_listing_the_names():
     with pytest.raises(ValueError, match="dmse2"):
         get_loss("hinge")
     assert set(STATIC_OF) == set(LOSSES)
-    assert DYNAMICAL == {"dce", "dmse1", "dmse2"}
+    assert DYNAMICAL == {"dce", "dmse1", "dmse1o", "dmse2"}
+
+
+def test_the_two_readings_of_dmse1_differ_and_weight_outputs_or_samples():
+    """DMSE1O weights output i by Γ_i: per output it is Γ_i times MSE's share of output i; it
+    differs from DMSE1 (per-sample weights) except at Γ ≡ 1, where both are MSE."""
+    f, y, g = problem(8)
+    per_output = np.mean((f - y) ** 2, axis=0)  # (C,): (1/P) Σ_j (f_ji − y_ji)²
+    assert float(losses.dmse1o(f, y, g)) == pytest.approx(float(g @ per_output), rel=1e-13)
+    assert abs(float(losses.dmse1o(f, y, g)) - float(losses.dmse1(f, y, g))) > 1e-3
+    ones = np.ones(C)
+    for name in ("dmse1", "dmse1o"):
+        assert float(get_loss(name)(f, y, ones)) == pytest.approx(
+            float(losses.mse(f, y, ones)), rel=1e-14
+        )

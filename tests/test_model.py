@@ -17,8 +17,10 @@ def init(model, seed):
 
 def layers(model, w):
     p = model.unravel(w)["params"]
-    return [(np.asarray(p[f"Dense_{i}"]["kernel"]), np.asarray(p[f"Dense_{i}"]["bias"]))
-            for i in range(len(p))]
+    return [
+        (np.asarray(p[f"Dense_{i}"]["kernel"]), np.asarray(p[f"Dense_{i}"]["bias"]))
+        for i in range(len(p))
+    ]
 
 
 @pytest.mark.parametrize("width", [1, 2, 7, 100])
@@ -90,15 +92,28 @@ def test_float32_model():
     assert k0.dtype == np.float32 and np.all(np.isfinite(k1))
 
 
-def test_cached_so_the_same_key_reuses_functions():
-    assert flat_model(9) is flat_model(9)
-    assert flat_model(9) is not flat_model(9, init="lecun")
+def test_equal_arguments_give_the_same_network_and_others_a_different_one():
+    """The cache hands out one object per argument set (so compiled programs keyed on it are
+    reused); what it hands out must still depend on every argument."""
+    key = jax.random.key(3)
+    a, b = flat_model(9), flat_model(9)
+    assert a is b
+    np.testing.assert_array_equal(a.init(key), b.init(key))
+    lecun = flat_model(9, init="lecun")
+    assert lecun.n_params == a.n_params
+    assert not np.allclose(lecun.init(key), a.init(key))
+    assert flat_model(9, depth=2).n_params == a.n_params + 9 * 9 + 9
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(width=0), "width"), (dict(width=4, depth=0), "depth"),
-    (dict(width=4, init="he"), "init"), (dict(width=4, dtype="float16"), "dtype"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(width=0), "width"),
+        (dict(width=4, depth=0), "depth"),
+        (dict(width=4, init="he"), "init"),
+        (dict(width=4, dtype="float16"), "dtype"),
+    ],
+)
 def test_bad_arguments_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         flat_model(**kw)

@@ -34,11 +34,18 @@ def test_notebooks_are_there_as_percent_scripts_only():
 def test_notebook_runs_in_smoke_mode(path, tmp_path):
     env = dict(os.environ, SMOKE="1", MPLBACKEND="Agg", PYTHONHASHSEED="0")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, str(path)], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    done = subprocess.run(
+        [sys.executable, str(path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     elapsed = time.perf_counter() - started
     assert done.returncode == 0, (
-        f"{path.name} failed after {elapsed:.0f} s:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}")
+        f"{path.name} failed after {elapsed:.0f} s:\n{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    )
     assert "Traceback" not in done.stderr
     print(f"{path.name}: {elapsed:.1f} s")
 
@@ -46,8 +53,12 @@ def test_notebook_runs_in_smoke_mode(path, tmp_path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_jupytext_converts_to_ipynb(path, tmp_path):
     out = tmp_path / (path.stem + ".ipynb")
-    subprocess.run([sys.executable, "-m", "jupytext", "--to", "ipynb", "--output", str(out),
-                    str(path)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "jupytext", "--to", "ipynb", "--output", str(out), str(path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     nb = json.loads(out.read_text())
     cells = nb["cells"]
     assert nb["nbformat"] == 4 and len(cells) >= 6

@@ -24,11 +24,41 @@ from dynloss_jax.results import RunFolderError, load_run
 from dynloss_jax.strategy import Strategy
 from dynloss_jax.sweep import ConfigError, SweepConfig, run_sweep
 
-SMALL = dict(loss=("dmse1",), amplitude=(5.0,), period=(10,), steps=40, record_every=2,
-             chunk_steps=20, points_per_class=4)
-TINY = ["--loss", "dmse1", "--width", "3", "5", "--eta", "0.1", "0.3", "--amplitude", "5",
-        "--period", "10", "--seeds", "2", "--steps", "40", "--record-every", "2",
-        "--chunk-steps", "20", "--points-per-class", "4", "--quiet", "--no-plot"]
+SMALL = dict(
+    loss=("dmse1",),
+    amplitude=(5.0,),
+    period=(10,),
+    steps=40,
+    record_every=2,
+    chunk_steps=20,
+    points_per_class=4,
+)
+TINY = [
+    "--loss",
+    "dmse1",
+    "--width",
+    "3",
+    "5",
+    "--eta",
+    "0.1",
+    "0.3",
+    "--amplitude",
+    "5",
+    "--period",
+    "10",
+    "--seeds",
+    "2",
+    "--steps",
+    "40",
+    "--record-every",
+    "2",
+    "--chunk-steps",
+    "20",
+    "--points-per-class",
+    "4",
+    "--quiet",
+    "--no-plot",
+]
 
 
 def dynloss(capsys, *args):
@@ -56,20 +86,39 @@ def assert_identical(a: dict, b: dict):
 # Validation at the API: ValueError naming the parameter, before any compile or write.
 
 INVALID = [
-    (dict(amplitude=(0.99,)), "amplitude"), (dict(amplitude=(float("inf"),)), "amplitude"),
-    (dict(period=(0,)), "period"), (dict(period=(2.5,)), "period"),
+    (dict(amplitude=(0.99,)), "amplitude"),
+    (dict(amplitude=(float("inf"),)), "amplitude"),
+    (dict(period=(0,)), "period"),
+    (dict(period=(2.5,)), "period"),
     (dict(period=(10.0,)), "period"),
-    (dict(eta=(0.0,)), "eta"), (dict(eta=(-0.1,)), "eta"), (dict(eta=(float("nan"),)), "eta"),
-    (dict(eta=(float("inf"),)), "eta"), (dict(width=(0,)), "width"), (dict(width=(2.5,)), "width"),
-    (dict(width=()), "width"), (dict(seeds=0), "seeds"), (dict(steps=0), "steps"),
-    (dict(record_every=3), "record_every"), (dict(record_every=0), "record_every"),
-    (dict(eig_every=5), "eig_every"), (dict(eig_every=6), "eig_every"),
-    (dict(eig_every=-2), "eig_every"), (dict(eig_every=4, num_matvecs=1), "num_matvecs"),
-    (dict(loss=("hinge",)), "loss"), (dict(init="he"), "init"), (dict(dtype="float16"), "dtype"),
-    (dict(depth=0), "depth"), (dict(first_seed=-1), "first_seed"),
-    (dict(n_classes=1), "n_classes"), (dict(points_per_class=1), "points_per_class"),
-    (dict(chunk_steps=0), "chunk_steps"), (dict(val_seed=-1), "val_seed"),
+    (dict(eta=(0.0,)), "eta"),
+    (dict(eta=(-0.1,)), "eta"),
+    (dict(eta=(float("nan"),)), "eta"),
+    (dict(eta=(float("inf"),)), "eta"),
+    (dict(width=(0,)), "width"),
+    (dict(width=(2.5,)), "width"),
+    (dict(width=()), "width"),
+    (dict(seeds=0), "seeds"),
+    (dict(steps=0), "steps"),
+    (dict(record_every=3), "record_every"),
+    (dict(record_every=0), "record_every"),
+    (dict(eig_every=5), "eig_every"),
+    (dict(eig_every=6), "eig_every"),
+    (dict(eig_every=-2), "eig_every"),
+    (dict(eig_every=4, num_matvecs=1), "num_matvecs"),
+    (dict(loss=("hinge",)), "loss"),
+    (dict(init="he"), "init"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(depth=0), "depth"),
+    (dict(first_seed=-1), "first_seed"),
+    (dict(n_classes=1), "n_classes"),
+    (dict(points_per_class=1), "points_per_class"),
+    (dict(chunk_steps=0), "chunk_steps"),
+    (dict(val_seed=-1), "val_seed"),
     (dict(seeds=True), "seeds"),
+    # a static last period needs whole periods: T = 15 would make Γ jump mid-triangle at step 25
+    (dict(static_last_period=True, period=(15,)), "period"),
+    (dict(static_last_period=True, period=(80,)), "period"),  # T > steps: all static
 ]
 
 
@@ -105,6 +154,7 @@ def test_a_layout_that_cannot_be_honoured_writes_nothing(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Divergence isolation.
 
+
 @pytest.fixture(scope="module")
 def diverging(tmp_path_factory):
     """η = 1e5 diverges (the loss grows ~1e10 per step and overflows near step 30); η = 0.1
@@ -129,13 +179,81 @@ def test_the_diverged_runs_are_flagged_with_their_step(diverging):
         assert np.isnan(diverging["final_val_acc"][0, 0, 1, 0, 0, s])
 
 
+def test_hessian_records_of_a_diverged_run_are_nan_after_its_step():
+    """λ is measured at the frozen parameters of a diverged run; those numbers describe no
+    trained network, so they are NaN from the divergence on (finite before it, and for the run
+    that trains)."""
+    run = run_sweep(
+        SweepConfig(**{**SMALL, "width": (5,), "eta": (0.1, 1e5), "eig_every": 4, "num_matvecs": 6})
+    )
+    eig_step = run["eig_step"]
+    assert np.array_equal(eig_step, np.arange(0, 40, 4))
+    for name in ("lam", "lam_min", "residual", "residual_min"):
+        a = run[name][0, 0, :, 0, 0, 0]  # (eta, eig[, k]) of seed 0
+        a = a.reshape(a.shape[0], a.shape[1], -1)
+        assert np.all(np.isfinite(a[0])), name
+        step = int(run["diverged_step"][0, 0, 1, 0, 0, 0])
+        assert 0 < step < 36
+        assert np.all(np.isfinite(a[1][eig_step <= step])), name
+        assert np.all(np.isnan(a[1][eig_step > step])), name
+
+
+def test_resume_with_another_layout_is_refused(tmp_path, capsys):
+    """A vmapped layout differs from a sequential one at rounding level, so a resume must use
+    the layout the folder was started with; the refusal says which one."""
+    from dynloss_jax import results
+
+    config = SweepConfig(**{**SMALL, "width": (3,), "eta": (0.1,)})
+    out = tmp_path / "run"
+    results.start_folder(out, config.settings(), Strategy(0, 1).layout(), resume=False)
+    (out / "checkpoint-0-state.npz").write_bytes(b"")  # makes the folder non-empty, unfinished
+    with pytest.raises(ConfigError, match="--batch-size 0 --devices 1") as info:
+        run_sweep(config, out, resume=True, strategy=Strategy(1, 2))
+    assert info.value.param == "resume"
+    args = [
+        "--loss",
+        "dmse1",
+        "--width",
+        "3",
+        "--eta",
+        "0.1",
+        "--amplitude",
+        "5",
+        "--period",
+        "10",
+        "--steps",
+        "40",
+        "--record-every",
+        "2",
+        "--chunk-steps",
+        "20",
+        "--points-per-class",
+        "4",
+        "--quiet",
+        "--no-plot",
+    ]
+    code, _, err = dynloss(
+        capsys, "train", *args, "--out", out, "--resume", "--batch-size", "1", "--devices", "2"
+    )
+    assert code == 2 and "batch size 0 on 1 device(s)" in err, err
+
+
 def test_the_other_runs_equal_the_same_runs_made_alone(diverging):
     alone = run_sweep(SweepConfig(**{**SMALL, "width": (5,), "eta": (0.1,), "seeds": 2}))
     kept = diverging.sel(eta=0.1)
-    for name in ("loss", "static_loss", "train_acc", "val_acc", "gamma", "final_loss",
-                 "final_val_acc", "final_train_acc", "diverged", "diverged_step"):
-        np.testing.assert_allclose(kept[name], alone[name], rtol=1e-12, atol=1e-14,
-                                   err_msg=name)
+    for name in (
+        "loss",
+        "static_loss",
+        "train_acc",
+        "val_acc",
+        "gamma",
+        "final_loss",
+        "final_val_acc",
+        "final_train_acc",
+        "diverged",
+        "diverged_step",
+    ):
+        np.testing.assert_allclose(kept[name], alone[name], rtol=1e-12, atol=1e-14, err_msg=name)
     assert np.all(np.isfinite(kept["loss"]))
 
 
@@ -159,16 +277,39 @@ def test_summaries_exclude_diverged_runs_and_the_table_says_so(diverging, capsys
 # ---------------------------------------------------------------------------------------------
 # Checkpoint and resume: SIGKILL a running ``dynloss train`` after its first checkpoint.
 
-KILL = ["--loss", "dce", "--width", "8", "--eta", "1", "--amplitude", "5", "--period", "5000",
-        "--seeds", "2", "--steps", "20000", "--record-every", "100", "--chunk-steps", "1000",
-        "--quiet", "--no-plot"]
+KILL = [
+    "--loss",
+    "dce",
+    "--width",
+    "8",
+    "--eta",
+    "1",
+    "--amplitude",
+    "5",
+    "--period",
+    "5000",
+    "--seeds",
+    "2",
+    "--steps",
+    "20000",
+    "--record-every",
+    "100",
+    "--chunk-steps",
+    "1000",
+    "--quiet",
+    "--no-plot",
+]
 
 
 def test_killed_sweep_resumes_bit_identically(capsys, tmp_path):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "dynloss_jax", "train", *KILL,
-                             "--out", str(killed)], cwd=tmp_path, env=dict(os.environ),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dynloss_jax", "train", *KILL, "--out", str(killed)],
+        cwd=tmp_path,
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = killed / "checkpoint-0-state.npz"
     deadline = time.monotonic() + 300
     try:
@@ -213,6 +354,7 @@ def test_killed_sweep_resumes_bit_identically(capsys, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Damaged folders are refused with a clear message.
+
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
@@ -260,14 +402,20 @@ def damage_delete_arrays(d):
     (d / "arrays.npz").unlink()
 
 
-DAMAGE = [(damage_truncate, "checksum mismatch"), (damage_flip_byte, "checksum mismatch"),
-          (damage_edit_setting, "edited"), (damage_swap_arrays, "edited"),
-          (damage_truncate_config, "cannot read JSON"), (damage_delete_arrays, "cannot read")]
+DAMAGE = [
+    (damage_truncate, "checksum mismatch"),
+    (damage_flip_byte, "checksum mismatch"),
+    (damage_edit_setting, "edited"),
+    (damage_swap_arrays, "edited"),
+    (damage_truncate_config, "cannot read JSON"),
+    (damage_delete_arrays, "cannot read"),
+]
 
 
 @pytest.mark.parametrize("damage,message", DAMAGE, ids=[d.__name__ for d, _ in DAMAGE])
-def test_damaged_folder_is_refused_by_load_run_and_plot(finished, damage, message, capsys,
-                                                        tmp_path):
+def test_damaged_folder_is_refused_by_load_run_and_plot(
+    finished, damage, message, capsys, tmp_path
+):
     d = tmp_path / "run"
     shutil.copytree(finished, d)
     load_run(d)  # the copy is fine
@@ -285,6 +433,7 @@ def test_damaged_folder_is_refused_by_load_run_and_plot(finished, damage, messag
 
 # ---------------------------------------------------------------------------------------------
 # Reproducibility.
+
 
 def test_same_command_twice_gives_identical_arrays(finished, tmp_path):
     assert main(["train", *TINY, "--out", str(tmp_path / "again")]) == 0

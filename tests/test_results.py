@@ -8,8 +8,14 @@ import pytest
 from dynloss_jax import SweepConfig, load_run, run_sweep
 from dynloss_jax.results import GRID_AXES, Run, save_run
 
-COORDS = {"loss": ["ce", "dce"], "width": [4, 16], "eta": [0.5, 0.1 + 0.2],
-          "amplitude": [1.0, 25.0, 70.0], "period": [50], "seed": [0, 1, 2, 3, 4]}
+COORDS = {
+    "loss": ["ce", "dce"],
+    "width": [4, 16],
+    "eta": [0.5, 0.1 + 0.2],
+    "amplitude": [1.0, 25.0, 70.0],
+    "period": [50],
+    "seed": [0, 1, 2, 3, 4],
+}
 GRID = tuple(len(v) for v in COORDS.values())
 N_RECORD = 7
 
@@ -25,13 +31,18 @@ def hand_built_run(seed=0) -> Run:
     loss = rng.random(GRID + (N_RECORD,))
     loss[2 * (slice(None),) + (0, 1, 0, 3, slice(4, None))] = np.nan  # NaN late records only
     arrays = {
-        "final_val_acc": final_val_acc, "diverged": diverged, "loss": loss,
+        "final_val_acc": final_val_acc,
+        "diverged": diverged,
+        "loss": loss,
         "gamma": rng.random(GRID + (N_RECORD, 3)),
         "record_step": np.arange(N_RECORD) * 5,
     }
     axes = {name: list(GRID_AXES) for name in ("final_val_acc", "diverged")}
-    axes.update(loss=list(GRID_AXES) + ["record"], gamma=list(GRID_AXES) + ["record", "class"],
-                record_step=["record"])
+    axes.update(
+        loss=list(GRID_AXES) + ["record"],
+        gamma=list(GRID_AXES) + ["record", "class"],
+        record_step=["record"],
+    )
     return Run(None, {"axes": COORDS}, arrays, axes, {k: list(v) for k, v in COORDS.items()})
 
 
@@ -44,7 +55,8 @@ def test_sel_each_axis_by_value(axis):
         assert sub.coords[axis] == [COORDS[axis][i]]
         for name in ("final_val_acc", "loss", "gamma", "diverged"):
             np.testing.assert_array_equal(
-                sub[name], np.take(run[name], [i], axis=position), err_msg=f"{name} {axis}={value}")
+                sub[name], np.take(run[name], [i], axis=position), err_msg=f"{name} {axis}={value}"
+            )
         np.testing.assert_array_equal(sub["record_step"], run["record_step"])  # no sweep axis
         for other in GRID_AXES:
             if other != axis:
@@ -65,19 +77,23 @@ def test_sel_lists_keep_the_order_given_and_combine():
 
 def test_sel_matches_floats_to_rounding():
     run = hand_built_run()
-    np.testing.assert_array_equal(run.sel(eta=0.3)["final_val_acc"],
-                                  run["final_val_acc"][:, :, 1:2])
+    np.testing.assert_array_equal(
+        run.sel(eta=0.3)["final_val_acc"], run["final_val_acc"][:, :, 1:2]
+    )
     with pytest.raises(KeyError):
         run.sel(eta=0.3001)
 
 
-@pytest.mark.parametrize("kwargs, words", [
-    ({"width": 17}, ["width=17", "[4, 16]"]),
-    ({"loss": "mse"}, ["loss='mse'", "['ce', 'dce']"]),
-    ({"amplitude": [1.0, 2.0]}, ["amplitude=2.0", "[1.0, 25.0, 70.0]"]),
-    ({"seed": None}, ["seed=None", "[0, 1, 2, 3, 4]"]),
-    ({"depth": 1}, ["'depth'", "'loss'", "'seed'"]),
-])
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"width": 17}, ["width=17", "[4, 16]"]),
+        ({"loss": "mse"}, ["loss='mse'", "['ce', 'dce']"]),
+        ({"amplitude": [1.0, 2.0]}, ["amplitude=2.0", "[1.0, 25.0, 70.0]"]),
+        ({"seed": None}, ["seed=None", "[0, 1, 2, 3, 4]"]),
+        ({"depth": 1}, ["'depth'", "'loss'", "'seed'"]),
+    ],
+)
 def test_sel_unknown_values_raise_keyerror_naming_the_allowed_ones(kwargs, words):
     with pytest.raises(KeyError) as info:
         hand_built_run().sel(**kwargs)
@@ -100,8 +116,9 @@ def test_summary_matches_numpy_over_surviving_seeds():
         if kept.size == 1:
             assert np.isnan(sem[index])
         else:
-            np.testing.assert_allclose(sem[index], np.std(kept, ddof=1) / np.sqrt(kept.size),
-                                       rtol=1e-12)
+            np.testing.assert_allclose(
+                sem[index], np.std(kept, ddof=1) / np.sqrt(kept.size), rtol=1e-12
+            )
     assert n[0, 0, 0, 0, 0] == 0 and n[1, 1, 1, 2, 0] == 1
 
 
@@ -118,8 +135,9 @@ def test_summary_of_a_series_excludes_diverged_runs_and_nan_records():
             if values.size:
                 np.testing.assert_allclose(mean[index + (r,)], values.mean(), rtol=1e-13)
             if values.size > 1:
-                np.testing.assert_allclose(sem[index + (r,)],
-                                           values.std(ddof=1) / np.sqrt(values.size), rtol=1e-12)
+                np.testing.assert_allclose(
+                    sem[index + (r,)], values.std(ddof=1) / np.sqrt(values.size), rtol=1e-12
+                )
     # the NaN records of one seed lower n only from record 4 on
     assert n[0, 1, 0, 1, 0, 3] - n[0, 1, 0, 1, 0, 4] == (not div[0, 1, 0, 1, 0, 3])
     # with nothing diverged, a seed-average is the plain NumPy one
@@ -154,19 +172,38 @@ def test_load_run_round_trip(tmp_path):
     assert loaded.coords == COORDS and loaded.axes == run.axes
     for name in run.arrays:
         np.testing.assert_array_equal(loaded[name], run[name])
-    for a, b in zip(loaded.sel(width=16, loss="dce").summary("loss"),
-                    run.sel(width=16, loss="dce").summary("loss"), strict=True):
+    for a, b in zip(
+        loaded.sel(width=16, loss="dce").summary("loss"),
+        run.sel(width=16, loss="dce").summary("loss"),
+        strict=True,
+    ):
         np.testing.assert_array_equal(a, b)
 
 
 def test_run_sweep_folder_loads_back_with_named_axes(tmp_path):
-    config = SweepConfig(loss=("dce",), width=(3,), eta=(0.5,), amplitude=(1.0, 5.0),
-                         period=(10,), seeds=2, steps=20, record_every=5, eig_every=10,
-                         num_matvecs=4, points_per_class=4)
+    config = SweepConfig(
+        loss=("dce",),
+        width=(3,),
+        eta=(0.5,),
+        amplitude=(1.0, 5.0),
+        period=(10,),
+        seeds=2,
+        steps=20,
+        record_every=5,
+        eig_every=10,
+        num_matvecs=4,
+        points_per_class=4,
+    )
     live = run_sweep(config, tmp_path / "run", command=["test"])
     run = load_run(tmp_path / "run")
-    assert run.coords == {"loss": ["dce"], "width": [3], "eta": [0.5],
-                          "amplitude": [1.0, 5.0], "period": [10], "seed": [0, 1]}
+    assert run.coords == {
+        "loss": ["dce"],
+        "width": [3],
+        "eta": [0.5],
+        "amplitude": [1.0, 5.0],
+        "period": [10],
+        "seed": [0, 1],
+    }
     assert run.config["settings"]["steps"] == 20 and run.config["command"] == ["test"]
     for name, names in run.axes.items():
         assert run[name].ndim == len(names)
@@ -192,3 +229,42 @@ def test_run_sweep_folder_loads_back_with_named_axes(tmp_path):
     np.testing.assert_allclose(mean.ravel(), values.mean(), rtol=1e-13)
     np.testing.assert_allclose(sem.ravel(), values.std(ddof=1) / np.sqrt(2), rtol=1e-12)
     assert n.ravel().tolist() == [2]
+
+
+def test_to_xarray_round_trips_sel_and_summary(tmp_path):
+    """The xarray view holds the same numbers under the same names: selecting by value and
+    averaging over seeds there equals Run.sel and Run.summary (diverged runs excluded alike)."""
+    xr = pytest.importorskip("xarray")
+    run = run_sweep(
+        SweepConfig(
+            loss=("ce", "dce"),
+            width=(3,),
+            eta=(0.5, 1e200),
+            amplitude=(5.0,),
+            period=(10,),
+            seeds=3,
+            steps=60,
+            record_every=5,
+            points_per_class=4,
+        )
+    )
+    assert len(np.unique(run.value("final_loss", eta=0.5))) == 6  # the numbers differ
+    ds = run.to_xarray()
+    assert isinstance(ds, xr.Dataset)
+    assert list(ds["loss_value"].dims) == run.axes["loss"]
+    np.testing.assert_array_equal(ds["record"].values, run["record_step"])
+    assert list(ds["eta"].values) == run.coords["eta"]
+    sub = ds.sel(loss="dce", eta=0.5)
+    np.testing.assert_array_equal(
+        np.squeeze(sub["final_val_acc"].values), run.value("final_val_acc", loss="dce", eta=0.5)
+    )
+    acc = ds["final_val_acc"].where(~ds["diverged"])
+    mean, sem, n = run.summary("final_val_acc")
+    assert run["diverged"].any()  # η = 1e200 diverges: the masks must agree
+    np.testing.assert_allclose(acc.mean("seed").values, mean, rtol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(
+        (acc.std("seed", ddof=1) / np.sqrt(acc.count("seed"))).values,
+        sem,
+        rtol=1e-12,
+        equal_nan=True,
+    )

@@ -18,8 +18,15 @@ from dynloss_jax.strategy import Strategy, default_strategy
 from dynloss_jax.sweep import SweepConfig, run_sweep
 
 RTOL = ATOL = 1e-12
-SPEC = engine.RunSpec(loss="dce", width=6, n_steps=20, record_every=2, eig_every=10,
-                      num_matvecs=6, static_last_period=True)
+SPEC = engine.RunSpec(
+    loss="dce",
+    width=6,
+    n_steps=20,
+    record_every=2,
+    eig_every=10,
+    num_matvecs=6,
+    static_last_period=True,
+)
 # Five runs (odd): different η, A, T and seeds; the last one's η makes it diverge.
 ETA = [0.5, 1.0, 2.0, 0.7, 1e200]
 AMPLITUDE = [3.0, 10.0, 1.0, 25.0, 5.0]
@@ -35,18 +42,17 @@ def _data():
 
 def _run(batch_size, n_devices):
     """All five runs (padded to the device count, as the sweep pads) → host arrays, unpadded."""
-    mesh = Strategy(batch_size, n_devices).mesh()
-    n_dev = 1 if mesh is None else mesh.devices.size
-    pad = -len(ETA) % n_dev
-    hyper = engine.make_hyper(*([v + v[-1:] * pad] for v in (ETA, AMPLITUDE, PERIOD, SEED)))
-    hyper = engine.Hyper(*(h[0] for h in hyper))
+    layout = Strategy(batch_size, n_devices)
+    hyper = layout.pad_runs(
+        engine.make_hyper(eta=ETA, amplitude=AMPLITUDE, period=PERIOD, seed=SEED)
+    )
     data = _data()
-    init, advance, finalize = engine.compiled(SPEC, SPEC.n_steps, batch_size, mesh)
+    init, advance, finalize = engine.compiled(SPEC, SPEC.n_steps, layout)
     state = init(hyper, data)
     state, records, eig_records = advance(state, hyper, data)
     final = finalize(state, hyper, data)
     out = {"state": state, "records": records, "eig": eig_records, "final": final}
-    return jax.tree.map(lambda a: np.asarray(a)[: len(ETA)], out)
+    return strategy.gather(out, len(ETA))
 
 
 @pytest.fixture(scope="module")
@@ -76,11 +82,14 @@ def test_reference_is_a_meaningful_case(reference):
     assert len(jax.devices()) == 2, "conftest should expose two host devices"
 
 
-@pytest.mark.parametrize("batch_size, n_devices", [
-    (2, 1),  # vmapped blocks of 2, mapped sequentially (5 = 2 + 2 + 1)
-    (1, 2),  # sequential on each of two devices (shard_map), padded to 6 runs
-    (0, 2),  # one vmap over all runs of each device
-])
+@pytest.mark.parametrize(
+    "batch_size, n_devices",
+    [
+        (2, 1),  # vmapped blocks of 2, mapped sequentially (5 = 2 + 2 + 1)
+        (1, 2),  # sequential on each of two devices (shard_map), padded to 6 runs
+        (0, 2),  # one vmap over all runs of each device
+    ],
+)
 def test_strategy_matches_single_device_sequential(reference, batch_size, n_devices):
     _assert_same(_run(batch_size, n_devices), reference)
 
@@ -88,18 +97,29 @@ def test_strategy_matches_single_device_sequential(reference, batch_size, n_devi
 def test_sweep_over_two_devices_matches_one():
     """run_sweep pads an odd number of runs to the devices and returns the same arrays (the
     settings equal SPEC's, so the programs compiled above are reused)."""
-    config = SweepConfig(loss=("dce",), width=(SPEC.width,), eta=(0.7,), amplitude=(5.0,),
-                         period=(10,), seeds=5, steps=SPEC.n_steps,
-                         record_every=SPEC.record_every, eig_every=SPEC.eig_every,
-                         num_matvecs=SPEC.num_matvecs, static_last_period=True,
-                         points_per_class=4, chunk_steps=SPEC.n_steps)
+    config = SweepConfig(
+        loss=("dce",),
+        width=(SPEC.width,),
+        eta=(0.7,),
+        amplitude=(5.0,),
+        period=(10,),
+        seeds=5,
+        steps=SPEC.n_steps,
+        record_every=SPEC.record_every,
+        eig_every=SPEC.eig_every,
+        num_matvecs=SPEC.num_matvecs,
+        static_last_period=True,
+        points_per_class=4,
+        chunk_steps=SPEC.n_steps,
+    )
     one = run_sweep(config, strategy=Strategy(batch_size=1, n_devices=1))
     two = run_sweep(config, strategy=Strategy(batch_size=0, n_devices=2))
     assert one.arrays["loss"].shape[-2] == 5 and np.isfinite(one.arrays["lam"]).all()
     assert one.arrays.keys() == two.arrays.keys()
     for name, a in one.arrays.items():
-        np.testing.assert_allclose(two.arrays[name], a, rtol=RTOL, atol=ATOL, equal_nan=True,
-                                   err_msg=name)
+        np.testing.assert_allclose(
+            two.arrays[name], a, rtol=RTOL, atol=ATOL, equal_nan=True, err_msg=name
+        )
 
 
 def test_default_strategy_per_backend():
@@ -134,7 +154,14 @@ def test_use_cpu_cores_keeps_a_user_choice(monkeypatch):
     assert "--xla_cpu_enable_fast_math=false" in strategy.os.environ["XLA_FLAGS"]
 
 
-def test_spec_is_hashable_static():
-    """compiled() caches on the spec: equal specs share the compiled program."""
-    assert engine.compiled(SPEC, 20, 1, None) is engine.compiled(
-        dataclasses.replace(SPEC), 20, 1, None)
+def test_equal_specs_share_one_program_and_unequal_ones_do_not():
+    """compiled() caches on the spec and layout: an equal spec reuses the program, a spec or a
+    layout that differs in any field gets its own."""
+    programs = engine.compiled(SPEC, 20, Strategy(1, 1))
+    assert engine.compiled(dataclasses.replace(SPEC), 20, Strategy(1, 1)) is programs
+    assert (
+        engine.compiled(dataclasses.replace(SPEC, num_matvecs=7), 20, Strategy(1, 1))
+        is not programs
+    )
+    assert engine.compiled(SPEC, 20, Strategy(2, 1)) is not programs
+    assert engine.compiled(SPEC, 10, Strategy(1, 1)) is not programs

@@ -1,0 +1,125 @@
+"""λ at the first instability, exactly at the onset step, and runs that stop there.
+
+The cases are chosen so that every run has a real onset (the tests fail if one does not): DCE at
+width 32 on the full spiral, η = 2, A = 50, T = 500 (onsets near step 450), and DMSE2 at width
+16 on 30 points per class, η = 0.4, A = 50, T = 100 (seed 4: onset at step 42; seed 0: 190);
+seed 1 of the DMSE2 case never fires within its 400 steps and stands for the runs that reach
+the limit.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynloss_jax import SweepConfig, engine, run_sweep
+from dynloss_jax.losses import get_loss
+from dynloss_jax.schedule import gamma
+
+CASES = {
+    "dce": dict(
+        loss=("dce",),
+        width=(32,),
+        eta=(2.0,),
+        amplitude=(50.0,),
+        period=(500,),
+        steps=1000,
+        points_per_class=100,
+        first_seed=0,
+        seeds=2,
+    ),
+    "dmse2": dict(
+        loss=("dmse2",),
+        width=(16,),
+        eta=(0.4,),
+        amplitude=(50.0,),
+        period=(100,),
+        steps=400,
+        points_per_class=30,
+        first_seed=4,
+        seeds=1,
+    ),
+}
+
+
+def _dense_top2(config, w_N, t0):
+    spec = config.run_spec(**config.groups[0])
+    data = config.data()
+    g = gamma(int(t0), n_classes=3, amplitude=config.amplitude[0], period=config.period[0])
+
+    def f(w):
+        return get_loss(spec.loss)(spec.model.apply(w, data.x_train), data.y_train, g)
+
+    h = np.asarray(jax.jit(jax.hessian(f))(jnp.asarray(w_N)))
+    return np.linalg.eigvalsh(h)[::-1][:2]
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def stopped(request):
+    """The compiled engine run with stop_at_onset, its final state kept."""
+    config = SweepConfig(**CASES[request.param], record_every=1, stop_at_onset=True).validate()
+    spec = config.run_spec(**config.groups[0])
+    hyper = engine.make_hyper(**config.runs())
+    data = config.data()
+    init, advance, _ = engine.compiled(spec, config.steps)
+    state, records, _ = advance(init(hyper, data), hyper, data)
+    state = engine.compiled_onset(spec)(state, hyper, data)
+    return config, jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, records)
+
+
+def test_lambda_at_the_onset_equals_the_dense_hessian_there(stopped):
+    config, state, _ = stopped
+    onsets = state.detector.onset
+    assert np.all(onsets > 0), onsets  # every run of these cases has an onset
+    for i, t0 in enumerate(onsets):
+        want = _dense_top2(config, state.onset_w_N[i], t0)
+        np.testing.assert_allclose(state.onset_lam_K[i], want, rtol=1e-10)
+        assert np.all(state.onset_residual_K[i] < 1e-8 * want[0])
+
+
+def test_the_onset_parameters_are_those_of_the_onset_step(stopped):
+    """w at the onset, kept from the last steps' history, equals the parameters after t0 steps of
+    the same run without stopping."""
+    config, state, _ = stopped
+    full = config.run_spec(**config.groups[0])
+    full = engine.RunSpec(**{**full.__dict__, "stop_at_onset": False})
+    data = config.data()
+    runs = config.runs()
+    for i, t0 in enumerate(state.detector.onset):
+        hyper = engine.make_hyper(**{k: [v[i]] for k, v in runs.items()})
+        init, advance, _ = engine.compiled(full, int(t0))
+        after, _, _ = advance(init(hyper, data), hyper, data)
+        np.testing.assert_allclose(
+            state.onset_w_N[i], np.asarray(after.w_N[0]), rtol=1e-12, atol=1e-14
+        )
+
+
+def test_a_stopped_run_records_nan_after_its_stop(stopped):
+    config, state, records = stopped
+    for i, t0 in enumerate(state.detector.onset):
+        stop = state.stopped_step[i]
+        assert t0 < stop <= config.steps
+        loss = records.loss[i]
+        assert np.all(np.isfinite(loss[:stop])) and np.all(np.isnan(loss[stop:]))
+    # every run agrees on the step of each record, stopped or not
+    np.testing.assert_array_equal(records.step[0], np.arange(config.steps))
+    assert np.all(state.step == config.steps)
+
+
+def test_stop_at_onset_gives_the_same_onsets_as_the_full_run_and_tracking_agrees():
+    """DMSE2 with seeds 0 (fires at step 190) and 1 (does not): stopping changes neither the
+    onset step nor λ there; λ tracked at every step (40 Lanczos steps) reads the same λ at the
+    onset step, so the onset value does not depend on the tracking interval; the run without an
+    onset goes on to the limit with the same records as without stopping."""
+    base = dict(CASES["dmse2"], first_seed=0, seeds=2, record_every=1)
+    stop = run_sweep(SweepConfig(**base, stop_at_onset=True))
+    full = run_sweep(SweepConfig(**base, eig_every=1, num_matvecs=40))
+    onset = stop["instability_step"].ravel()
+    assert onset[0] > 0 and onset[1] == -1, onset
+    np.testing.assert_array_equal(onset, full["instability_step"].ravel())
+    np.testing.assert_allclose(stop["instability_lam_k"], full["instability_lam_k"], rtol=1e-12)
+    np.testing.assert_array_equal(stop["stopped_step"].ravel()[1], -1)
+    lam_tracked = full["lam"].reshape(2, -1, 2)[0, onset[0]]
+    np.testing.assert_allclose(stop["instability_lam_k"].reshape(2, 2)[0], lam_tracked, rtol=1e-9)
+    np.testing.assert_array_equal(stop["loss"].reshape(2, -1)[1], full["loss"].reshape(2, -1)[1])
+    assert np.isnan(stop["instability_lam"].ravel()[1])
