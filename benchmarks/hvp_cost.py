@@ -70,18 +70,29 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             jax.block_until_ready(fn(w))
             times.append(time.perf_counter() - t)
-        out[name] = {"median_ms": 1e3 * statistics.median(times),
-                     "lam_K": [float(v) for v in fn(w).top_K]}
+        out[name] = {
+            "median_ms": 1e3 * statistics.median(times),
+            "lam_K": [float(v) for v in fn(w).top_K],
+        }
     ratio = out["jvp"]["median_ms"] / out["linearize"]["median_ms"]
     for name, r in out.items():
-        print(f"{name:10s} {r['median_ms']:8.3f} ms per measurement ({args.num_matvecs} products)"
-              f"  λ1, λ2 = {r['lam_K'][0]:.12g}, {r['lam_K'][1]:.12g}")
+        print(
+            f"{name:10s} {r['median_ms']:8.3f} ms per measurement ({args.num_matvecs} products)"
+            f"  λ1, λ2 = {r['lam_K'][0]:.12g}, {r['lam_K'][1]:.12g}"
+        )
     print(f"linearize is ×{ratio:.2f} faster per measurement")
     if args.json:
-        report = {"width": args.width, "num_matvecs": args.num_matvecs, "repeats": args.repeats,
-                  "results": out, "jvp_over_linearize": ratio, "backend": jax.default_backend(),
-                  "jax": jax.__version__, "load_avg": list(os.getloadavg()),
-                  "command": "python -m benchmarks.hvp_cost --json " + args.json}
+        report = {
+            "width": args.width,
+            "num_matvecs": args.num_matvecs,
+            "repeats": args.repeats,
+            "results": out,
+            "jvp_over_linearize": ratio,
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+            "load_avg": list(os.getloadavg()),
+            "command": "python -m benchmarks.hvp_cost --json " + args.json,
+        }
         with open(args.json, "w") as fh:
             json.dump(report, fh, indent=1)
     return 0

@@ -8,7 +8,8 @@ and allowed range) and a help text in its metadata; from them come
 * the ``dynloss train`` flags, their help and one-line errors (:mod:`dynloss_jax.cli` reads
   :func:`fields`);
 * the static description of a compiled program (:meth:`SweepConfig.run_spec`), the swept
-  per-run arrays (:meth:`SweepConfig.runs`, by name) and the data (:meth:`SweepConfig.data`).
+  per-run arrays (:meth:`SweepConfig.runs`, by name) and the data (:meth:`SweepConfig.dataset`,
+  :meth:`SweepConfig.arrays`).
 
 Adding a setting is adding a field here and using it where it acts.
 
@@ -25,8 +26,10 @@ from collections.abc import Callable
 
 import numpy as np
 
+from dynloss_jax.data import DATASETS, MissingExtraError
 from dynloss_jax.losses import LOSSES
 from dynloss_jax.model import DTYPES, INITS, check_dtype
+from dynloss_jax.schedule import WAVEFORMS
 
 GRID_AXES = ("loss", "width", "eta", "amplitude", "period", "seed")
 N_TOP = 2  # λ1, λ2: the eigenvalues tracked during training
@@ -106,6 +109,11 @@ class SweepConfig:
     record_every: int = setting(5, integer(1), "loss and accuracy every k steps")
     eig_every: int = setting(0, integer(0, " (0 = off)"), "Hessian λ1, λ2 every k steps")
     num_matvecs: int = setting(16, integer(1), "Lanczos steps per measurement")
+    waveform: str = setting(
+        "triangle",
+        choice(WAVEFORMS),
+        "shape of Γ over a period: " + " ".join(WAVEFORMS) + " (the paper's is the triangle)",
+    )
     static_last_period: bool = setting(False, FLAG, "Γ ≡ 1 in the last period")
     stop_at_onset: bool = setting(
         False,
@@ -116,6 +124,17 @@ class SweepConfig:
     depth: int = setting(1, integer(1), "hidden layers")
     init: str = setting("glorot", choice(INITS), "initialisation: " + " or ".join(INITS))
     dtype: str = setting("float64", choice(DTYPES), "float64 or float32")
+    data: str = setting(
+        "spiral",
+        choice(DATASETS),
+        "data set: " + " ".join(DATASETS) + ' (all but the spiral need pip install -e ".[data]")',
+    )
+    split_seed: int = setting(
+        0,
+        SEED,
+        "seed of the stratified train/validation split (not the "
+        "spiral, whose validation set is its own draw)",
+    )
     points_per_class: int = setting(
         100, integer(2), "spiral points per class (train and validation)"
     )
@@ -178,6 +197,12 @@ class SweepConfig:
             check_dtype(self.dtype)
         except ValueError as e:
             raise ConfigError("dtype", self.dtype, str(e)) from None
+        try:
+            self.dataset()
+        except MissingExtraError:
+            raise ConfigError(
+                "data", self.data, 'needs the optional extra: pip install -e ".[data]"'
+            ) from None
         return self
 
     # --- what the engine and the results folder are built from ---------------------------
@@ -213,7 +238,14 @@ class SweepConfig:
         """The static :class:`~dynloss_jax.engine.RunSpec` of one (loss, width) group."""
         from dynloss_jax.engine import RunSpec
 
-        group = {"loss": loss, "width": width, "n_steps": self.steps}
+        data = self.dataset()
+        group = {
+            "loss": loss,
+            "width": width,
+            "n_steps": self.steps,
+            "n_classes": data.y_train.shape[1],
+            "n_inputs": data.x_train.shape[1],
+        }
         shared = {
             f.name: getattr(self, f.name)
             for f in dataclasses.fields(RunSpec)
@@ -221,14 +253,25 @@ class SweepConfig:
         }
         return RunSpec(**group, **shared)
 
-    def data(self):
+    def dataset(self):
+        """The :class:`~dynloss_jax.data.Dataset` of these settings (NumPy, with ``info``)."""
+        from dynloss_jax.data import load_dataset
+
+        return load_dataset(
+            self.data,
+            points_per_class=self.points_per_class,
+            n_classes=self.n_classes,
+            train_seed=self.train_seed,
+            val_seed=self.val_seed,
+            split_seed=self.split_seed,
+        )
+
+    def arrays(self):
         """The training and validation sets as :class:`~dynloss_jax.engine.Data`."""
-        from dynloss_jax.data import spiral
         from dynloss_jax.engine import make_data
 
-        train = spiral(self.points_per_class, self.n_classes, seed=self.train_seed)
-        val = spiral(self.points_per_class, self.n_classes, seed=self.val_seed)
-        return make_data(*train, *val, dtype=self.dtype)
+        d = self.dataset()
+        return make_data(d.x_train, d.y_train, d.x_val, d.y_val, dtype=self.dtype)
 
     @property
     def chunk(self) -> int:

@@ -60,6 +60,8 @@ class RunSpec:
     eig_every: int = 0  # 0: no Hessian tracking
     num_matvecs: int = 16
     static_last_period: bool = False
+    waveform: str = "triangle"  # shape of Γ over a period (schedule.WAVEFORMS)
+    n_inputs: int = 2  # features of the data
     stop_at_onset: bool = False  # a run ends at its first instability
     onset_matvecs: int = 40  # Lanczos steps for λ1, λ2 at the onset step
 
@@ -82,7 +84,9 @@ class RunSpec:
 
     @property
     def model(self):
-        return flat_model(self.width, self.n_classes, self.depth, self.init, self.dtype)
+        return flat_model(
+            self.width, self.n_classes, self.depth, self.init, self.dtype, self.n_inputs
+        )
 
 
 class Hyper(NamedTuple):
@@ -159,6 +163,7 @@ def _gamma_at(spec: RunSpec, step, hyper: Hyper):
         amplitude=hyper.amplitude,
         period=hyper.period,
         static_after=static_after,
+        waveform=spec.waveform,
     )
 
 

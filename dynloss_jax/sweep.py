@@ -132,7 +132,7 @@ def run_sweep(
     provenance = _provenance(strategy)
     started = time.time()
 
-    data = config.data()
+    data = config.arrays()
     runs = config.runs()
     n_runs = len(runs["seed"])
     hyper = strategy.pad_runs(engine.make_hyper(**runs, dtype=config.dtype))
@@ -188,6 +188,7 @@ def run_sweep(
         "axes": config.coords,
         **provenance,
         "layout": layout,
+        "data": config.dataset().info,
         "programs": len(groups),
         "compile_s": compile_s,
         "command": command if command is not None else sys.argv,

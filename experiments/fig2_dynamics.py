@@ -167,7 +167,7 @@ def compute_snapshots(run, s: dict) -> dict:
     dtype = config.dtype
     strategy = Strategy(**run.config["strategy"])
     hyper = strategy.pad_runs(engine.make_hyper(**config.runs(), dtype=dtype))
-    data = config.data()
+    data = config.arrays()
     model, loss_fn = spec.model, get_loss(spec.loss)
     init, step, _ = engine.compiled(spec, 1, strategy)
     # A second program that jumps REPLAY_JUMP steps, compiled only for long replays.

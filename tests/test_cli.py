@@ -260,3 +260,55 @@ def test_plot_of_a_missing_folder_exits_2(tiny, capsys, tmp_path):
     code, _, err = dynloss(capsys, "plot", tiny, "--png", tmp_path / "no" / "fig.png")
     assert code == 2 and "--png" in err and "does not exist" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_train_on_wine_from_the_cli_records_the_data_set(capsys, tmp_path):
+    """--data picks a data set of the optional extra; its classes and features set the network,
+    and config.json records the data set, its sizes and split."""
+    pytest.importorskip("sklearn")
+    out = tmp_path / "wine"
+    code, stdout, _ = dynloss(
+        capsys,
+        "train",
+        "--data",
+        "wine",
+        "--loss",
+        "ce",
+        "dce",
+        "--width",
+        "4",
+        "--steps",
+        "20",
+        "--record-every",
+        "5",
+        "--period",
+        "10",
+        "--amplitude",
+        "5",
+        "--quiet",
+        "--no-plot",
+        "--out",
+        out,
+    )
+    assert code == 0, stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["data"] == "wine"
+    assert config["data"]["n_train"] == 133 and config["data"]["n_features"] == 13
+    with np.load(out / "arrays.npz") as z:
+        assert z["gamma"].shape[-1] == 3 and np.all(np.isfinite(z["final_val_acc"]))
+
+
+def test_a_data_set_of_a_missing_extra_is_one_line_exit_2(capsys, tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_sklearn(name, *args, **kwargs):
+        if name.startswith("sklearn"):
+            raise ImportError("no sklearn here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_sklearn)
+    code, _, err = dynloss(capsys, "train", "--data", "iris", "--out", tmp_path / "x")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--data iris" in err and 'pip install -e ".[data]"' in err

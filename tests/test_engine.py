@@ -340,3 +340,35 @@ def test_bad_data_raise():
     state = jax.eval_shape(lambda: engine.init_state(spec, hyper))
     with pytest.raises(ValueError, match="classes"):
         jax.eval_shape(lambda s: engine.advance_one(spec, 2, s, hyper, data), state)
+
+
+def test_a_waveform_set_in_the_config_reaches_gamma_in_the_run(capsys, tmp_path):
+    """A setting is one field of SweepConfig and its use: ``waveform`` flows to the recorded Γ
+    (equal to schedule.gamma with that waveform at every record), and the CLI has its flag."""
+    from dynloss_jax.cli import main
+    from dynloss_jax.schedule import gamma
+
+    base = {
+        **SMALL,
+        "loss": ("dce",),
+        "width": (3,),
+        "eta": (0.5,),
+        "amplitude": (9.0,),
+        "period": (10,),
+    }
+    square = run_sweep(SweepConfig(**base, waveform="square"))
+    triangle = run_sweep(SweepConfig(**base))
+    steps = square["record_step"]
+    want = np.stack(
+        [
+            np.asarray(gamma(int(t), n_classes=3, amplitude=9.0, period=10, waveform="square"))
+            for t in steps
+        ]
+    )
+    got = square["gamma"].reshape(-1, len(steps), 3)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    assert not np.allclose(got, triangle["gamma"].reshape(-1, len(steps), 3)[0])
+    with pytest.raises(ValueError, match="waveform"):
+        SweepConfig(waveform="saw").validate()
+    assert main(["train", "--waveform", "saw", "--out", str(tmp_path / "x")]) == 2
+    assert "--waveform saw: must be one of triangle, sine, square" in capsys.readouterr().err

@@ -44,7 +44,7 @@ CASES = {
 
 def _dense_top2(config, w_N, t0):
     spec = config.run_spec(**config.groups[0])
-    data = config.data()
+    data = config.arrays()
     g = gamma(int(t0), n_classes=3, amplitude=config.amplitude[0], period=config.period[0])
 
     def f(w):
@@ -60,7 +60,7 @@ def stopped(request):
     config = SweepConfig(**CASES[request.param], record_every=1, stop_at_onset=True).validate()
     spec = config.run_spec(**config.groups[0])
     hyper = engine.make_hyper(**config.runs())
-    data = config.data()
+    data = config.arrays()
     init, advance, _ = engine.compiled(spec, config.steps)
     state, records, _ = advance(init(hyper, data), hyper, data)
     state = engine.compiled_onset(spec)(state, hyper, data)
@@ -83,7 +83,7 @@ def test_the_onset_parameters_are_those_of_the_onset_step(stopped):
     config, state, _ = stopped
     full = config.run_spec(**config.groups[0])
     full = engine.RunSpec(**{**full.__dict__, "stop_at_onset": False})
-    data = config.data()
+    data = config.arrays()
     runs = config.runs()
     for i, t0 in enumerate(state.detector.onset):
         hyper = engine.make_hyper(**{k: [v[i]] for k, v in runs.items()})
