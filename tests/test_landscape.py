@@ -40,13 +40,20 @@ def test_quadratic_slice_is_the_exact_paraboloid():
     v1, v2 = _orthonormal(jax.random.key(2), n, 2)
     a = np.linspace(-1.0, 1.0, 7)
     b = np.linspace(-0.5, 2.0, 5)  # a different grid, so a transposed result would fail
-    got = np.asarray(landscape.plane_slice(f, jnp.asarray(w0), jnp.asarray(v1), jnp.asarray(v2),
-                                           jnp.asarray(a), jnp.asarray(b)))
+    got = np.asarray(
+        landscape.plane_slice(
+            f, jnp.asarray(w0), jnp.asarray(v1), jnp.asarray(v2), jnp.asarray(a), jnp.asarray(b)
+        )
+    )
     grad = h @ w0 + g
     f0 = 0.5 * w0 @ h @ w0 + g @ w0 + c
     aa, bb = np.meshgrid(a, b, indexing="ij")
-    want = (f0 + aa * (grad @ v1) + bb * (grad @ v2)
-            + 0.5 * (aa**2 * (v1 @ h @ v1) + 2 * aa * bb * (v1 @ h @ v2) + bb**2 * (v2 @ h @ v2)))
+    want = (
+        f0
+        + aa * (grad @ v1)
+        + bb * (grad @ v2)
+        + 0.5 * (aa**2 * (v1 @ h @ v1) + 2 * aa * bb * (v1 @ h @ v2) + bb**2 * (v2 @ h @ v2))
+    )
     assert got.shape == (7, 5)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -59,12 +66,14 @@ def test_projection_recovers_known_plane_coordinates():
     a, b = rng.normal(size=k), rng.normal(size=k)
     off = rng.normal(size=(k, 2))  # components orthogonal to the plane are dropped
     points = w_t + a[:, None] * v1 + b[:, None] * v2 + off[:, :1] * n1 + off[:, 1:] * n2
-    pa, pb = landscape.project(jnp.asarray(points), jnp.asarray(w_t), jnp.asarray(v1),
-                               jnp.asarray(v2))
+    pa, pb = landscape.project(
+        jnp.asarray(points), jnp.asarray(w_t), jnp.asarray(v1), jnp.asarray(v2)
+    )
     np.testing.assert_allclose(pa, a, atol=1e-12)
     np.testing.assert_allclose(pb, b, atol=1e-12)
-    pa0, pb0 = landscape.project(jnp.asarray(w_t)[None], jnp.asarray(w_t), jnp.asarray(v1),
-                                 jnp.asarray(v2))
+    pa0, pb0 = landscape.project(
+        jnp.asarray(w_t)[None], jnp.asarray(w_t), jnp.asarray(v1), jnp.asarray(v2)
+    )
     np.testing.assert_array_equal(np.asarray(pa0), [0.0])
     np.testing.assert_array_equal(np.asarray(pb0), [0.0])
 
@@ -73,7 +82,8 @@ def test_top_vectors_of_a_prescribed_spectrum():
     n = 30
     f, _, _, _, lam, q = _quadratic(n, seed=5)
     res = jax.jit(lambda key, w: landscape.hessian_top_vectors(key, f, w, k=2, num_matvecs=n))(
-        jax.random.key(6), jnp.zeros(n))
+        jax.random.key(6), jnp.zeros(n)
+    )
     np.testing.assert_allclose(res.top_K, [5.0, 3.0], rtol=1e-10)
     for i in range(2):
         v = np.asarray(res.vectors_KxN[i])
@@ -100,8 +110,9 @@ def test_top_vectors_match_dense_hessian_on_a_small_network():
     dense = np.asarray(jax.jit(jax.hessian(f))(w))
     evals, evecs = np.linalg.eigh(dense)
     assert evals[-2] - evals[-3] > 1e-3 * evals[-1]  # the top-2 eigenvectors are well defined
-    res = jax.jit(lambda key, w: landscape.hessian_top_vectors(
-        key, f, w, k=2, num_matvecs=model.n_params))(jax.random.key(1), w)
+    res = jax.jit(
+        lambda key, w: landscape.hessian_top_vectors(key, f, w, k=2, num_matvecs=model.n_params)
+    )(jax.random.key(1), w)
     np.testing.assert_allclose(res.top_K, evals[::-1][:2], rtol=1e-9)
     for i in range(2):
         overlap = float(np.asarray(res.vectors_KxN[i]) @ evecs[:, -1 - i])
@@ -115,8 +126,9 @@ def test_network_slice_matches_pointwise_evaluation():
     w = model.init(jax.random.key(2))
     v1, v2 = _orthonormal(jax.random.key(3), model.n_params, 2)
     a, b = jnp.asarray([-1.0, 0.0, 0.5]), jnp.asarray([-0.3, 0.0, 0.2, 1.0])
-    got = jax.jit(landscape.plane_slice, static_argnums=0)(f, w, jnp.asarray(v1),
-                                                           jnp.asarray(v2), a, b)
+    got = jax.jit(landscape.plane_slice, static_argnums=0)(
+        f, w, jnp.asarray(v1), jnp.asarray(v2), a, b
+    )
     f_jit = jax.jit(f)
     want = [[float(f_jit(w + ai * v1 + bj * v2)) for bj in b] for ai in a]
     np.testing.assert_allclose(got, want, rtol=1e-13)
@@ -125,17 +137,20 @@ def test_network_slice_matches_pointwise_evaluation():
 
 def test_hessian_top_vectors_rejects_bad_arguments():
     with pytest.raises(ValueError, match="num_matvecs"):
-        landscape.hessian_top_vectors(jax.random.key(0), lambda w: w @ w, jnp.zeros(4), k=3,
-                                      num_matvecs=2)
+        landscape.hessian_top_vectors(
+            jax.random.key(0), lambda w: w @ w, jnp.zeros(4), k=3, num_matvecs=2
+        )
 
 
 # --- the experiments, smallest form ----------------------------------------------------------
 
 
 def _horizontal_lines(ax):
-    return {round(float(line.get_ydata()[0]), 9) for line in ax.get_lines()
-            if len(set(np.asarray(line.get_ydata(), float))) == 1
-            and len(line.get_ydata()) == 2}
+    return {
+        round(float(line.get_ydata()[0]), 9)
+        for line in ax.get_lines()
+        if len(set(np.asarray(line.get_ydata(), float))) == 1 and len(line.get_ydata()) == 2
+    }
 
 
 @pytest.fixture(scope="module")
@@ -181,15 +196,17 @@ def test_fig2_smoke_writes_a_consistent_folder(fig2_folder):
     # x_t is the plane's origin, and the slice's centre is F_t(x_t) of the replayed run.
     np.testing.assert_array_equal(snaps["proj_a_SxL"][:, 0], 0.0)
     mid = smoke["grid"] // 2
-    np.testing.assert_allclose(snaps["slice_SxGxG"][:, mid, mid], snaps["replay_loss_SxL"][:, 0],
-                               rtol=1e-12)
+    np.testing.assert_allclose(
+        snaps["slice_SxGxG"][:, mid, mid], snaps["replay_loss_SxL"][:, 0], rtol=1e-12
+    )
     # The replay reproduces the recorded run: F over every window equals the recorded F.
     recorded = np.squeeze(run["loss"])
     for i, t in enumerate(snaps["step_S"]):
         window = t + np.arange(n_window)
         seen = window < len(recorded)
-        np.testing.assert_allclose(snaps["replay_loss_SxL"][i][seen], recorded[window[seen]],
-                                   rtol=1e-12)
+        np.testing.assert_allclose(
+            snaps["replay_loss_SxL"][i][seen], recorded[window[seen]], rtol=1e-12
+        )
     # Projected steps: the first step's displacement is −η∇F_t(x_t), projected on v1 and v2.
     spec = engine.RunSpec(loss="dce", width=smoke["width"], n_steps=smoke["steps"])
     x, y = spiral()
@@ -203,15 +220,20 @@ def test_fig2_smoke_writes_a_consistent_folder(fig2_folder):
 
         step = -smoke["eta"] * np.asarray(jax.jit(jax.grad(f))(jnp.asarray(snaps["w_SxLxN"][i, 0])))
         v1, v2 = snaps["v_Sx2xN"][i]
-        np.testing.assert_allclose([snaps["proj_a_SxL"][i, 1], snaps["proj_b_SxL"][i, 1]],
-                                   [step @ v1, step @ v2], rtol=1e-8, atol=1e-12)
+        np.testing.assert_allclose(
+            [snaps["proj_a_SxL"][i, 1], snaps["proj_b_SxL"][i, 1]],
+            [step @ v1, step @ v2],
+            rtol=1e-8,
+            atol=1e-12,
+        )
     # λ1 of the snapshot's Lanczos agrees with the run's λ1 where both were measured.
     eig_step = run["eig_step"]
     lam = np.squeeze(run["lam"])
     for i, t in enumerate(snaps["step_S"]):
         if t in eig_step:
-            np.testing.assert_allclose(snaps["lam_Sx2"][i, 0],
-                                       lam[list(eig_step).index(t), 0], rtol=1e-6)
+            np.testing.assert_allclose(
+                snaps["lam_Sx2"][i, 0], lam[list(eig_step).index(t), 0], rtol=1e-6
+            )
     summary = fig2_dynamics.summarise({"": run})
     assert [r["step"] for r in summary["snapshots"]] == list(snaps["step_S"])
     assert all(r["replay_max_rel_diff"] == 0.0 for r in summary["snapshots"])
@@ -258,8 +280,16 @@ def test_fig1_smoke_lam_is_the_dense_hessian_at_step_0(fig1_folder):
     assert (fig1_folder / fig1_sharpness.PNG).stat().st_size > 10_000
     run = load_run(fig1_folder)
     n_eig = smoke["steps"] // smoke["eig_every"]
-    assert run["lam"].shape == (1, len(smoke["widths"]), len(smoke["etas"]), 1, 1,
-                                smoke["seeds"], n_eig, 2)
+    assert run["lam"].shape == (
+        1,
+        len(smoke["widths"]),
+        len(smoke["etas"]),
+        1,
+        1,
+        smoke["seeds"],
+        n_eig,
+        2,
+    )
     assert np.all(np.isfinite(run["lam"])) and np.all(np.isfinite(run["loss"]))
     assert not run["diverged"].any()
     # Step 0: λ1 is the top eigenvalue of the dense Hessian of CE at the initial parameters.
@@ -267,8 +297,9 @@ def test_fig1_smoke_lam_is_the_dense_hessian_at_step_0(fig1_folder):
     spec = engine.RunSpec(loss="ce", width=width, n_steps=smoke["steps"])
     x, y = spiral()
     for seed in range(smoke["seeds"]):
-        hyper = jax.tree.map(lambda a: a[0], engine.make_hyper(eta=[1.0], amplitude=[1.0], period=[100],
-                                                             seed=[seed]))
+        hyper = jax.tree.map(
+            lambda a: a[0], engine.make_hyper(eta=[1.0], amplitude=[1.0], period=[100], seed=[seed])
+        )
         w0 = engine.init_state(spec, hyper).w_N
 
         def f(w):

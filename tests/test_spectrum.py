@@ -54,7 +54,8 @@ def _network(width, dtype="float64"):
 def _rule(h, u, m):
     h = jnp.asarray(h)
     nodes, weights = jax.jit(
-        lambda u: spectrum.lanczos_quadrature(lambda v: h @ v, u, num_matvecs=m))(u)
+        lambda u: spectrum.lanczos_quadrature(lambda v: h @ v, u, num_matvecs=m)
+    )(u)
     return np.asarray(nodes, np.float64), np.asarray(weights, np.float64)
 
 
@@ -126,8 +127,9 @@ def test_lanczos_quadrature_costs_exactly_num_matvecs_products():
         jax.debug.callback(lambda: calls.append(1))
         return h @ v
 
-    jax.block_until_ready(jax.jit(lambda u: spectrum.lanczos_quadrature(
-        matvec, u, num_matvecs=12))(jnp.ones(30)))
+    jax.block_until_ready(
+        jax.jit(lambda u: spectrum.lanczos_quadrature(matvec, u, num_matvecs=12))(jnp.ones(30))
+    )
     assert len(calls) == 12
 
 
@@ -144,8 +146,9 @@ def test_density_moments_estimate_trace_moments(which, dtype):
         h = _quadratic_matrix(np.r_[5.0, 2.0, np.linspace(1.0, -0.5, 38)], seed=2)[0]
         loss, params = _quadratic_loss(h, dtype), jnp.zeros(40, dtype)
     n = h.shape[0]
-    rho = jax.jit(lambda key, p: spectrum.spectral_density(
-        loss, p, key=key, num_matvecs=8, num_probes=64))(jax.random.key(3), params)
+    rho = jax.jit(
+        lambda key, p: spectrum.spectral_density(loss, p, key=key, num_matvecs=8, num_probes=64)
+    )(jax.random.key(3), params)
     _assert_rule(np.asarray(rho.weights, np.float64), atol=1e-12 if dtype == "float64" else 1e-5)
     for p, want in [(1, np.trace(h) / n), (2, np.sum(h * h) / n)]:
         per_probe = np.asarray(spectrum.quadrature_moment(rho.nodes, rho.weights, p), np.float64)
@@ -162,8 +165,9 @@ def test_density_on_grid_is_the_broadened_rule_and_integrates_to_one():
 
     @jax.jit
     def run(key):
-        rho = spectrum.spectral_density(_quadratic_loss(h), jnp.zeros(10), key=key,
-                                        num_matvecs=10, num_probes=3)
+        rho = spectrum.spectral_density(
+            _quadratic_loss(h), jnp.zeros(10), key=key, num_matvecs=10, num_probes=3
+        )
         return rho, spectrum.density_on_grid(rho.nodes, rho.weights, jnp.asarray(grid), sigma)
 
     rho, density = run(jax.random.key(4))
@@ -172,17 +176,24 @@ def test_density_on_grid_is_the_broadened_rule_and_integrates_to_one():
     np.testing.assert_allclose(np.trapezoid(density, grid), 1.0, atol=1e-10)
     # With the full Krylov space each probe's rule is Σ_i (q_iᵀu)² δ(t − λ_i).
     nodes, weights = np.asarray(rho.nodes), np.asarray(rho.weights)
-    want = np.mean([
-        np.sum(w * np.exp(-0.5 * ((grid[:, None] - t) / sigma) ** 2), axis=1) for t, w in
-        zip(nodes, weights, strict=True)], axis=0) / (np.sqrt(2 * np.pi) * sigma)
+    want = np.mean(
+        [
+            np.sum(w * np.exp(-0.5 * ((grid[:, None] - t) / sigma) ** 2), axis=1)
+            for t, w in zip(nodes, weights, strict=True)
+        ],
+        axis=0,
+    ) / (np.sqrt(2 * np.pi) * sigma)
     np.testing.assert_allclose(density, want, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(np.sort(nodes[0]), np.sort(lam), atol=1e-12)
 
 
 def test_normal_probes_and_num_matvecs_above_the_parameter_count():
     loss, params, h = _network(2)
-    rho = jax.jit(lambda key, p: spectrum.spectral_density(
-        loss, p, key=key, num_matvecs=24, num_probes=2, probe="normal"))(jax.random.key(5), params)
+    rho = jax.jit(
+        lambda key, p: spectrum.spectral_density(
+            loss, p, key=key, num_matvecs=24, num_probes=2, probe="normal"
+        )
+    )(jax.random.key(5), params)
     assert rho.nodes.shape == rho.weights.shape == (2, 24)
     assert np.all(np.isfinite(np.asarray(rho.nodes)))
     _assert_rule(np.asarray(rho.weights), atol=1e-13)
@@ -197,8 +208,13 @@ def test_normal_probes_and_num_matvecs_above_the_parameter_count():
 
 def _trace_runs(loss, params, num_samples, method, n_keys=64, seed=6):
     keys = jax.random.split(jax.random.key(seed), n_keys)
-    est, se = jax.jit(jax.vmap(lambda k: spectrum.hessian_trace(
-        loss, params, key=k, num_samples=num_samples, method=method)))(keys)
+    est, se = jax.jit(
+        jax.vmap(
+            lambda k: spectrum.hessian_trace(
+                loss, params, key=k, num_samples=num_samples, method=method
+            )
+        )
+    )(keys)
     return np.asarray(est, np.float64), np.asarray(se, np.float64)
 
 
@@ -252,7 +268,8 @@ def _dense_blocks(params, h):
 def test_layer_sharpness_is_the_top_eigenvalue_of_each_diagonal_block(width, dtype):
     loss, params, h = _network(width, dtype)
     got = jax.jit(lambda key, p: spectrum.layer_sharpness(loss, p, key=key, num_matvecs=24))(
-        jax.random.key(7), params)
+        jax.random.key(7), params
+    )
     want = _dense_blocks(params, h)
     assert list(got) == ["Dense_0/bias", "Dense_0/kernel", "Dense_1/bias", "Dense_1/kernel"]
     tol = 1e-10 if dtype == "float64" else 1e-5
@@ -274,7 +291,8 @@ def test_layer_sharpness_of_a_negative_definite_block_is_negative():
 
     params = {"a": jnp.zeros(3), "b": jnp.zeros((2, 2))}
     got = jax.jit(lambda key, p: spectrum.layer_sharpness(loss, p, key=key, num_matvecs=8))(
-        jax.random.key(9), params)
+        jax.random.key(9), params
+    )
     np.testing.assert_allclose(float(got["a"]), -0.5, rtol=1e-12)
     np.testing.assert_allclose(float(got["b"]), 3.0, rtol=1e-12)
 
@@ -284,8 +302,11 @@ def test_smallest_eigenvalue_meets_its_stated_accuracy():
     ev = np.linalg.eigvalsh(h)
     lam_min = ev[0]
     for m, converged in [(8, False), (48, True)]:
-        res = jax.jit(lambda key, p, m=m: spectrum.smallest_eigenvalue(
-            loss, p, key=key, num_matvecs=m, tol=1e-8))(jax.random.key(10), params)
+        res = jax.jit(
+            lambda key, p, m=m: spectrum.smallest_eigenvalue(
+                loss, p, key=key, num_matvecs=m, tol=1e-8
+            )
+        )(jax.random.key(10), params)
         value, r = float(res.value), float(res.residual)
         assert value >= lam_min - 1e-12  # a Ritz value never lies below λ_min
         assert bool(res.converged) == converged == (r <= 1e-8 * abs(value))
@@ -301,11 +322,13 @@ def test_shifting_the_operator_does_not_change_lanczos():
     lam = np.r_[4.0, np.linspace(1.0, -0.2, 38), -0.25]
     h = jnp.asarray(_quadratic_matrix(lam, seed=9)[0])
     sigma = 4.5
-    run = jax.jit(lambda key, s: eig.lanczos(lambda v: s * v + (1 - 2 * (s > 0)) * (h @ v),
-                                             jnp.zeros(40), key, num_matvecs=12, k=12))
+    run = jax.jit(
+        lambda key, s: eig.lanczos(
+            lambda v: s * v + (1 - 2 * (s > 0)) * (h @ v), jnp.zeros(40), key, num_matvecs=12, k=12
+        )
+    )
     plain, shifted = run(jax.random.key(11), 0.0), run(jax.random.key(11), sigma)
-    np.testing.assert_allclose(sigma - np.asarray(shifted.top_K), plain.top_K[::-1],
-                               atol=1e-12)
+    np.testing.assert_allclose(sigma - np.asarray(shifted.top_K), plain.top_K[::-1], atol=1e-12)
     np.testing.assert_allclose(sigma - shifted.top_K[0], plain.lam_min, atol=1e-12)
     assert abs(float(plain.lam_min) + 0.25) > 1e-4  # and 12 steps are not enough for either
 
@@ -324,4 +347,6 @@ def test_argument_checks_and_names():
         spectrum.layer_sharpness(f, w, key=key, num_matvecs=0)
     assert spectrum.block_names(w) == ["w"]
     assert spectrum.block_names({"params": {"Dense_0": {"kernel": w}}, "x": [w]}) == [
-        "Dense_0/kernel", "x/0"]
+        "Dense_0/kernel",
+        "x/0",
+    ]
