@@ -4,7 +4,6 @@ The command runs in this process (``main(argv)``), so it shares the compiled pro
 tests; the same settings as ``test_engine.py``'s sweeps are used on purpose.
 """
 
-import contextlib
 import hashlib
 import json
 import re
@@ -14,60 +13,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from shared import TINY, count_compiles, dynloss
 
 from dynloss_jax.cli import main
 
-TINY = [
-    "--loss",
-    "dmse1",
-    "--width",
-    "3",
-    "5",
-    "--eta",
-    "0.1",
-    "0.3",
-    "--amplitude",
-    "5",
-    "--period",
-    "10",
-    "--seeds",
-    "2",
-    "--steps",
-    "40",
-    "--record-every",
-    "2",
-    "--chunk-steps",
-    "20",
-    "--points-per-class",
-    "4",
-    "--quiet",
-]
 GRID = ["loss", "width", "eta", "amplitude", "period", "seed"]
-
-
-def dynloss(capsys, *args):
-    """Runs ``dynloss ARGS`` here; returns (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:  # argparse exits
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-@contextlib.contextmanager
-def count_compiles():
-    events = []
-
-    def listener(event, duration, **kw):
-        if "backend_compile" in event:
-            events.append(event)
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield events
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 @pytest.fixture(scope="module")

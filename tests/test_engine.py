@@ -10,21 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from shared import SMALL
 
 from dynloss_jax import engine, flat_model, spiral
 from dynloss_jax.strategy import Strategy
 from dynloss_jax.sweep import SweepConfig, run_sweep
 
 C = 3
-SMALL = dict(
-    loss=("dmse1",),
-    amplitude=(5.0,),
-    period=(10,),
-    steps=40,
-    record_every=2,
-    chunk_steps=20,
-    points_per_class=4,
-)
 FLOAT_ARRAYS = (
     "loss",
     "static_loss",

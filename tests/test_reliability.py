@@ -17,6 +17,8 @@ import time
 import jax
 import numpy as np
 import pytest
+from shared import SMALL, dynloss
+from shared import TINY as TINY_FLAGS
 
 from dynloss_jax import results
 from dynloss_jax.cli import main, summary_table
@@ -24,50 +26,7 @@ from dynloss_jax.results import RunFolderError, load_run
 from dynloss_jax.strategy import Strategy
 from dynloss_jax.sweep import ConfigError, SweepConfig, run_sweep
 
-SMALL = dict(
-    loss=("dmse1",),
-    amplitude=(5.0,),
-    period=(10,),
-    steps=40,
-    record_every=2,
-    chunk_steps=20,
-    points_per_class=4,
-)
-TINY = [
-    "--loss",
-    "dmse1",
-    "--width",
-    "3",
-    "5",
-    "--eta",
-    "0.1",
-    "0.3",
-    "--amplitude",
-    "5",
-    "--period",
-    "10",
-    "--seeds",
-    "2",
-    "--steps",
-    "40",
-    "--record-every",
-    "2",
-    "--chunk-steps",
-    "20",
-    "--points-per-class",
-    "4",
-    "--quiet",
-    "--no-plot",
-]
-
-
-def dynloss(capsys, *args):
-    try:
-        code = main([str(a) for a in args])
-    except SystemExit as e:
-        code = e.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+TINY = [*TINY_FLAGS, "--no-plot"]
 
 
 def npz(path):
@@ -210,28 +169,10 @@ def test_resume_with_another_layout_is_refused(tmp_path, capsys):
     with pytest.raises(ConfigError, match="--batch-size 0 --devices 1") as info:
         run_sweep(config, out, resume=True, strategy=Strategy(1, 2))
     assert info.value.param == "resume"
-    args = [
-        "--loss",
-        "dmse1",
-        "--width",
-        "3",
-        "--eta",
-        "0.1",
-        "--amplitude",
-        "5",
-        "--period",
-        "10",
-        "--steps",
-        "40",
-        "--record-every",
-        "2",
-        "--chunk-steps",
-        "20",
-        "--points-per-class",
-        "4",
-        "--quiet",
-        "--no-plot",
-    ]
+    args = (
+        "--loss dmse1 --width 3 --eta 0.1 --amplitude 5 --period 10 --steps 40 --record-every 2 "
+        "--chunk-steps 20 --points-per-class 4 --quiet --no-plot"
+    ).split()
     code, _, err = dynloss(
         capsys, "train", *args, "--out", out, "--resume", "--batch-size", "1", "--devices", "2"
     )
@@ -277,28 +218,10 @@ def test_summaries_exclude_diverged_runs_and_the_table_says_so(diverging, capsys
 # ---------------------------------------------------------------------------------------------
 # Checkpoint and resume: SIGKILL a running ``dynloss train`` after its first checkpoint.
 
-KILL = [
-    "--loss",
-    "dce",
-    "--width",
-    "8",
-    "--eta",
-    "1",
-    "--amplitude",
-    "5",
-    "--period",
-    "5000",
-    "--seeds",
-    "2",
-    "--steps",
-    "20000",
-    "--record-every",
-    "100",
-    "--chunk-steps",
-    "1000",
-    "--quiet",
-    "--no-plot",
-]
+KILL = (
+    "--loss dce --width 8 --eta 1 --amplitude 5 --period 5000 --seeds 2 --steps "
+    "20000 --record-every 100 --chunk-steps 1000 --quiet --no-plot"
+).split()
 
 
 def test_killed_sweep_resumes_bit_identically(capsys, tmp_path):
