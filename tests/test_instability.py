@@ -9,13 +9,14 @@ import pytest
 from dynloss_jax import SweepConfig, run_sweep
 from dynloss_jax.instability import (
     N_CONFIRM,
+    REL_TOL,
     detector_init,
     detector_update,
     first_instability,
 )
 
 
-def reference_onset(loss_T, n_confirm=N_CONFIRM, rel_tol=1e-10):
+def reference_onset(loss_T, n_confirm=N_CONFIRM, rel_tol=REL_TOL["float64"]):
     """The definition of the module docstring, transcribed as a plain Python loop."""
     f = [float(v) for v in loss_T]
 
@@ -78,21 +79,23 @@ def test_growing_zigzag_on_a_linear_drift_is_found_at_its_start(start):
 def test_zigzag_is_found_when_it_outgrows_the_curvature_of_the_drift():
     # F = 3 − 1e-3·t + c·t² has e_t = 2c; the zigzag a·g^k·(−1)^t adds ±a_{t−2}(1 + g)², so the
     # second differences alternate once a·g^k·(1 + g)² > 2c, k ≈ 313 steps after it starts
-    # (it is 1e-9 at its start, 3e-8 when found, far below the drift of 1e-3 per step).
+    # (it is 1e-9 at its start, 3e-8 when found, far below the drift of 1e-3 per step). The
+    # logic is checked here at a rounding-level tolerance, where the curvature is what delays it.
     t = np.arange(2000.0)
     c, amplitude, g = 1e-6, 1e-9, 1.02
     loss = zigzag(2000, 100, growth=g, amplitude=amplitude, base=3.0 - 1e-3 * t + c * t * t)
-    onset = first_instability(loss)
-    assert onset == reference_onset(loss)
+    onset = first_instability(loss, rel_tol=1e-10)
+    assert onset == reference_onset(loss, rel_tol=1e-10)
     k = np.log(2 * c / (amplitude * (1 + g) ** 2)) / np.log(g)
     assert abs(onset - (100 + 2 + k)) <= 4
+    assert first_instability(loss) > onset  # the default tolerance waits until it is larger
 
 
 def test_raw_differences_need_not_alternate():
     # A zigzag riding on a steep drift: F(t) − F(t−1) < 0 at every step, yet the differences
     # split into two growing branches — the paper's bifurcation — and the onset is found.
-    t = np.arange(400)
-    loss = zigzag(400, 200, growth=1.01, amplitude=1e-5, base=5.0 - 1e-3 * t)
+    t = np.arange(230)
+    loss = zigzag(230, 200, growth=1.05, amplitude=1e-4, base=1.0 - 1e-3 * t)
     assert np.all(np.diff(loss) < 0)
     assert first_instability(loss) == 200 == reference_onset(loss)
 
@@ -116,13 +119,20 @@ def test_rounding_noise_is_ignored_but_would_fire_without_the_tolerance():
     assert first_instability(loss, rel_tol=0.0) == reference_onset(loss, rel_tol=0.0) >= 0
 
 
-def test_float32_series_uses_the_float32_tolerance():
+def test_the_noise_floor_of_a_relu_loss_is_ignored():
+    # Along GD on a ReLU network many units cross their kink every step, and the second
+    # differences e_t of F carry a noise of ~1e-6·|F| whose sign flips often (measured at width
+    # 100, DCE, η = 0.25); now and then it alternates and "grows" six steps in a row by chance.
+    # Here such a run, of the noise's own size, sits in noise: at a rounding-level tolerance it
+    # is an onset, at the default it is not.
     rng = np.random.default_rng(1)
-    noise = (0.7 + 0.7e-6 * rng.standard_normal(20_000)).astype(np.float32)
-    assert first_instability(noise) == -1
-    assert first_instability(noise.astype(np.float64)) >= 0  # the same noise is real in f64
-    loss = zigzag(300, 120, amplitude=1e-3).astype(np.float32)
-    assert first_instability(loss) == 120
+    e = 7e-7 * rng.standard_normal(3000)
+    e[2000:2008] = 7e-7 * np.array([0.3, -0.4, 0.6, -0.8, 1.1, -1.4, 1.8, -2.2])
+    loss = 0.7 - 1e-5 * np.arange(3000) + np.cumsum(np.cumsum(e))
+    assert first_instability(loss, rel_tol=1e-10) == reference_onset(loss, rel_tol=1e-10) >= 0
+    assert first_instability(loss) == -1 == reference_onset(loss)
+    assert first_instability(loss.astype(np.float32)) == -1
+    assert first_instability(zigzag(300, 120, amplitude=1e-3).astype(np.float32)) == 120
 
 
 def test_nan_resets_and_a_found_onset_is_kept():
