@@ -65,7 +65,7 @@ def _check_counts(k: int, num_matvecs: int) -> None:
         raise ValueError(f"need 1 <= k <= num_matvecs, got k={k}, num_matvecs={num_matvecs}")
 
 
-def lanczos(matvec, v0_N, key, *, num_matvecs: int = 16, k: int = 2) -> EigResult:
+def lanczos(matvec, v0_N, key, *, num_matvecs: int = 16, k: int = 2, coords_N=None) -> EigResult:
     """Top-``k`` algebraic eigenpairs of a symmetric operator from ``num_matvecs`` products.
 
     Builds an orthonormal basis V (m × N, m = ``num_matvecs``) of the Krylov space
@@ -80,6 +80,12 @@ def lanczos(matvec, v0_N, key, *, num_matvecs: int = 16, k: int = 2) -> EigResul
     15 parameters and m = 16 gives its exact spectrum and no NaN. ``v0_N`` may be zero: then the
     start is a standard normal vector drawn from ``key`` (the only use of the key), so a warm
     start is simply the previous measurement's Ritz vectors summed.
+
+    ``coords_N`` (int, optional) restricts the operator to a coordinate subspace, as for a
+    network padded to a larger width: the coordinates a restart may use, in the order they are
+    tried, −1 for those never used. The caller keeps ``v0_N`` and ``matvec``'s products in that
+    subspace; listing its coordinates in the order of the unpadded vector makes every restart
+    the unpadded one's.
 
     Returns an :class:`EigResult`: ``top_K`` the ``k`` largest algebraic Ritz values,
     descending (lower bounds on λ1 ≥ … ≥ λk, NaN beyond the dimension of the space),
@@ -105,7 +111,13 @@ def lanczos(matvec, v0_N, key, *, num_matvecs: int = 16, k: int = 2) -> EigResul
         beta = jnp.linalg.norm(w)
         # Restart direction: the coordinate vector e_i least covered by span(V) (largest
         # 1 − ‖V e_i‖²), projected out of it; zero once V spans the whole space.
-        i = jnp.argmin(jnp.sum(V * V, axis=0))
+        cover = jnp.sum(V * V, axis=0)
+        if coords_N is None:
+            i = jnp.argmin(cover)
+        else:
+            usable = coords_N >= 0
+            c = jnp.where(usable, cover[jnp.where(usable, coords_N, 0)], jnp.inf)
+            i = coords_N[jnp.argmin(c)]
         r = _orthogonalise(jnp.zeros((n,), dtype).at[i].set(1.0), V)
         r_norm = jnp.linalg.norm(r)
         restart_ok = r_norm > jnp.sqrt(eps) * 10

@@ -18,6 +18,17 @@ fastest; on a GPU one vmap over all runs (see ``strategy.py``).
 A run whose loss or parameters become non-finite is frozen at its last finite parameters and
 flagged (``diverged``, ``diverged_step``); its later records (λ included) are NaN and the other
 runs of the program are untouched. Every record carries the step it was measured at.
+
+**Several widths and losses in one program.** A :class:`RunSpec` whose ``width`` is a tuple pads
+every run's network to the largest width; the real width of a run is ``Hyper.width_index``. The
+padded units start at zero (the real units are initialised exactly as in the unpadded network,
+from the same key), their gradients are zero and are masked anyway, and Lanczos works in the
+subspace of the real parameters (masked start vector and products, restarts over the real
+coordinates in their unpadded order), so every number of a run is that of the unpadded run to
+rounding (``tests/test_padding.py``). A ``loss`` tuple holds the members of one family (the same
+static loss: CE with DCE, MSE with the DMSE losses); a run's member is ``Hyper.member``, chosen
+by ``lax.switch`` (under vmap every member is evaluated and one selected; the losses are a
+small part of a step).
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from dynloss_jax import eig, instability
 from dynloss_jax.config import N_TOP
 from dynloss_jax.data import check_data
 from dynloss_jax.losses import STATIC_OF, get_loss
-from dynloss_jax.model import flat_model
+from dynloss_jax.model import embedding, flat_model
 from dynloss_jax.schedule import gamma
 from dynloss_jax.strategy import Strategy
 
@@ -47,10 +58,14 @@ ONE_DEVICE_VMAP = Strategy(batch_size=0, n_devices=1)  # the default layout of c
 
 @dataclasses.dataclass(frozen=True)
 class RunSpec:
-    """Everything static about a group of runs: changing any field recompiles."""
+    """Everything static about a group of runs: changing any field recompiles.
 
-    loss: str
-    width: int
+    ``loss`` and ``width`` may be tuples: the losses of one family and the widths of one padded
+    program, each run choosing its own through ``Hyper.member`` and ``Hyper.width_index``.
+    """
+
+    loss: str | tuple[str, ...]
+    width: int | tuple[int, ...]
     n_steps: int
     n_classes: int = 3
     depth: int = 1
@@ -66,8 +81,13 @@ class RunSpec:
     onset_matvecs: int = 40  # Lanczos steps for λ1, λ2 at the onset step
 
     def __post_init__(self):
-        get_loss(self.loss)  # ValueError for an unknown name
-        for name in ("width", "n_steps", "n_classes", "depth", "record_every", "num_matvecs"):
+        for name in self.losses:
+            get_loss(name)  # ValueError for an unknown name
+        if not self.losses or len({STATIC_OF[name] for name in self.losses}) != 1:
+            raise ValueError(f"losses of one program must share a static loss, got {self.loss!r}")
+        if not self.widths or min(self.widths) < 1:
+            raise ValueError(f"widths must be >= 1, got {self.width!r}")
+        for name in ("n_steps", "n_classes", "depth", "record_every", "num_matvecs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.eig_every < 0 or self.eig_every % self.record_every:
@@ -83,10 +103,39 @@ class RunSpec:
         return self.eig_every or self.record_every
 
     @property
-    def model(self):
-        return flat_model(
-            self.width, self.n_classes, self.depth, self.init, self.dtype, self.n_inputs
+    def losses(self) -> tuple[str, ...]:
+        return self.loss if isinstance(self.loss, tuple) else (self.loss,)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return self.width if isinstance(self.width, tuple) else (self.width,)
+
+    @property
+    def padded(self) -> bool:
+        return isinstance(self.width, tuple)
+
+    @property
+    def static_loss(self) -> str:
+        return STATIC_OF[self.losses[0]]
+
+    @property
+    def model_args(self) -> dict:
+        return dict(
+            n_classes=self.n_classes,
+            depth=self.depth,
+            init=self.init,
+            dtype=self.dtype,
+            n_inputs=self.n_inputs,
         )
+
+    @property
+    def model(self):
+        """The network every run of the program evaluates (the largest width when padded)."""
+        return flat_model(max(self.widths), **self.model_args)
+
+    def positions(self, width_index: int) -> np.ndarray:
+        """Where the real parameters of run width ``widths[width_index]`` sit in ``w_N``."""
+        return embedding(self.widths[width_index], max(self.widths), **self.model_args)
 
 
 class Hyper(NamedTuple):
@@ -96,6 +145,8 @@ class Hyper(NamedTuple):
     amplitude: jax.Array
     period: jax.Array  # integer
     seed: jax.Array  # integer
+    member: jax.Array = 0  # integer: which of ``RunSpec.losses``
+    width_index: jax.Array = 0  # integer: which of ``RunSpec.widths``
 
 
 class Data(NamedTuple):
@@ -167,15 +218,79 @@ def _gamma_at(spec: RunSpec, step, hyper: Hyper):
     )
 
 
-def _loss_of_w(spec: RunSpec, w_N, gamma_C, x, y):
+def _loss_of_w(spec: RunSpec, hyper: Hyper, w_N, gamma_C, x, y):
     logits = spec.model.apply(w_N, x)
-    return get_loss(spec.loss)(logits, y, gamma_C), logits
+    if len(spec.losses) == 1:
+        return get_loss(spec.loss if isinstance(spec.loss, str) else spec.loss[0])(
+            logits, y, gamma_C
+        ), logits
+    members = [get_loss(name) for name in spec.losses]
+    return jax.lax.switch(hyper.member, members, logits, y, gamma_C), logits
+
+
+@functools.cache
+def _padding(spec: RunSpec):
+    """Static tables of a padded program, one row per width: the real parameters' mask and
+    their positions in unpadded order (−1 after them)."""
+    n = spec.model.n_params
+    mask_WxN = np.zeros((len(spec.widths), n), bool)
+    coords_WxN = np.full((len(spec.widths), n), -1, np.int32)
+    for i in range(len(spec.widths)):
+        pos = spec.positions(i)
+        mask_WxN[i, pos] = True
+        coords_WxN[i, : pos.size] = pos
+    return mask_WxN, coords_WxN
+
+
+def _mask(spec: RunSpec, hyper: Hyper):
+    """The run's real-parameter mask (``None`` unpadded) in the parameters' dtype."""
+    if not spec.padded:
+        return None
+    mask_WxN, _ = _padding(spec)
+    return jnp.asarray(mask_WxN, spec.dtype)[hyper.width_index]
+
+
+def _embed(spec: RunSpec, hyper: Hyper, real_vector):
+    """``real_vector(width)`` (a vector of the unpadded network) for every width of the
+    program, placed in the padded vector; the run's own one is returned."""
+    n = spec.model.n_params
+    padded = [
+        jnp.zeros((n,), spec.dtype).at[spec.positions(i)].set(real_vector(w))
+        for i, w in enumerate(spec.widths)
+    ]
+    return jnp.stack(padded)[hyper.width_index]
+
+
+def _lanczos(spec: RunSpec, hyper: Hyper, matvec, v0_N, key, num_matvecs: int):
+    """Lanczos on the run's real parameters; a zero ``v0_N`` starts from the unpadded run's
+    random vector."""
+    if not spec.padded:
+        return eig.lanczos(matvec, v0_N, key, num_matvecs=num_matvecs, k=N_TOP)
+    mask = _mask(spec, hyper)
+    start = _embed(spec, hyper, lambda w: jax.random.normal(key, (_n_params(spec, w),), spec.dtype))
+    v0_N = jnp.where(jnp.linalg.norm(v0_N) > 0, v0_N * mask, start)
+    coords = jnp.asarray(_padding(spec)[1])[hyper.width_index]
+    return eig.lanczos(
+        lambda v: mask * matvec(mask * v),
+        v0_N,
+        key,
+        num_matvecs=num_matvecs,
+        k=N_TOP,
+        coords_N=coords,
+    )
+
+
+def _n_params(spec: RunSpec, width: int) -> int:
+    return flat_model(width, **spec.model_args).n_params
 
 
 def init_state(spec: RunSpec, hyper: Hyper) -> State:
     """Initial state of one run: network initialised from ``key(seed)``."""
     init_key, eig_key = jax.random.split(jax.random.key(hyper.seed))
-    w = spec.model.init(init_key)
+    if spec.padded:
+        w = _embed(spec, hyper, lambda width: flat_model(width, **spec.model_args).init(init_key))
+    else:
+        w = spec.model.init(init_key)
     dtype = w.dtype
     return State(
         w_N=w,
@@ -201,9 +316,11 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     computed by the caller at record steps.
     """
     t = state.step
-    (loss, logits), grad = jax.value_and_grad(functools.partial(_loss_of_w, spec), has_aux=True)(
-        state.w_N, gamma_C, data.x_train, data.y_train
-    )
+    (loss, logits), grad = jax.value_and_grad(
+        functools.partial(_loss_of_w, spec, hyper), has_aux=True
+    )(state.w_N, gamma_C, data.x_train, data.y_train)
+    if spec.padded:
+        grad = grad * _mask(spec, hyper)
     opt = optax.sgd(hyper.eta)
     updates, _ = opt.update(grad, opt.init(state.w_N))
     w_new = optax.apply_updates(state.w_N, updates)
@@ -240,7 +357,7 @@ def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     was_diverged = state.diverged
     state, loss, logits = _gd_step(spec, hyper, data, state, gamma_BxC[0])
     nan = jnp.full((), jnp.nan, loss.dtype)
-    static = get_loss(STATIC_OF[spec.loss])(logits, data.y_train, gamma_BxC[0])
+    static = get_loss(spec.static_loss)(logits, data.y_train, gamma_BxC[0])
     record = Record(
         step=steps_B[0],
         loss=loss,
@@ -266,12 +383,12 @@ def measure(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     g = _gamma_at(spec, state.step, hyper)
 
     def f(w):
-        return _loss_of_w(spec, w, g, data.x_train, data.y_train)[0]
+        return _loss_of_w(spec, hyper, w, g, data.x_train, data.y_train)[0]
 
     _, matvec = jax.linearize(jax.grad(f), state.w_N)
     v0 = jnp.sum(state.eig_vectors_KxN, axis=0)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), state.step)
-    res = eig.lanczos(matvec, v0, key, num_matvecs=spec.num_matvecs, k=N_TOP)
+    res = _lanczos(spec, hyper, matvec, v0, key, spec.num_matvecs)
     vectors = jnp.nan_to_num(res.vectors_KxN)
 
     def mask(v):
@@ -296,13 +413,12 @@ def measure_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State) -> Stat
         g = _gamma_at(spec, t0, hyper)
 
         def f(w):
-            return _loss_of_w(spec, w, g, data.x_train, data.y_train)[0]
+            return _loss_of_w(spec, hyper, w, g, data.x_train, data.y_train)[0]
 
         _, matvec = jax.linearize(jax.grad(f), state.onset_w_N)
         key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), t0 + (1 << 30))
-        res = eig.lanczos(
-            matvec, jnp.zeros_like(state.onset_w_N), key, num_matvecs=spec.onset_matvecs, k=N_TOP
-        )
+        zero = jnp.zeros_like(state.onset_w_N)
+        res = _lanczos(spec, hyper, matvec, zero, key, spec.onset_matvecs)
         return state._replace(onset_lam_K=res.top_K, onset_residual_K=res.residual_K)
 
     return jax.lax.cond(need, compute, lambda s: s, state)
@@ -386,8 +502,8 @@ def evaluate(spec: RunSpec, state: State, hyper: Hyper, data: Data) -> Final:
     """Loss and accuracies of the current parameters (at Γ of the current step, or of the step
     where a run stopped at its onset)."""
     g = _gamma_at(spec, jnp.where(state.stopped_step >= 0, state.stopped_step, state.step), hyper)
-    loss, logits = _loss_of_w(spec, state.w_N, g, data.x_train, data.y_train)
-    static = get_loss(STATIC_OF[spec.loss])(logits, data.y_train, g)
+    loss, logits = _loss_of_w(spec, hyper, state.w_N, g, data.x_train, data.y_train)
+    static = get_loss(spec.static_loss)(logits, data.y_train, g)
     val_acc = _accuracy(spec.model.apply(state.w_N, data.x_val), data.y_val)
     nan = jnp.full((), jnp.nan, loss.dtype)
 
@@ -426,8 +542,11 @@ def compiled_onset(spec: RunSpec, strategy: Strategy = ONE_DEVICE_VMAP):
     return jax.jit(sequential.map_runs(lambda s, h, d: measure_onset(spec, h, d, s)))
 
 
-def make_hyper(*, eta, amplitude, period, seed, dtype="float64") -> Hyper:
-    """Per-run values (1-D, equal length R), by name, as a :class:`Hyper` of NumPy arrays.
+def make_hyper(
+    *, eta, amplitude, period, seed, member=None, width_index=None, dtype="float64"
+) -> Hyper:
+    """Per-run values (1-D, equal length R), by name, as a :class:`Hyper` of NumPy arrays;
+    ``member`` and ``width_index`` (for tuple losses and widths of :class:`RunSpec`) default to 0.
 
     Values are not validated here: :meth:`dynloss_jax.SweepConfig.validate` does that once.
     """
@@ -436,6 +555,14 @@ def make_hyper(*, eta, amplitude, period, seed, dtype="float64") -> Hyper:
         amplitude=np.asarray(amplitude, dtype=dtype),
         period=np.asarray(period, dtype=np.int32),
         seed=np.asarray(seed, dtype=np.int32),
+        member=np.zeros(np.shape(seed), np.int32)
+        if member is None
+        else np.asarray(member, np.int32),
+        width_index=(
+            np.zeros(np.shape(seed), np.int32)
+            if width_index is None
+            else np.asarray(width_index, np.int32)
+        ),
     )
     if len({a.shape for a in arrays}) != 1 or arrays.eta.ndim != 1:
         raise ValueError(

@@ -61,6 +61,7 @@ class FlatModel(NamedTuple):
     apply: Callable  # (w_N, x_PxD) -> logits_PxC
     n_params: int
     unravel: Callable  # w_N -> flax params pytree
+    leaf_shapes: tuple  # shapes of the parameter arrays, in the order of the flat vector
 
 
 def check_dtype(dtype: str) -> None:
@@ -95,6 +96,7 @@ def flat_model(
     with jax.ensure_compile_time_eval():  # may first be called while tracing
         shapes = jax.eval_shape(module.init, jax.random.key(0), x_dummy)
         _, unravel = ravel_pytree(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes))
+    leaf_shapes = tuple(tuple(s.shape) for s in jax.tree.leaves(shapes))
     n_params = sum(s.size for s in jax.tree.leaves(shapes))
 
     def init_fn(key):
@@ -103,4 +105,28 @@ def flat_model(
     def apply_fn(w_N, x_PxD):
         return module.apply(unravel(w_N), x_PxD.astype(dtype))
 
-    return FlatModel(init_fn, apply_fn, n_params, unravel)
+    return FlatModel(init_fn, apply_fn, n_params, unravel, leaf_shapes)
+
+
+@functools.cache
+def embedding(width: int, padded_width: int, **model) -> np.ndarray:
+    """Where the parameters of the ``width`` network sit in the flat vector of the same network
+    padded to ``padded_width`` hidden units per layer (``model``: the other arguments of
+    :func:`flat_model`): positions, in the order of the unpadded flat vector.
+
+    Every parameter array of the padded network holds the unpadded one in its leading corner
+    (kernels are (fan_in, fan_out), biases (fan_out,)); the padded units' weights, in and out,
+    are the remaining entries. With those at zero the padded network computes exactly what the
+    unpadded one does (ReLU(0) = 0, and JAX's ReLU has derivative 0 at 0, so their gradients are
+    zero too).
+    """
+    if not 1 <= width <= padded_width:
+        raise ValueError(f"need 1 <= width <= padded_width, got {width}, {padded_width}")
+    real = flat_model(width, **model).leaf_shapes
+    padded = flat_model(padded_width, **model).leaf_shapes
+    positions, offset = [], 0
+    for r, p in zip(real, padded, strict=True):
+        corner = np.indices(r).reshape(len(r), -1)
+        positions.append(offset + np.ravel_multi_index(corner, p))
+        offset += int(np.prod(p))
+    return np.concatenate(positions)
