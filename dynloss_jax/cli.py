@@ -116,6 +116,18 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--devices", type=_integer("an integer >= 0"), default=0, help="devices to use (0: all)"
     )
+    t.add_argument(
+        "--pad-widths",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one compiled program per loss family, every width padded to the largest "
+        "(default: on for GPU/TPU, off on a CPU)",
+    )
+    t.add_argument(
+        "--compile-cache",
+        metavar="DIR",
+        help="keep compiled programs in JAX's persistent cache in DIR for later runs",
+    )
     t.add_argument("--out", required=True, help="results folder")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     t.add_argument("--resume", action="store_true", help="continue an unfinished --out")
@@ -167,7 +179,9 @@ def main(argv=None) -> int:
             )
         base = default_strategy()
         strategy = Strategy(
-            base.batch_size if args.batch_size is None else args.batch_size, args.devices
+            base.batch_size if args.batch_size is None else args.batch_size,
+            args.devices,
+            base.pad_widths if args.pad_widths is None else args.pad_widths,
         )
         results.check_out_folder(
             args.out,
@@ -201,7 +215,10 @@ def _train(config, args, strategy, command) -> int:
     from dynloss_jax import sweep
     from dynloss_jax.progress import ProgressBar
     from dynloss_jax.results import load_run
+    from dynloss_jax.strategy import use_compile_cache
 
+    if args.compile_cache:
+        use_compile_cache(args.compile_cache)
     sweep.run_sweep(
         config,
         args.out,

@@ -228,14 +228,57 @@ class SweepConfig:
             for loss, width in itertools.product(self.loss, self.width)
         ]
 
+    def programs(self, pad_widths: bool = False) -> list[dict]:
+        """The compiled programs of the sweep: ``{loss, width, cells}``, ``cells`` the (loss
+        index, width index) grid cells the program runs, in its run order (each cell holds the
+        runs of :meth:`runs`). Unpadded: one per (loss, width), as :attr:`groups`. With
+        ``pad_widths``: one per loss family, ``loss`` and ``width`` tuples when it has several
+        (for :class:`~dynloss_jax.engine.RunSpec`)."""
+        if not pad_widths:
+            return [
+                dict(loss=loss, width=int(width), cells=[(li, wi)])
+                for li, loss in enumerate(self.loss)
+                for wi, width in enumerate(self.width)
+            ]
+        from dynloss_jax.losses import STATIC_OF
+
+        families: dict[str, list[int]] = {}
+        for li, loss in enumerate(self.loss):
+            families.setdefault(STATIC_OF[loss], []).append(li)
+        widths = tuple(int(w) for w in self.width)
+        programs = []
+        for members in families.values():
+            losses = tuple(self.loss[li] for li in members)
+            programs.append(
+                dict(
+                    loss=losses if len(losses) > 1 else losses[0],
+                    width=widths if len(widths) > 1 else widths[0],
+                    cells=[(li, wi) for li in members for wi in range(len(widths))],
+                )
+            )
+        return programs
+
+    def program_runs(self, program: dict) -> dict[str, list]:
+        """The swept values of every run of ``program`` (from :meth:`programs`), cell by cell,
+        with each run's ``member`` and ``width_index`` in the program's tuples."""
+        runs = self.runs()
+        n = len(runs["seed"])
+        cells = program["cells"]
+        members = {li: m for m, li in enumerate(dict.fromkeys(li for li, _ in cells))}
+        out = {k: v * len(cells) for k, v in runs.items()}
+        out["member"] = [members[li] for li, _ in cells for _ in range(n)]
+        out["width_index"] = [wi for _, wi in cells for _ in range(n)]
+        return out
+
     def runs(self) -> dict[str, list]:
         """The swept values of every run of a group, by name (η × A × T × seed product)."""
         names = ("eta", "amplitude", "period", "seed")
         product = list(itertools.product(self.eta, self.amplitude, self.period, self.seed_values))
         return {name: [p[i] for p in product] for i, name in enumerate(names)}
 
-    def run_spec(self, *, loss: str, width: int):
-        """The static :class:`~dynloss_jax.engine.RunSpec` of one (loss, width) group."""
+    def run_spec(self, *, loss, width, cells=None):
+        """The static :class:`~dynloss_jax.engine.RunSpec` of one (loss, width) group, or of a
+        padded program (tuples; ``cells`` is accepted so a program dict can be passed as is)."""
         from dynloss_jax.engine import RunSpec
 
         data = self.dataset()

@@ -210,16 +210,23 @@ def check_out_folder(
                 f"the folder was started with other settings ({', '.join(differ)})",
             )
         old_layout = saved.get("layout")
+        if old_layout is not None:
+            old_layout = {"pad_widths": False, **old_layout}  # folders from before the option
         if layout is not None and old_layout is not None and old_layout != layout:
             raise ConfigError(
                 "resume",
                 str(out),
                 f"the folder was started with batch size {old_layout['batch_size']} on "
-                f"{old_layout['devices']} device(s), this run would use batch size "
-                f"{layout['batch_size']} on {layout['devices']}; results would differ at "
-                f"rounding level: pass --batch-size {old_layout['batch_size']} --devices "
-                f"{old_layout['devices']}",
+                f"{old_layout['devices']} device(s){_padded(old_layout)}, this run would use "
+                f"batch size {layout['batch_size']} on {layout['devices']}{_padded(layout)}; "
+                f"results would differ at rounding level: pass --batch-size "
+                f"{old_layout['batch_size']} --devices {old_layout['devices']} "
+                f"--{'' if old_layout['pad_widths'] else 'no-'}pad-widths",
             )
+
+
+def _padded(layout: dict) -> str:
+    return ", widths padded" if layout.get("pad_widths") else ""
 
 
 def start_folder(out, settings: dict, layout: dict, *, resume: bool) -> None:

@@ -23,6 +23,14 @@ noisy).
 **GPU/TPU.** One vmap over all runs of a device (``batch_size = 0``): the batched products are what
 fills the chip, and several devices share the runs through the mesh.
 
+**Widths and losses in one program** (``pad_widths``). Each (loss, width) of a sweep is
+otherwise its own compiled program (Fig. 3 full: 45). With ``pad_widths`` every run is padded to
+the sweep's largest width and the losses of one family (CE with DCE; MSE with the DMSE losses)
+share a program, the member chosen per run (``engine.RunSpec``): one program per loss family.
+That is the accelerator default, where compilation would otherwise dominate and the wider
+batch fills the chip. On a CPU a padded run costs what the widest run costs, so it stays off
+(``dynloss train --pad-widths`` turns it on; ``benchmarks/compile_layouts.py`` measures both).
+
 **Several hosts.** Start the same script on every host and call ``jax.distributed.initialize()``
 (coordinator address, process count and id; detected automatically on SLURM, Open MPI and Cloud
 TPU) before any JAX computation. ``jax.devices()`` then lists the devices of every process, the
@@ -59,16 +67,20 @@ CPU_BATCH_SIZE = 1
 @dataclasses.dataclass(frozen=True)
 class Strategy:
     """``batch_size`` runs vmapped together (0: all of a device's runs); ``n_devices`` devices
-    share the runs (0: all visible devices)."""
+    share the runs (0: all visible devices); ``pad_widths``: one program per loss family, every
+    width padded to the largest."""
 
     batch_size: int = 0
     n_devices: int = 0
+    pad_widths: bool = False
 
     def __post_init__(self):
         for name in ("batch_size", "n_devices"):
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if not isinstance(self.pad_widths, bool):
+            raise ValueError(f"pad_widths must be True or False, got {self.pad_widths!r}")
 
     def mesh(self) -> Mesh | None:
         devices = jax.devices()
@@ -84,7 +96,11 @@ class Strategy:
 
     def layout(self) -> dict:
         """The layout as resolved here, for ``config.json`` and for checking a resume against."""
-        return {"batch_size": self.batch_size, "devices": self.device_count()}
+        return {
+            "batch_size": self.batch_size,
+            "devices": self.device_count(),
+            "pad_widths": self.pad_widths,
+        }
 
     def pad_runs(self, tree):
         """Pads the leading (run) axis of every leaf to a multiple of the device count by
@@ -153,8 +169,8 @@ def default_strategy(backend: str | None = None) -> Strategy:
     """The measured-fastest layout for ``backend`` (default: JAX's default backend)."""
     backend = backend or jax.default_backend()
     if backend == "cpu":
-        return Strategy(batch_size=CPU_BATCH_SIZE, n_devices=0)
-    return Strategy(batch_size=0, n_devices=0)
+        return Strategy(batch_size=CPU_BATCH_SIZE, n_devices=0, pad_widths=False)
+    return Strategy(batch_size=0, n_devices=0, pad_widths=True)
 
 
 def use_cpu_cores(n: int | None = None) -> None:
@@ -174,3 +190,16 @@ def host_device_count() -> int | None:
     """The host device count requested through ``XLA_FLAGS``, if any."""
     m = re.search(r"xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
     return int(m.group(1)) if m else None
+
+
+def use_compile_cache(path) -> None:
+    """Stores compiled programs in JAX's persistent compilation cache under ``path`` and reuses
+    them in later processes (every program, however quick to compile). Opt-in: whether it hits
+    depends on the backend and JAX version (``benchmarks/compile_layouts.py --cache`` checks)."""
+    import pathlib
+
+    path = pathlib.Path(path).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -4,9 +4,10 @@
 anything is compiled or written. :func:`run_sweep` groups runs by (loss, width) — the static
 parts of the program — and runs each group as one compiled program over its η × A × T × seed
 runs, in chunks of a few thousand steps, laid out on the devices by a
-:class:`~dynloss_jax.strategy.Strategy`. With ``out`` given, each chunk is checkpointed through
-:mod:`dynloss_jax.results` (which owns the folder format), so an interrupted sweep continues
-with ``resume=True`` and gives bit-identical arrays.
+:class:`~dynloss_jax.strategy.Strategy`; with ``Strategy.pad_widths`` a group is a whole loss
+family over every width (:meth:`SweepConfig.programs`). With ``out`` given, each chunk is
+checkpointed through :mod:`dynloss_jax.results` (which owns the folder format), so an
+interrupted sweep continues with ``resume=True`` and gives bit-identical arrays.
 """
 
 from __future__ import annotations
@@ -133,19 +134,22 @@ def run_sweep(
     started = time.time()
 
     data = config.arrays()
-    runs = config.runs()
-    n_runs = len(runs["seed"])
-    hyper = strategy.pad_runs(engine.make_hyper(**runs, dtype=config.dtype))
     chunk = config.chunk
     n_chunks = config.steps // chunk
-    groups = config.groups
-    total = len(groups) * n_runs * config.steps
+    programs = config.programs(strategy.pad_widths)
+    cell_runs = len(config.runs()["seed"])
+    total = sum(len(p["cells"]) for p in programs) * cell_runs * config.steps
     done = 0
     compile_s = []
 
-    collected = _Collector(config, n_runs)
-    for gi, group in enumerate(groups):
+    collected = _Collector(config, cell_runs)
+    for gi, group in enumerate(programs):
         spec = config.run_spec(**group)
+        hyper = strategy.pad_runs(
+            engine.make_hyper(**config.program_runs(group), dtype=config.dtype)
+        )
+        n_runs = cell_runs * len(group["cells"])
+        collected.cells = group["cells"]
         with _CompileClock() as clock:  # counts compile events only, not the running
             init, advance, finalize = engine.compiled(spec, chunk, strategy)
             onset = engine.compiled_onset(spec, strategy)
@@ -189,7 +193,7 @@ def run_sweep(
         **provenance,
         "layout": layout,
         "data": config.dataset().info,
-        "programs": len(groups),
+        "programs": len(programs),
         "compile_s": compile_s,
         "command": command if command is not None else sys.argv,
         "runtime_s": round(time.time() - started, 3),
@@ -232,17 +236,25 @@ class _Collector:
 
     def __init__(self, config: SweepConfig, n_runs: int):
         self.n_chunks = config.steps // config.chunk
-        self.n_runs, self.n_widths = n_runs, len(config.width)
+        self.n_runs = n_runs  # runs per (loss, width) cell
         self.grid = config.grid_shape
+        self.cells: list = []  # the (loss, width) cells of the program being collected
         self.arrays: dict = {}
         self.axes: dict = {}
 
-    def _target(self, gi: int, name: str, trailing_shape, dtype, axes):
+    def _target(self, name: str, trailing_shape, dtype, axes):
+        """Per cell of the current program, a view (runs, *trailing_shape) into the grid."""
         if name not in self.arrays:
             self.arrays[name] = np.full(self.grid + tuple(trailing_shape), _blank(dtype), dtype)
             self.axes[name] = list(GRID_AXES) + axes
-        li, wi = divmod(gi, self.n_widths)
-        return self.arrays[name][li, wi].reshape((self.n_runs, *trailing_shape))  # a view
+        return [
+            self.arrays[name][li, wi].reshape((self.n_runs, *trailing_shape))
+            for li, wi in self.cells
+        ]
+
+    def _fill(self, views, a, where=slice(None)):
+        for k, view in enumerate(views):
+            view[:, where] = a[k * self.n_runs : (k + 1) * self.n_runs]
 
     def chunk(self, gi: int, c: int, piece: dict) -> None:
         for key, a in piece.items():
@@ -256,8 +268,8 @@ class _Collector:
                 self.arrays[name][where] = a[0]
                 continue
             name, axes = _RECORDS[key]
-            view = self._target(gi, name, (self.n_chunks * per_chunk, *a.shape[2:]), a.dtype, axes)
-            view[:, where] = a
+            views = self._target(name, (self.n_chunks * per_chunk, *a.shape[2:]), a.dtype, axes)
+            self._fill(views, a, where)
 
     def final(self, gi: int, state, final) -> None:
         values = {
@@ -272,12 +284,13 @@ class _Collector:
             "instability_lam": state.onset_lam_K[:, 0],
         }
         for name, a in values.items():
-            self._target(gi, name, (), a.dtype, [])[:] = a
+            for k, view in enumerate(self._target(name, (), a.dtype, [])):
+                view[:] = a[k * self.n_runs : (k + 1) * self.n_runs]
         for name, a in {
             "instability_lam_k": state.onset_lam_K,
             "instability_residual": state.onset_residual_K,
         }.items():
-            self._target(gi, name, a.shape[1:], a.dtype, ["k"])[:] = a
+            self._fill(self._target(name, a.shape[1:], a.dtype, ["k"]), a)
 
 
 def _blank(dtype):

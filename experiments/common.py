@@ -52,6 +52,12 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     p.add_argument("--replot", action="store_true", help="redraw from --out without training")
+    p.add_argument(
+        "--pad-widths",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="one compiled program per loss family, widths padded (default: per backend)",
+    )
     return p
 
 
@@ -80,11 +86,19 @@ def sweep(config, out: Path, args, label: str):
 
     if args.replot:
         return load_run(out)
+    from dataclasses import replace
+
+    from dynloss_jax.strategy import default_strategy
+
+    strategy = default_strategy()
+    if args.pad_widths is not None:
+        strategy = replace(strategy, pad_widths=args.pad_widths)
     started = time.perf_counter()
     run_sweep(
         config,
         out,
         overwrite=args.overwrite,
+        strategy=strategy,
         progress=ProgressBar(label, quiet=args.quiet),
         command=_command(),
     )

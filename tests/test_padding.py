@@ -13,6 +13,7 @@ import pytest
 from dynloss_jax import engine
 from dynloss_jax.data import spiral
 from dynloss_jax.model import embedding, flat_model
+from tests.shared import dynloss
 
 TOL = 1e-12
 RESIDUAL_ATOL = 1e-11
@@ -127,3 +128,42 @@ def test_depth_two_padded_equals_unpadded():
 def test_a_program_refuses_losses_of_two_families():
     with pytest.raises(ValueError, match="static loss"):
         engine.RunSpec(loss=("ce", "mse"), width=(2, 3), n_steps=10)
+
+
+SWEEP = (
+    "--width 4 8 16 --amplitude 1 8 --period 20 --seeds 2 --steps 200 "
+    "--record-every 5 --eig-every 20 --num-matvecs 10 --points-per-class 10 --chunk-steps 100 "
+    "--static-last-period --quiet --no-plot"
+).split()
+
+
+@pytest.mark.parametrize(
+    "losses, etas", [(["ce", "dce"], ["0.5", "1.5"]), (["mse", "dmse2", "dmse1o"], ["0.05", "0.2"])]
+)
+def test_padded_sweep_is_one_program_per_family_and_equals_the_unpadded_one(
+    tmp_path, capsys, losses, etas
+):
+    from dynloss_jax import load_run
+
+    folders = {}
+    for flag in ("--pad-widths", "--no-pad-widths"):
+        out = tmp_path / flag
+        code, _, err = dynloss(
+            capsys, "train", "--loss", *losses, "--eta", *etas, *SWEEP, flag, "--out", out
+        )
+        assert code == 0, err
+        folders[flag] = load_run(out)
+    padded, separate = folders["--pad-widths"], folders["--no-pad-widths"]
+    assert padded.config["programs"] == 1
+    assert padded.config["layout"]["pad_widths"] is True
+    assert separate.config["programs"] == len(losses) * 3
+    assert set(padded.arrays) == set(separate.arrays)
+    for name, want in separate.arrays.items():
+        got = padded.arrays[name]
+        assert got.shape == want.shape, name
+        atol = RESIDUAL_ATOL if "residual" in name else TOL
+        if np.issubdtype(want.dtype, np.floating):
+            np.testing.assert_allclose(got, want, rtol=TOL, atol=atol, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=name)
+    assert np.isfinite(separate.arrays["lam"]).all()

@@ -126,7 +126,8 @@ def test_default_strategy_per_backend():
     cpu = default_strategy("cpu")
     assert cpu == Strategy(strategy.CPU_BATCH_SIZE, 0)
     for accelerator in ("gpu", "tpu"):
-        assert default_strategy(accelerator) == Strategy(batch_size=0, n_devices=0)
+        assert default_strategy(accelerator) == Strategy(batch_size=0, n_devices=0, pad_widths=True)
+    assert not cpu.pad_widths
 
 
 @pytest.mark.parametrize("field", ["batch_size", "n_devices"])
@@ -134,6 +135,27 @@ def test_default_strategy_per_backend():
 def test_strategy_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=field):
         Strategy(**{field: value})
+    with pytest.raises(ValueError, match="pad_widths"):
+        Strategy(pad_widths=1)
+
+
+def test_fig3_full_is_45_programs_separate_and_2_padded():
+    from experiments import fig3_width_sweep as fig3
+
+    configs = [fig3.config_of(fig3.FULL, panel) for panel in ("a", "b")]
+    assert [len(c.programs()) for c in configs] == [18, 27]
+    padded = [c.programs(pad_widths=True) for c in configs]
+    assert [len(p) for p in padded] == [1, 1]
+    a = padded[0][0]
+    assert a["loss"] == ("ce", "dce") and a["width"] == fig3.FULL["widths"]
+    assert a["cells"] == [(li, wi) for li in range(2) for wi in range(9)]
+    runs = configs[0].program_runs(a)
+    assert runs["member"] == [m for m in range(2) for _ in range(9 * 50)]
+    assert runs["width_index"] == [w for _ in range(2) for w in range(9) for _ in range(50)]
+    assert runs["seed"] == list(range(50)) * 18
+    # mixed families: one program each, in the order the losses are given
+    mixed = SweepConfig(loss=("mse", "dce", "dmse2", "ce"), width=(3,))
+    assert [p["loss"] for p in mixed.programs(pad_widths=True)] == [("mse", "dmse2"), ("dce", "ce")]
 
 
 def test_mesh_uses_the_requested_devices():
