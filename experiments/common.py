@@ -53,6 +53,11 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     p.add_argument("--replot", action="store_true", help="redraw from --out without training")
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run: finished sweeps are loaded, unfinished ones resumed",
+    )
+    p.add_argument(
         "--pad-widths",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -88,16 +93,30 @@ def sweep(config, out: Path, args, label: str):
         return load_run(out)
     from dataclasses import replace
 
+    from dynloss_jax import results
     from dynloss_jax.strategy import default_strategy
 
     strategy = default_strategy()
     if args.pad_widths is not None:
         strategy = replace(strategy, pad_widths=args.pad_widths)
+    resume = False
+    if args.resume and (Path(out) / results.CONFIG).exists():
+        saved = results.read_json(Path(out) / results.CONFIG)
+        if saved.get("complete"):
+            if saved.get("settings") != config.settings():
+                raise results.ConfigError(
+                    "resume", str(out), "holds a finished run with other settings"
+                )
+            if not args.quiet:
+                print(f"{label}: {out} is complete, loaded", file=sys.stderr)
+            return load_run(out)
+        resume = True  # an unfinished folder, or refused by run_sweep if its settings differ
     started = time.perf_counter()
     run_sweep(
         config,
         out,
-        overwrite=args.overwrite,
+        resume=resume,
+        overwrite=args.overwrite and not resume,
         strategy=strategy,
         progress=ProgressBar(label, quiet=args.quiet),
         command=_command(),

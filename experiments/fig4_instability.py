@@ -60,6 +60,7 @@ FULL = dict(
     seeds=30,
     width=100,
     steps_eta=100_000,
+    steps_eta_mse=10_000,
     record_every=100,
     eig_every=0,
 )
@@ -71,6 +72,7 @@ QUICK = dict(
     periods=(500,),
     seeds=2,
     steps_eta=2500,
+    steps_eta_mse=2500,
 )
 # the smallest case with real onsets (every run fires near step 450 at η = 2)
 SMOKE = dict(
@@ -112,6 +114,12 @@ def add_flags(p):
         f"quick {QUICK['steps_eta']})",
     )
     p.add_argument(
+        "--steps-eta-mse",
+        type=float,
+        help=f"the same for DMSE1, DMSE2 (default {FULL['steps_eta_mse']}; "
+        f"quick {QUICK['steps_eta_mse']})",
+    )
+    p.add_argument(
         "--record-every", type=int, help=f"loss every k steps (default {FULL['record_every']})"
     )
     p.add_argument(
@@ -132,6 +140,12 @@ def etas_of(s: dict, loss: str) -> tuple:
     from dynloss_jax.losses import STATIC_OF
 
     return s["etas_ce"] if STATIC_OF[loss] == "ce" else s["etas_mse"]
+
+
+def steps_eta_of(s: dict, loss: str) -> float:
+    from dynloss_jax.losses import STATIC_OF
+
+    return s["steps_eta"] if STATIC_OF[loss] == "ce" else s["steps_eta_mse"]
 
 
 def configs(s: dict) -> dict:
@@ -158,7 +172,7 @@ def config_of(s: dict, loss: str, eta: float):
         amplitude=s["amplitudes"],
         period=s["periods"],
         seeds=s["seeds"],
-        steps=steps_for(eta, s["steps_eta"], max(s["eig_every"], s["record_every"])),
+        steps=steps_for(eta, steps_eta_of(s, loss), max(s["eig_every"], s["record_every"])),
         record_every=s["record_every"],
         eig_every=s["eig_every"],
         stop_at_onset=True,

@@ -178,3 +178,37 @@ def test_sm_refuses_a_period_that_does_not_divide_the_run(tmp_path, capsys, smok
     assert code == 2
     assert "periods=7" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
+    tmp_path, capsys, monkeypatch, smoke
+):
+    """``--resume`` after an interruption: the finished sweep is loaded, not rerun, and the
+    unfinished one continues from its checkpoint to the arrays of an uninterrupted run."""
+    args = ["--quick", "--out", str(tmp_path), "--quiet"]
+    assert fig4_instability.main(args) == 0
+    capsys.readouterr()
+    whole = {name: load_run(tmp_path / name).arrays for name in ("dce_eta_1", "dce_eta_2")}
+    # "interrupt" the second sweep: back to unfinished after its first chunk
+    folder = tmp_path / "dce_eta_2"
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "arrays.npz").unlink()
+    for extra in folder.glob("checkpoint-0-chunk-*.npz"):
+        if not extra.name.endswith("chunk-0.npz"):
+            extra.unlink()
+    config["complete"] = False
+    (folder / "config.json").write_text(json.dumps(config))
+    calls = []
+    real = sweep.run_sweep
+
+    def counting(config, out, **kw):
+        calls.append((out.name, kw["resume"]))
+        return real(config, out, **kw)
+
+    monkeypatch.setattr(dynloss_jax, "run_sweep", counting)
+    assert fig4_instability.main([*args, "--resume"]) == 0
+    assert calls == [("dce_eta_2", True)]  # dce_eta_1 was loaded
+    for name, want in whole.items():
+        got = load_run(tmp_path / name).arrays
+        for key, a in want.items():
+            np.testing.assert_array_equal(got[key], a, err_msg=f"{name} {key}")
