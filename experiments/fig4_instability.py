@@ -11,8 +11,11 @@ faint points are the per-condition means. A least-squares fit of log λ1 = c + b
 runs with an onset gives the slope b (−1 for λ1 = 2/η), printed with its standard error; runs
 without an onset within the step limit are counted in the table, not in the fit.
 
-Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps,
-30 seeds per condition. The total number of steps depends on η, and the step count (like the
+Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps
+for DCE, 30 seeds per condition. DMSE1 and DMSE2 runs are capped at 10 000/η steps
+(``--steps-eta-mse``): their first instabilities come at ≈ 2 700/η steps or earlier (DMSE1 at
+η = 0.05: steps 50 000–54 000; DMSE2 9 000–14 000, two seeds of a probe), and a run that never
+fired would otherwise cost 2·10⁶ steps; runs without an onset are counted. The total number of steps depends on η, and the step count (like the
 loss) is static in a compiled program, so each (loss, η) is its own sweep, written to
 ``<out>/<loss>_eta_<η>/``.
 
@@ -29,7 +32,10 @@ The η grids are not given (SPEC §2); decided here, a factor 2 apart, one per l
 Together the two grids span η = 0.05–2. (An earlier version read λ1 from measurements every
 k steps, interpolated; at DCE onsets, just before a period's end where λ1 moves fast, the
 reading depended on k: 1.10 and 0.79 × 2/η at η = 1, 2 for k = T/5, 0.87 and 0.91 for T/20.
-The exact value at the onset step removes that dependence.)
+The exact value at the onset step removes that dependence. A later full run at these settings,
+with the detector's tolerance at 1e-10·|F|, found "onsets" at η·λ1/2 = 0.17 (DCE, η = 0.25):
+they were the ReLU-kink noise of F, ~1e-6·|F|, not bifurcations; see
+``dynloss_jax.instability``.)
 
 ``--quick``: η = 0.1, 0.2, 0.4 (DMSE) and 0.5, 1, 2 (DCE), A = 50, T = 500, 2500/η steps (T and
 the run length scaled down by 10 and 40), 2 seeds.
