@@ -31,7 +31,8 @@ def worker(pad: bool, steps: int, cache: str | None) -> dict:
 
     jax.config.update("jax_enable_x64", True)
     from dynloss_jax import run_sweep
-    from dynloss_jax.strategy import default_strategy, use_compile_cache
+    from dynloss_jax.cli import use_compile_cache
+    from dynloss_jax.strategy import default_strategy
     from experiments import fig3_width_sweep as fig3
 
     if cache:

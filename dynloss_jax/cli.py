@@ -215,7 +215,6 @@ def _train(config, args, strategy, command) -> int:
     from dynloss_jax import sweep
     from dynloss_jax.progress import ProgressBar
     from dynloss_jax.results import load_run
-    from dynloss_jax.strategy import use_compile_cache
 
     if args.compile_cache:
         use_compile_cache(args.compile_cache)
@@ -327,6 +326,19 @@ def _rerun(args) -> int:
         return 1
     print(f"rerun in {out}: all {len(old.arrays)} arrays bit-identical to {args.run}")
     return 0
+
+
+def use_compile_cache(path) -> None:
+    """Stores compiled programs in JAX's persistent compilation cache under ``path`` and reuses
+    them in later processes (every program, however quick to compile). Opt-in: whether it hits
+    depends on the backend and JAX version (``benchmarks/compile_layouts.py --cache`` checks)."""
+    import jax
+
+    path = Path(path).expanduser().resolve()
+    path.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 if __name__ == "__main__":

@@ -220,18 +220,10 @@ class SweepConfig:
     def grid_shape(self) -> tuple[int, ...]:
         return tuple(len(v) for v in self.coords.values())
 
-    @property
-    def groups(self) -> list[dict]:
-        """The static parts of the sweep, one compiled program each: ``{loss, width}``."""
-        return [
-            dict(loss=loss, width=int(width))
-            for loss, width in itertools.product(self.loss, self.width)
-        ]
-
     def programs(self, pad_widths: bool = False) -> list[dict]:
         """The compiled programs of the sweep: ``{loss, width, cells}``, ``cells`` the (loss
         index, width index) grid cells the program runs, in its run order (each cell holds the
-        runs of :meth:`runs`). Unpadded: one per (loss, width), as :attr:`groups`. With
+        runs of :meth:`runs`). Unpadded: one per (loss, width). With
         ``pad_widths``: one per loss family, ``loss`` and ``width`` tuples when it has several
         (for :class:`~dynloss_jax.engine.RunSpec`)."""
         if not pad_widths:

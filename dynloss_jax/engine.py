@@ -10,8 +10,9 @@ Per run the program is
 
 so there is no ``lax.cond`` on the step (under vmap both branches would run). A run is described
 by static :class:`RunSpec` (shapes, loop lengths, the loss) and swept :class:`Hyper` arrays
-(η, A, T, seed), which are mapped over runs: vmapped in blocks of ``batch_size`` runs and mapped
-sequentially over blocks (``lax.map``), and split over devices with ``shard_map``, as a
+(η, A, T, seed, and in a padded program the run's loss member and width index), which are
+mapped over runs: vmapped in blocks of ``batch_size`` runs and mapped sequentially over blocks
+(``lax.map``), and split over devices with ``shard_map``, as a
 :class:`~dynloss_jax.strategy.Strategy` lays them out. On a CPU a sequential map per core is
 fastest; on a GPU one vmap over all runs (see ``strategy.py``).
 
@@ -221,9 +222,7 @@ def _gamma_at(spec: RunSpec, step, hyper: Hyper):
 def _loss_of_w(spec: RunSpec, hyper: Hyper, w_N, gamma_C, x, y):
     logits = spec.model.apply(w_N, x)
     if len(spec.losses) == 1:
-        return get_loss(spec.loss if isinstance(spec.loss, str) else spec.loss[0])(
-            logits, y, gamma_C
-        ), logits
+        return get_loss(spec.losses[0])(logits, y, gamma_C), logits
     members = [get_loss(name) for name in spec.losses]
     return jax.lax.switch(hyper.member, members, logits, y, gamma_C), logits
 
@@ -251,12 +250,12 @@ def _mask(spec: RunSpec, hyper: Hyper):
 
 
 def _embed(spec: RunSpec, hyper: Hyper, real_vector):
-    """``real_vector(width)`` (a vector of the unpadded network) for every width of the
-    program, placed in the padded vector; the run's own one is returned."""
+    """``real_vector(i)`` (a vector of the unpadded network of width ``widths[i]``) for every
+    width of the program, placed in the padded vector; the run's own one is returned."""
     n = spec.model.n_params
     padded = [
-        jnp.zeros((n,), spec.dtype).at[spec.positions(i)].set(real_vector(w))
-        for i, w in enumerate(spec.widths)
+        jnp.zeros((n,), spec.dtype).at[spec.positions(i)].set(real_vector(i))
+        for i in range(len(spec.widths))
     ]
     return jnp.stack(padded)[hyper.width_index]
 
@@ -267,7 +266,9 @@ def _lanczos(spec: RunSpec, hyper: Hyper, matvec, v0_N, key, num_matvecs: int):
     if not spec.padded:
         return eig.lanczos(matvec, v0_N, key, num_matvecs=num_matvecs, k=N_TOP)
     mask = _mask(spec, hyper)
-    start = _embed(spec, hyper, lambda w: jax.random.normal(key, (_n_params(spec, w),), spec.dtype))
+    start = _embed(
+        spec, hyper, lambda i: jax.random.normal(key, (spec.positions(i).size,), spec.dtype)
+    )
     v0_N = jnp.where(jnp.linalg.norm(v0_N) > 0, v0_N * mask, start)
     coords = jnp.asarray(_padding(spec)[1])[hyper.width_index]
     return eig.lanczos(
@@ -280,15 +281,13 @@ def _lanczos(spec: RunSpec, hyper: Hyper, matvec, v0_N, key, num_matvecs: int):
     )
 
 
-def _n_params(spec: RunSpec, width: int) -> int:
-    return flat_model(width, **spec.model_args).n_params
-
-
 def init_state(spec: RunSpec, hyper: Hyper) -> State:
     """Initial state of one run: network initialised from ``key(seed)``."""
     init_key, eig_key = jax.random.split(jax.random.key(hyper.seed))
     if spec.padded:
-        w = _embed(spec, hyper, lambda width: flat_model(width, **spec.model_args).init(init_key))
+        w = _embed(
+            spec, hyper, lambda i: flat_model(spec.widths[i], **spec.model_args).init(init_key)
+        )
     else:
         w = spec.model.init(init_key)
     dtype = w.dtype

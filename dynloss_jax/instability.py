@@ -10,15 +10,16 @@ enters only through its curvature. Step t *extends a growing zigzag* when
 
     e_t · e_{t−1} < 0, |e_{t−1}| > tol(t)      (the curvature of F alternates in sign)
     |e_t| − |e_{t−2}| > tol(t)                 (and grows: compare with the same-sign one)
-    |e_t| > tol(t),   tol(t) = rel_tol · |F(t)|  (both above the rounding noise of F)
+    |e_t| > tol(t),   tol(t) = rel_tol · |F(t)|  (both above the noise floor of F)
 
 and an onset is confirmed when ``n_confirm`` consecutive steps t0, …, t0 + n_confirm − 1 do so.
 The onset is reported as t0 − 1: for F linear until step s and zigzagging from F(s) on, it is s.
 The earliest possible onset is 3 (the first test needs F(0..4)). A steady oscillation
 (|e_t| = |e_{t−2}|) or a decaying one never confirms, nor does a smooth trend, nor a drift whose
 curvature changes (that lengthens every other e_t and shortens the others), nor rounding noise
-(it stays below ``tol``). A zigzag of amplitude a adds ±4a to e_t, so it is found once 4a
-exceeds the curvature of the drift. Detecting from F, not from λ, keeps the comparison of λ at
+or the jitter of a ReLU network's loss as units cross their kinks (both stay below ``tol``,
+see ``REL_TOL``). A zigzag of amplitude a adds ±4a to e_t, so it is found once 4a exceeds the
+curvature of the drift and the tolerance. Detecting from F, not from λ, keeps the comparison of λ at
 the onset with 2/η honest.
 
 The detector is a pair of pure functions (``detector_init``, ``detector_update``) so that it runs
@@ -41,9 +42,9 @@ N_CONFIRM = 6
 # time and by chance "grows" six steps in a row. With the former 1e-10 the detector confirmed
 # such noise long before λ1 reached 2/η (η·λ1/2 = 0.07–0.21 at the "onsets" of η = 0.25); a real
 # period-2 zigzag there has |e| ~ 1e-3·|F| and keeps alternating for hundreds of steps.
-# 1e-5 separates the two (see the Fig. 4 notes in docs/reproduction.md) and is far below any
-# oscillation visible on a plot; it is also above float32 rounding.
-REL_TOL = {"float64": 1e-5, "float32": 1e-5}
+# 1e-5 separates the two (docs/reproduction.md, Fig. 4) and is far below any oscillation
+# visible on a plot; it is also above float32 rounding, so both dtypes share it.
+REL_TOL = 1e-5
 
 
 class DetectorState(NamedTuple):
@@ -63,11 +64,6 @@ def detector_init(dtype=jnp.float64) -> DetectorState:
     return DetectorState(nan, nan, nan, nan, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
 
 
-def default_rel_tol(dtype) -> float:
-    """``REL_TOL`` for the loss's dtype (float64, or float32 for anything narrower)."""
-    return REL_TOL["float64" if jnp.dtype(dtype) == jnp.float64 else "float32"]
-
-
 def detector_update(
     state: DetectorState, loss, step, *, n_confirm: int = N_CONFIRM, rel_tol: float | None = None
 ) -> DetectorState:
@@ -77,7 +73,7 @@ def detector_update(
     Once an onset is found it is kept; the rest of the state keeps updating.
     """
     loss = jnp.asarray(loss)
-    rel_tol = default_rel_tol(loss.dtype) if rel_tol is None else rel_tol
+    rel_tol = REL_TOL if rel_tol is None else rel_tol
     tol = rel_tol * jnp.abs(loss)
     d = loss - state.prev_loss
     e = d - state.d1

@@ -190,16 +190,3 @@ def host_device_count() -> int | None:
     """The host device count requested through ``XLA_FLAGS``, if any."""
     m = re.search(r"xla_force_host_platform_device_count=(\d+)", os.environ.get("XLA_FLAGS", ""))
     return int(m.group(1)) if m else None
-
-
-def use_compile_cache(path) -> None:
-    """Stores compiled programs in JAX's persistent compilation cache under ``path`` and reuses
-    them in later processes (every program, however quick to compile). Opt-in: whether it hits
-    depends on the backend and JAX version (``benchmarks/compile_layouts.py --cache`` checks)."""
-    import pathlib
-
-    path = pathlib.Path(path).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -149,7 +149,6 @@ def run_sweep(
             engine.make_hyper(**config.program_runs(group), dtype=config.dtype)
         )
         n_runs = cell_runs * len(group["cells"])
-        collected.cells = group["cells"]
         with _CompileClock() as clock:  # counts compile events only, not the running
             init, advance, finalize = engine.compiled(spec, chunk, strategy)
             onset = engine.compiled_onset(spec, strategy)
@@ -164,7 +163,7 @@ def run_sweep(
                     _unflatten("state", state, _check_runs(out, gi, flat_state, n_runs))
                 )
                 for c, piece in enumerate(pieces):
-                    collected.chunk(gi, c, piece)
+                    collected.chunk(group["cells"], c, piece)
                 done += chunks_done * chunk * n_runs
             for c in range(chunks_done, n_chunks):
                 state, records, eig_records = advance(state, hyper, data)
@@ -174,7 +173,7 @@ def run_sweep(
                 piece = _flatten("records", gather(records, n_runs))
                 if eig_records is not None:
                     piece.update(_flatten("eig", gather(eig_records, n_runs)))
-                collected.chunk(gi, c, piece)
+                collected.chunk(group["cells"], c, piece)
                 if out is not None and writer:
                     results.write_checkpoint(
                         out, gi, c, piece, _flatten("state", gather(state, n_runs))
@@ -184,7 +183,7 @@ def run_sweep(
                     progress(done, total)
             final = finalize(state, hyper, data)
         compile_s.append(round(clock.seconds, 3))
-        collected.final(gi, gather(state, n_runs), gather(final, n_runs))
+        collected.final(group["cells"], gather(state, n_runs), gather(final, n_runs))
 
     arrays, axes = collected.arrays, collected.axes
     run_config = {
@@ -238,25 +237,26 @@ class _Collector:
         self.n_chunks = config.steps // config.chunk
         self.n_runs = n_runs  # runs per (loss, width) cell
         self.grid = config.grid_shape
-        self.cells: list = []  # the (loss, width) cells of the program being collected
         self.arrays: dict = {}
         self.axes: dict = {}
 
-    def _target(self, name: str, trailing_shape, dtype, axes):
-        """Per cell of the current program, a view (runs, *trailing_shape) into the grid."""
+    def _fill(self, cells, name: str, a, axes, where=None):
+        """Writes a program's per-run array ``a`` (runs of ``cells`` one after another, then
+        the trailing axes) into the grid array ``name``; ``where`` slices the first trailing
+        axis (a chunk's records)."""
+        trailing = a.shape[1:] if where is None else (self.n_chunks * a.shape[1], *a.shape[2:])
         if name not in self.arrays:
-            self.arrays[name] = np.full(self.grid + tuple(trailing_shape), _blank(dtype), dtype)
+            self.arrays[name] = np.full(self.grid + tuple(trailing), _blank(a.dtype), a.dtype)
             self.axes[name] = list(GRID_AXES) + axes
-        return [
-            self.arrays[name][li, wi].reshape((self.n_runs, *trailing_shape))
-            for li, wi in self.cells
-        ]
+        for k, (li, wi) in enumerate(cells):
+            view = self.arrays[name][li, wi].reshape((self.n_runs, *trailing))  # a view
+            part = a[k * self.n_runs : (k + 1) * self.n_runs]
+            if where is None:
+                view[...] = part
+            else:
+                view[:, where] = part
 
-    def _fill(self, views, a, where=slice(None)):
-        for k, view in enumerate(views):
-            view[:, where] = a[k * self.n_runs : (k + 1) * self.n_runs]
-
-    def chunk(self, gi: int, c: int, piece: dict) -> None:
+    def chunk(self, cells, c: int, piece: dict) -> None:
         for key, a in piece.items():
             per_chunk = a.shape[1]
             where = slice(c * per_chunk, (c + 1) * per_chunk)
@@ -268,10 +268,9 @@ class _Collector:
                 self.arrays[name][where] = a[0]
                 continue
             name, axes = _RECORDS[key]
-            views = self._target(name, (self.n_chunks * per_chunk, *a.shape[2:]), a.dtype, axes)
-            self._fill(views, a, where)
+            self._fill(cells, name, a, axes, where)
 
-    def final(self, gi: int, state, final) -> None:
+    def final(self, cells, state, final) -> None:
         values = {
             "final_loss": final.loss,
             "final_static_loss": final.static_loss,
@@ -284,13 +283,9 @@ class _Collector:
             "instability_lam": state.onset_lam_K[:, 0],
         }
         for name, a in values.items():
-            for k, view in enumerate(self._target(name, (), a.dtype, [])):
-                view[:] = a[k * self.n_runs : (k + 1) * self.n_runs]
-        for name, a in {
-            "instability_lam_k": state.onset_lam_K,
-            "instability_residual": state.onset_residual_K,
-        }.items():
-            self._fill(self._target(name, a.shape[1:], a.dtype, ["k"]), a)
+            self._fill(cells, name, a, [])
+        self._fill(cells, "instability_lam_k", state.onset_lam_K, ["k"])
+        self._fill(cells, "instability_residual", state.onset_residual_K, ["k"])
 
 
 def _blank(dtype):

@@ -99,6 +99,8 @@ def sweep(config, out: Path, args, label: str):
     strategy = default_strategy()
     if args.pad_widths is not None:
         strategy = replace(strategy, pad_widths=args.pad_widths)
+    if args.resume and args.overwrite:
+        raise results.ConfigError("overwrite", True, "cannot be combined with --resume")
     resume = False
     if args.resume and (Path(out) / results.CONFIG).exists():
         saved = results.read_json(Path(out) / results.CONFIG)
@@ -116,7 +118,7 @@ def sweep(config, out: Path, args, label: str):
         config,
         out,
         resume=resume,
-        overwrite=args.overwrite and not resume,
+        overwrite=args.overwrite,
         strategy=strategy,
         progress=ProgressBar(label, quiet=args.quiet),
         command=_command(),

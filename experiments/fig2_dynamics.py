@@ -163,7 +163,7 @@ def compute_snapshots(run, s: dict) -> dict:
 
     config = SweepConfig.from_settings(run.config["settings"])
     # the same program without λ tracking and recording every step: the trajectory is the same
-    spec = dataclasses.replace(config.run_spec(**config.groups[0]), record_every=1, eig_every=0)
+    spec = dataclasses.replace(config.run_spec(**config.programs()[0]), record_every=1, eig_every=0)
     dtype = config.dtype
     strategy = Strategy(**run.config["strategy"])
     hyper = strategy.pad_runs(engine.make_hyper(**config.runs(), dtype=dtype))

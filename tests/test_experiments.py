@@ -7,6 +7,7 @@ fig3's panel (a) and the (A, T) scan use the same static settings in smoke mode 
 120 steps, static last period), so the scan reuses fig3's compiled program.
 """
 
+import dataclasses
 import json
 
 import numpy as np
@@ -183,32 +184,46 @@ def test_sm_refuses_a_period_that_does_not_divide_the_run(tmp_path, capsys, smok
 def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
     tmp_path, capsys, monkeypatch, smoke
 ):
-    """``--resume`` after an interruption: the finished sweep is loaded, not rerun, and the
-    unfinished one continues from its checkpoint to the arrays of an uninterrupted run."""
-    args = ["--quick", "--out", str(tmp_path), "--quiet"]
-    assert fig4_instability.main(args) == 0
+    """An experiment interrupted in its second sweep, then run again with ``--resume``: the
+    finished sweep is loaded, not rerun; the unfinished one continues from its last checkpoint
+    (not from the start) to the arrays of an uninterrupted run, bit for bit."""
+    real_config_of = fig4_instability.config_of
+    monkeypatch.setattr(  # several chunks per sweep, so there is a checkpoint to resume from
+        fig4_instability,
+        "config_of",
+        lambda *a: dataclasses.replace(real_config_of(*a), chunk_steps=200),
+    )
+    args = ["--quick", "--quiet"]
+    assert fig4_instability.main([*args, "--out", str(tmp_path / "whole")]) == 0
     capsys.readouterr()
-    whole = {name: load_run(tmp_path / name).arrays for name in ("dce_eta_1", "dce_eta_2")}
-    # "interrupt" the second sweep: back to unfinished after its first chunk
-    folder = tmp_path / "dce_eta_2"
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "arrays.npz").unlink()
-    for extra in folder.glob("checkpoint-0-chunk-*.npz"):
-        if not extra.name.endswith("chunk-0.npz"):
-            extra.unlink()
-    config["complete"] = False
-    (folder / "config.json").write_text(json.dumps(config))
-    calls = []
     real = sweep.run_sweep
+    calls = []
 
-    def counting(config, out, **kw):
+    class Interrupt(Exception):
+        pass
+
+    def interrupted(config, out, progress=None, **kw):
         calls.append((out.name, kw["resume"]))
-        return real(config, out, **kw)
+        if out.name != "dce_eta_2" or kw["resume"]:
+            return real(config, out, progress=progress, **kw)
 
-    monkeypatch.setattr(dynloss_jax, "run_sweep", counting)
-    assert fig4_instability.main([*args, "--resume"]) == 0
-    assert calls == [("dce_eta_2", True)]  # dce_eta_1 was loaded
-    for name, want in whole.items():
-        got = load_run(tmp_path / name).arrays
+        def stop_after_two_chunks(done, total):
+            if done >= 2 * config.chunk * config.seeds:
+                raise Interrupt
+
+        return real(config, out, progress=stop_after_two_chunks, **kw)
+
+    monkeypatch.setattr(dynloss_jax, "run_sweep", interrupted)
+    out = tmp_path / "interrupted"
+    with pytest.raises(Interrupt):
+        fig4_instability.main([*args, "--out", str(out)])
+    assert len(list((out / "dce_eta_2").glob("checkpoint-0-chunk-*.npz"))) == 2
+    calls.clear()
+    assert fig4_instability.main([*args, "--out", str(out), "--resume"]) == 0
+    assert calls == [("dce_eta_2", True)]  # dce_eta_1 was finished: loaded, not rerun
+    for name in ("dce_eta_1", "dce_eta_2"):
+        want = load_run(tmp_path / "whole" / name).arrays
+        got = load_run(out / name).arrays
         for key, a in want.items():
             np.testing.assert_array_equal(got[key], a, err_msg=f"{name} {key}")
+    assert fig4_instability.main([*args, "--out", str(out), "--resume", "--overwrite"]) == 2

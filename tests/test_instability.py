@@ -16,7 +16,7 @@ from dynloss_jax.instability import (
 )
 
 
-def reference_onset(loss_T, n_confirm=N_CONFIRM, rel_tol=REL_TOL["float64"]):
+def reference_onset(loss_T, n_confirm=N_CONFIRM, rel_tol=REL_TOL):
     """The definition of the module docstring, transcribed as a plain Python loop."""
     f = [float(v) for v in loss_T]
 
