@@ -28,8 +28,11 @@ otherwise its own compiled program (Fig. 3 full: 45). With ``pad_widths`` every 
 the sweep's largest width and the losses of one family (CE with DCE; MSE with the DMSE losses)
 share a program, the member chosen per run (``engine.RunSpec``): one program per loss family.
 That is the accelerator default, where compilation would otherwise dominate and the wider
-batch fills the chip. On a CPU a padded run costs what the widest run costs, so it stays off
-(``dynloss train --pad-widths`` turns it on; ``benchmarks/compile_layouts.py`` measures both).
+batch fills the chip — a choice from the CPU measurement below, not yet measured on a GPU or
+TPU. On a CPU a padded run costs what the widest run costs, so it stays off there: for Fig. 3
+full, padding cut compilation from 429 s (45 programs) to 38 s (2) but ran at 0.20× the speed
+(``python -m benchmarks.compile_layouts``, ``docs/results/benchmarks/compile_layouts.json``;
+``dynloss train --pad-widths`` turns it on).
 
 **Several hosts.** Start the same script on every host and call ``jax.distributed.initialize()``
 (coordinator address, process count and id; detected automatically on SLURM, Open MPI and Cloud

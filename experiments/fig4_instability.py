@@ -302,7 +302,7 @@ def plot(runs: dict, summary: dict, path):
         found = sum(r["found"] for r in rows)
         total = sum(r["runs"] for r in rows)
         label = (
-            f"{NAMES.get(loss, loss)}: slope {f['slope']:.2f} ± {f['slope_se']:.2f} "
+            f"{NAMES.get(loss, loss)}: slope {f['slope']:.3f} ± {f['slope_se']:.3f} "
             f"({found}/{total} runs with an onset)"
         )
         ax.errorbar(
