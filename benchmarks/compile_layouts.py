@@ -2,7 +2,8 @@
 per loss family with the widths padded (``Strategy.pad_widths``).
 
 Each layout runs in a fresh process: the two Fig. 3 sweeps at their full size (panel a: CE, DCE
-× 9 widths × 50 seeds; panel b: MSE, DMSE1, DMSE2 × 9 widths × 10 seeds), shortened to
+× 9 widths × 50 seeds; panel b: the MSE family × 9 widths × 10 seeds — three losses when the
+stored figures were measured, four since ``dmse1o`` joined the panel), shortened to
 ``--steps`` steps (T = steps/2, the last period static), so that compilation is a visible part
 of the time. Reported per layout: the number of programs, compile seconds per program and in
 total (JAX's trace, lowering and compile events), and the run-steps per second of the running
@@ -37,7 +38,8 @@ def worker(pad: bool, steps: int, cache: str | None) -> dict:
 
     if cache:
         use_compile_cache(cache)
-    s = dict(fig3.FULL, period=steps // 2, periods=2, record_every=steps // 2)
+    half = steps // 2
+    s = dict(fig3.FULL, period=half, periods=2, period_b=half, periods_b=2, record_every=half)
     strategy = replace(default_strategy(), pad_widths=pad)
     out = {"pad_widths": pad, "programs": 0, "compile_s": [], "run_steps": 0, "wall_s": 0.0}
     for panel in ("a", "b"):

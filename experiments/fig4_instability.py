@@ -13,11 +13,11 @@ without an onset within the step limit are counted in the table, not in the fit.
 
 Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps
 for DCE, 30 seeds per condition. DMSE1 and DMSE2 runs are capped at 10 000/η steps
-(``--steps-eta-mse``): their first instabilities come at ≈ 2 700/η steps or earlier (DMSE1 at
-η = 0.05: steps 50 000–54 000; DMSE2 9 000–14 000, two seeds of a probe), and a run that never
-fired would otherwise cost 2·10⁶ steps; runs without an onset are counted. The total number of steps depends on η, and the step count (like the
-loss) is static in a compiled program, so each (loss, η) is its own sweep, written to
-``<out>/<loss>_eta_<η>/``.
+(``--steps-eta-mse``): their first instabilities come at ≈ 2 700/η steps or earlier (DMSE1 at η
+= 0.05: steps 50 000–54 000; DMSE2 9 000–14 000, two seeds of a probe), and a run that never
+fired would otherwise cost 2·10⁶ steps; runs without an onset are counted. The total number of
+steps depends on η, and the step count (like the loss) is static in a compiled program, so each
+(loss, η) is its own sweep, written to ``<out>/<loss>_eta_<η>/``.
 
 The η grids are not given (SPEC §2); decided here, a factor 2 apart, one per loss family:
 

@@ -57,10 +57,13 @@ def mean_sem(a):
 def test_fig3_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     text = run_then_replot(fig3_width_sweep, tmp_path, capsys, monkeypatch)
     s = fig3_width_sweep.SMOKE
-    steps = s["periods"] * s["period"]
     summary = json.loads((tmp_path / common.SUMMARY).read_text())
-    for panel, losses in (("a", ("ce", "dce")), ("b", ("mse", "dmse1", "dmse2"))):
+    for panel, losses in (("a", ("ce", "dce")), ("b", ("mse", "dmse1", "dmse1o", "dmse2"))):
+        suffix = "_b" if panel == "b" else ""
+        period = s["period" + suffix]
+        steps = s["periods" + suffix] * period
         run = load_run(tmp_path / panel)
+        assert run.config["settings"]["period"] == [period]
         settings = run.config["settings"]
         assert run.coords["loss"] == list(losses)
         assert settings["static_last_period"] and settings["steps"] == steps
@@ -77,8 +80,8 @@ def test_fig3_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         # start of each period
         gamma = run["gamma"]
         np.testing.assert_allclose(gamma.sum(-1), 3.0, rtol=1e-12)
-        last = run["record_step"] >= steps - s["period"]
-        inside = ~last & (run["record_step"] % s["period"] != 0)
+        last = run["record_step"] >= steps - period
+        inside = ~last & (run["record_step"] % period != 0)
         dynamical = [i for i, loss in enumerate(losses) if loss.startswith("d")]
         assert np.all(gamma[dynamical][..., last, :] == 1.0)
         assert np.all(gamma[dynamical][..., inside, :].max(-1) > 1.0 + 1e-9)

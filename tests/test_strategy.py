@@ -139,11 +139,11 @@ def test_strategy_rejects_bad_values(field, value):
         Strategy(pad_widths=1)
 
 
-def test_fig3_full_is_45_programs_separate_and_2_padded():
+def test_fig3_full_is_54_programs_separate_and_2_padded():
     from experiments import fig3_width_sweep as fig3
 
     configs = [fig3.config_of(fig3.FULL, panel) for panel in ("a", "b")]
-    assert [len(c.programs()) for c in configs] == [18, 27]
+    assert [len(c.programs()) for c in configs] == [18, 36]
     padded = [c.programs(pad_widths=True) for c in configs]
     assert [len(p) for p in padded] == [1, 1]
     a = padded[0][0]
