@@ -23,7 +23,8 @@ Settings the paper does not give (SPEC §2), decided here and changeable by flag
   several cells, most at A = 100, T = 2500 (+0.145 ± 0.032 and +0.133 ± 0.021): the only
   reading and settings of the scan where both DMSE versions improve. The first full run of
   panel (b), at panel (a)'s A = 25, T = 5000, showed DMSE2 beating MSE from width 38 on and
-  ``dmse1`` level with MSE (``docs/reproduction.md``).
+  ``dmse1`` level with MSE; at A = 100, T = 2500 both ``dmse1o`` and DMSE2 beat MSE at widths
+  38–100 and ``dmse1`` is worse than MSE at every width (``docs/reproduction.md``).
 
 ``--quick`` is the README's first command: panel (a) only, at the paper's own Fig. 2 settings
 A = 70, T = 5000, η = 1, 35 000 steps, widths 9, 23, 38, 61, 6 seeds (``--panels a b`` adds
@@ -40,7 +41,7 @@ summaries are in ``docs/results/fig3_width_sweep/`` (``quick_variants.json`` for
 A = 25, T = 2000, 14 000 steps) showed the direction but stayed within the error.
 
 Runtime (2 CPU cores, float64): ``--quick`` 88 s. Full: (a) 31.5 M run-steps and (b)
-9.5 M; see the README for the runtime of the full figure. On a GPU each program vmaps all its
+12.6 M; see the README for the runtime of the full figure. On a GPU each program vmaps all its
 seeds; not measured here.
 
     python -m experiments.fig3_width_sweep --quick      # -> results/fig3_width_sweep/
