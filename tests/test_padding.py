@@ -118,6 +118,7 @@ def test_ce_and_dce_over_three_widths_in_one_program_equal_the_separate_runs():
     assert _compare(("ce", "dce"), WIDTHS) > 0
 
 
+@pytest.mark.slow
 def test_depth_two_padded_equals_unpadded():
     assert _compare(("dce",), (2, 6), depth=2) > 0
 
@@ -185,6 +186,7 @@ def test_padded_mse_family_sweep_equals_the_unpadded_one(tmp_path, capsys):
     assert np.isfinite(separate.arrays["lam"]).all()
 
 
+@pytest.mark.slow
 def test_interrupted_padded_sweep_resumes_bit_identically_and_refuses_another_layout(tmp_path):
     """Nine runs (three widths × three seeds: odd, so the two devices get a padding copy) in one
     padded program, interrupted after two chunks and resumed: the arrays equal an uninterrupted
