@@ -60,27 +60,15 @@ def main(argv=None) -> int:
     import numpy as np
     from jax.flatten_util import ravel_pytree
 
+    from benchmarks.hvp_cost import trained_dce
     from dynloss_jax import spectrum
-    from dynloss_jax.data import spiral
-    from dynloss_jax.losses import dce
-    from dynloss_jax.model import flat_model
-    from dynloss_jax.schedule import gamma
     from experiments.common import run_info
 
-    model = flat_model(args.width)
-    x, y = (jnp.asarray(a) for a in spiral(100, seed=0))
-    g = gamma(2000, n_classes=3, amplitude=70.0, period=5000)
-
-    def f(w_N):
-        return dce(model.apply(w_N, x), y, g)
+    model, f, w = trained_dce(args.width, args.steps)
 
     def loss(params):  # the spectrum functions take the pytree: one block per leaf
         return f(ravel_pytree(params)[0])
 
-    w = model.init(jax.random.key(0))
-    step = jax.jit(lambda w: w - jax.grad(f)(w))
-    for _ in range(args.steps):
-        w = step(w)
     params = model.unravel(w)
     assert np.array_equal(ravel_pytree(params)[0], w)
     trace_key, time_key, density_key = jax.random.split(jax.random.key(1), 3)

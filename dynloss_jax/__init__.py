@@ -1,7 +1,9 @@
 """dynloss_jax: dynamical loss functions (Lavin & Ruiz-García 2024) in JAX.
 
 Pure pieces: :func:`gamma` (the oscillating class weights), the losses in :mod:`losses`,
-:func:`spiral` (the data), :func:`flat_model` (the network), :func:`top_hessian_eigenvalues`.
+:func:`spiral` (the data), :func:`flat_model` (the network), :func:`top_hessian_eigenvalues`,
+and the spectrum of any loss: :func:`spectral_density` (with :func:`density_on_grid`),
+:func:`hessian_trace`, :func:`layer_sharpness`, :func:`smallest_eigenvalue`.
 The compiled engine is :mod:`engine`; :func:`run_sweep` runs and saves sweeps; :func:`load_run`
 reads them back.
 
@@ -16,6 +18,13 @@ from dynloss_jax.losses import LOSSES, get_loss
 from dynloss_jax.model import flat_model
 from dynloss_jax.results import load_run
 from dynloss_jax.schedule import gamma
+from dynloss_jax.spectrum import (
+    density_on_grid,
+    hessian_trace,
+    layer_sharpness,
+    smallest_eigenvalue,
+    spectral_density,
+)
 from dynloss_jax.strategy import Strategy, default_strategy, use_cpu_cores
 from dynloss_jax.sweep import run_sweep
 
@@ -25,11 +34,16 @@ __all__ = [
     "Strategy",
     "SweepConfig",
     "default_strategy",
+    "density_on_grid",
     "flat_model",
     "gamma",
     "get_loss",
+    "hessian_trace",
+    "layer_sharpness",
     "load_run",
     "run_sweep",
+    "smallest_eigenvalue",
+    "spectral_density",
     "spiral",
     "top_hessian_eigenvalues",
     "use_cpu_cores",

@@ -29,6 +29,7 @@ import numpy as np
 from dynloss_jax.data import DATASETS, MissingExtraError
 from dynloss_jax.losses import LOSSES
 from dynloss_jax.model import DTYPES, INITS, check_dtype
+from dynloss_jax.optim import HYPERPARAMS
 from dynloss_jax.schedule import WAVEFORMS
 
 GRID_AXES = ("loss", "width", "eta", "amplitude", "period", "seed")
@@ -76,6 +77,10 @@ def real(low: float, *, strict: bool, note: str = "") -> Rule:
     )
 
 
+def fraction() -> Rule:
+    return Rule("real", "must be in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
+
+
 def choice(names) -> Rule:
     names = tuple(names)
     return Rule("str", f"must be one of {', '.join(names)}", lambda v: v in names, names)
@@ -121,6 +126,37 @@ class SweepConfig:
         "end each run at its first instability (later records NaN; runs without one go to --steps)",
     )
     onset_matvecs: int = setting(40, integer(2), "Lanczos steps for λ1, λ2 at the onset step")
+    optimizer: str = setting(
+        "gd",
+        choice(HYPERPARAMS),
+        "optimiser (optax): " + " ".join(HYPERPARAMS) + "; λ is of P^-1 H for adam and rmsprop",
+    )
+    beta: float = setting(0.9, fraction(), "momentum β of momentum and nesterov")
+    b1: float = setting(0.9, fraction(), "Adam β₁")
+    b2: float = setting(0.999, fraction(), "Adam β₂")
+    eps: float = setting(1e-8, real(0, strict=False), "ε of adam and rmsprop")
+    decay: float = setting(0.9, fraction(), "RMSProp decay ρ")
+    batch_points: int = setting(
+        0,
+        integer(0, " (0 = full batch)"),
+        "training points per step, drawn anew each step (λ stays the full-batch loss's)",
+    )
+    order_seed: int = setting(
+        -1,
+        integer(-1, " (-1 = classes in order 0, 1, ..., C-1)"),
+        "seed of a random class order of Γ, one permutation per cycle of C periods",
+    )
+    density_every: int = setting(
+        0, integer(0, " (0 = off)"), "spectral density (Lanczos quadrature) every k steps"
+    )
+    density_matvecs: int = setting(32, integer(2), "Lanczos steps per density probe")
+    density_probes: int = setting(4, integer(1), "probe vectors per density measurement")
+    trace_every: int = setting(0, integer(0, " (0 = off)"), "Hessian trace (Hutch++) every k steps")
+    trace_samples: int = setting(30, integer(4), "Hessian-vector products per trace")
+    layer_sharpness: bool = setting(
+        False, FLAG, "λ1 of each weight and bias block at every --eig-every measurement"
+    )
+    layer_matvecs: int = setting(16, integer(1), "Lanczos steps per block for --layer-sharpness")
     depth: int = setting(1, integer(1), "hidden layers")
     init: str = setting("glorot", choice(INITS), "initialisation: " + " or ".join(INITS))
     dtype: str = setting("float64", choice(DTYPES), "float64 or float32")
@@ -184,6 +220,28 @@ class SweepConfig:
                 )
             if self.num_matvecs < N_TOP:
                 raise ConfigError("num_matvecs", self.num_matvecs, f"must be an integer >= {N_TOP}")
+        for name in ("density_every", "trace_every"):
+            every = getattr(self, name)
+            if not every:
+                continue
+            interval = self.eig_every or self.record_every
+            if every % interval or self.steps % every:
+                raise ConfigError(
+                    name,
+                    every,
+                    f"must be a multiple of {interval} (--eig-every, or --record-every without "
+                    f"it) that divides --steps ({self.steps})",
+                )
+            if self.stop_at_onset:
+                raise ConfigError(name, every, "does not work with --stop-at-onset")
+        if self.density_every and self.trace_every:
+            low, high = sorted((self.density_every, self.trace_every))
+            if high % low:
+                raise ConfigError(
+                    "trace_every", self.trace_every, "and --density-every must divide one another"
+                )
+        if self.layer_sharpness and not self.eig_every:
+            raise ConfigError("layer_sharpness", True, "needs --eig-every > 0")
         if self.static_last_period:
             for t in self.period:
                 if self.steps % t:
@@ -203,7 +261,41 @@ class SweepConfig:
             raise ConfigError(
                 "data", self.data, 'needs the optional extra: pip install -e ".[data]"'
             ) from None
+        n_train = self.dataset().info["n_train"]
+        if self.batch_points > n_train:
+            raise ConfigError(
+                "batch_points", self.batch_points, f"must be <= the {n_train} training points"
+            )
         return self
+
+    @property
+    def opt_hp(self) -> dict[str, float]:
+        """The hyperparameters of the chosen optimiser, by name."""
+        return {k: getattr(self, k) for k in HYPERPARAMS[self.optimizer]}
+
+    def describe_measurements(self) -> dict:
+        """What the recorded λ are of and the edge-of-stability line they meet (for
+        ``config.json`` and plots): ``lam_operator``, ``threshold`` (label and one value per η),
+        and with ``layer_sharpness`` the block names."""
+        from dynloss_jax import optim
+
+        adaptive = self.optimizer in optim.ADAPTIVE
+        out = {
+            "lam_operator": "P^-1/2 H P^-1/2 (frozen preconditioner)" if adaptive else "H",
+            "threshold": {
+                "optimizer": self.optimizer,
+                "label": optim.threshold_label(self.optimizer),
+                "value": [
+                    float(optim.stability_threshold(self.optimizer, eta, **self.opt_hp))
+                    for eta in self.eta
+                ],
+            },
+        }
+        if self.layer_sharpness:
+            from dynloss_jax.engine import layer_blocks
+
+            out["blocks"] = layer_blocks(self.run_spec(loss=self.loss[0], width=self.width[0]))[0]
+        return out
 
     # --- what the engine and the results folder are built from ---------------------------
 
@@ -311,7 +403,7 @@ class SweepConfig:
     @property
     def chunk(self) -> int:
         """Steps per chunk: a multiple of the measurement interval that divides ``steps``."""
-        interval = self.eig_every or self.record_every
+        interval = max(self.eig_every or self.record_every, self.density_every, self.trace_every)
         n_intervals = self.steps // interval
         best = 1
         for d in range(1, n_intervals + 1):

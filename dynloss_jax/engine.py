@@ -1,20 +1,28 @@
-"""Full-batch gradient descent on a dynamical loss, compiled as one program over many runs.
+"""Training on a dynamical loss, compiled as one program over many runs.
 
 Per run the program is
 
-    chunk  = scan over measurement intervals (``eig_every`` steps, or ``record_every`` if off)
-    interval: measure λ1, λ2, λ_min by warm-started Lanczos at the interval's first step, then
-              scan over record blocks (``record_every`` steps)
+    chunk  = scan over the outermost measurement blocks
+    [spectrum levels: every ``trace_every`` / ``density_every`` steps (each a multiple of the
+              one below), measure the trace / spectral density, then scan over the next level]
+    interval: measure λ1, λ2, λ_min (and, with ``layer_sharpness``, each block's λ1) by
+              warm-started Lanczos at the interval's first step, then scan over record blocks
+              (``record_every`` steps); the interval is ``eig_every`` steps, or ``record_every``
     block:  record loss, static loss, train/validation accuracy and Γ at the block's first
-            step, then scan over its GD steps
+            step, then scan over its optimiser steps
 
-so there is no ``lax.cond`` on the step (under vmap both branches would run). A run is described
-by static :class:`RunSpec` (shapes, loop lengths, the loss) and swept :class:`Hyper` arrays
-(η, A, T, seed, and in a padded program the run's loss member and width index), which are
-mapped over runs: vmapped in blocks of ``batch_size`` runs and mapped sequentially over blocks
-(``lax.map``), and split over devices with ``shard_map``, as a
-:class:`~dynloss_jax.strategy.Strategy` lays them out. On a CPU a sequential map per core is
-fastest; on a GPU one vmap over all runs (see ``strategy.py``).
+so there is no ``lax.cond`` on the step (under vmap both branches would run). A step is the
+update of ``RunSpec.optimizer`` (optax; full-batch GD by default, its state in the carry) from
+the gradient over the full batch or, with ``batch_points``, over a mini-batch drawn from
+(seed, step); the recorded loss and every Hessian quantity are of the full-batch loss — for
+adam and rmsprop of the preconditioned Hessian P^{-1/2} H P^{-1/2} (:func:`_operator`). A run
+is described by static :class:`RunSpec` (shapes, loop lengths, the loss, the optimiser) and
+swept :class:`Hyper` arrays (η, A, T, seed, the optimiser's hyperparameters, and in a padded
+program the run's loss member and width index), which are mapped over runs: vmapped in blocks
+of ``batch_size`` runs and mapped sequentially over blocks (``lax.map``), and split over
+devices with ``shard_map``, as a :class:`~dynloss_jax.strategy.Strategy` lays them out. On a
+CPU a sequential map per core is fastest; on a GPU one vmap over all runs (see
+``strategy.py``).
 
 A run whose loss or parameters become non-finite is frozen at its last finite parameters and
 flagged (``diverged``, ``diverged_step``); its later records (λ included) are NaN and the other
@@ -43,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from dynloss_jax import eig, instability
+from dynloss_jax import eig, instability, optim, spectrum
 from dynloss_jax.config import N_TOP
 from dynloss_jax.data import check_data
 from dynloss_jax.losses import STATIC_OF, get_loss
@@ -80,6 +88,16 @@ class RunSpec:
     n_inputs: int = 2  # features of the data
     stop_at_onset: bool = False  # a run ends at its first instability
     onset_matvecs: int = 40  # Lanczos steps for λ1, λ2 at the onset step
+    optimizer: str = "gd"  # optim.HYPERPARAMS; its hyperparameters are Hyper.opt_hp
+    batch_points: int = 0  # training points per step (0: the full batch)
+    order_seed: int = -1  # seed of a random class order of Γ (−1: 0, 1, …, C−1)
+    density_every: int = 0  # spectral density (SLQ) every k steps (0: off)
+    density_matvecs: int = 32
+    density_probes: int = 4
+    trace_every: int = 0  # Hutch++ trace every k steps (0: off)
+    trace_samples: int = 30
+    layer_sharpness: bool = False  # λ1 of each parameter block at every eig measurement
+    layer_matvecs: int = 16
 
     def __post_init__(self):
         for name in self.losses:
@@ -96,12 +114,47 @@ class RunSpec:
                 f"eig_every must be 0 or a multiple of record_every "
                 f"({self.record_every}), got {self.eig_every}"
             )
-        if self.n_steps % self.interval:
-            raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of {self.interval}")
+        optim.hyperparams(self.optimizer)  # ValueError for an unknown name
+        if self.batch_points < 0:
+            raise ValueError(f"batch_points must be >= 0, got {self.batch_points}")
+        every = [e for e, _ in self.levels]
+        for outer, inner in zip(every, [*every[1:], self.interval], strict=False):
+            if outer % inner:
+                raise ValueError(
+                    f"density_every and trace_every must be multiples of each other and of "
+                    f"{self.interval} (eig_every, or record_every without it), got "
+                    f"{self.density_every}, {self.trace_every}"
+                )
+        if self.levels and self.stop_at_onset:
+            raise ValueError("density_every and trace_every do not work with stop_at_onset")
+        if self.layer_sharpness and not self.eig_every:
+            raise ValueError("layer_sharpness is measured with λ1: it needs eig_every > 0")
+        if self.n_steps % self.block:
+            raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of {self.block}")
 
     @property
     def interval(self) -> int:
         return self.eig_every or self.record_every
+
+    @property
+    def levels(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
+        """The spectrum measurements above the λ interval, outermost first: ``(every, kinds)``,
+        kinds ``"trace"`` and/or ``"density"``; each ``every`` divides the one before."""
+        kinds: dict[int, list[str]] = {}
+        for kind, every in (("trace", self.trace_every), ("density", self.density_every)):
+            if every:
+                kinds.setdefault(int(every), []).append(kind)
+        return tuple((e, tuple(k)) for e, k in sorted(kinds.items(), reverse=True))
+
+    @property
+    def block(self) -> int:
+        """Steps of the outermost measurement level: chunks are multiples of it."""
+        return self.levels[0][0] if self.levels else self.interval
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether λ is measured on the preconditioned Hessian P^{-1/2} H P^{-1/2}."""
+        return self.optimizer in optim.ADAPTIVE
 
     @property
     def losses(self) -> tuple[str, ...]:
@@ -148,6 +201,7 @@ class Hyper(NamedTuple):
     seed: jax.Array  # integer
     member: jax.Array = 0  # integer: which of ``RunSpec.losses``
     width_index: jax.Array = 0  # integer: which of ``RunSpec.widths``
+    opt_hp: dict | None = None  # the optimiser's hyperparameters by name (None: defaults)
 
 
 class Data(NamedTuple):
@@ -172,6 +226,7 @@ class State(NamedTuple):
     onset_lam_K: jax.Array  # λ1, λ2 of F at the onset step, at onset_w_N (NaN until measured)
     onset_residual_K: jax.Array
     stopped_step: jax.Array  # with stop_at_onset: where the run stopped, −1 while running
+    opt_state: tuple = ()  # the optax state of RunSpec.optimizer (no arrays for gd)
 
 
 class Record(NamedTuple):
@@ -193,6 +248,23 @@ class EigRecord(NamedTuple):
     lam_min: jax.Array
     residual_K: jax.Array
     residual_min: jax.Array
+    layer_lam_L: jax.Array | None = None  # λ1 of each parameter block (with layer_sharpness)
+
+
+class DensityRecord(NamedTuple):
+    """Stochastic Lanczos quadrature of the same operator every ``density_every`` steps."""
+
+    step: jax.Array
+    nodes_SxM: jax.Array  # per probe, ascending Ritz values
+    weights_SxM: jax.Array  # ≥ 0, each probe's row sums to 1
+
+
+class TraceRecord(NamedTuple):
+    """Hutch++ trace of the same operator every ``trace_every`` steps."""
+
+    step: jax.Array
+    estimate: jax.Array
+    standard_error: jax.Array
 
 
 class Final(NamedTuple):
@@ -216,7 +288,31 @@ def _gamma_at(spec: RunSpec, step, hyper: Hyper):
         period=hyper.period,
         static_after=static_after,
         waveform=spec.waveform,
+        order_seed=None if spec.order_seed < 0 else spec.order_seed,
     )
+
+
+def _opt_hp(spec: RunSpec, hyper: Hyper) -> dict:
+    """The run's hyperparameters of ``spec.optimizer`` (defaults for those not given)."""
+    given = hyper.opt_hp or {}
+    return {k: given[k] for k in optim.HYPERPARAMS[spec.optimizer] if k in given}
+
+
+def _optimizer(spec: RunSpec, hyper: Hyper) -> optax.GradientTransformation:
+    return optim.make_optimizer(spec.optimizer, hyper.eta, **_opt_hp(spec, hyper))
+
+
+# Random streams derived from a run's seed besides the initialisation's: fold_in tags.
+BATCH_STREAM = 0x6261  # mini-batches
+SPECTRUM_STREAM = 0x7370  # probes of the density and trace
+
+
+def batch_indices(seed, step, n_points: int, batch_points: int):
+    """The training points of step ``step`` of the run with ``seed``: ``batch_points`` distinct
+    indices of ``range(n_points)``, drawn with ``fold_in(fold_in(key(seed), BATCH_STREAM), step)``
+    — a pure function of (seed, step), so a resumed run draws the same batches."""
+    key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), BATCH_STREAM), step)
+    return jax.random.choice(key, n_points, (batch_points,), replace=False)
 
 
 def _loss_of_w(spec: RunSpec, hyper: Hyper, w_N, gamma_C, x, y):
@@ -304,24 +400,32 @@ def init_state(spec: RunSpec, hyper: Hyper) -> State:
         onset_lam_K=jnp.full((N_TOP,), jnp.nan, dtype),
         onset_residual_K=jnp.full((N_TOP,), jnp.nan, dtype),
         stopped_step=jnp.full((), -1, jnp.int32),
+        opt_state=_optimizer(spec, hyper).init(w),
     )
 
 
 def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
-    """One GD step w_{t+1} = w_t − η ∇F_t(w_t) at Γ = ``gamma_C``.
+    """One optimiser step at Γ = ``gamma_C``: w_{t+1} = w_t + update(∇F_t(w_t)), the gradient
+    over the full batch or, with ``batch_points``, over the step's mini-batch
+    (:func:`batch_indices`).
 
-    Returns ``(state, loss_seen, logits_PxC)`` where ``loss_seen`` is F_t(w_t), NaN once the run
-    has diverged. Only what every step needs is computed here; metrics read from the logits are
-    computed by the caller at record steps.
+    Returns ``(state, loss_seen, logits_PxC)`` where ``loss_seen`` is the full-batch F_t(w_t),
+    NaN once the run has diverged. Only what every step needs is computed here; metrics read
+    from the logits are computed by the caller at record steps.
     """
     t = state.step
-    (loss, logits), grad = jax.value_and_grad(
-        functools.partial(_loss_of_w, spec, hyper), has_aux=True
-    )(state.w_N, gamma_C, data.x_train, data.y_train)
+    loss_and_grad = jax.value_and_grad(functools.partial(_loss_of_w, spec, hyper), has_aux=True)
+    if spec.batch_points:
+        idx = batch_indices(hyper.seed, t, data.x_train.shape[0], spec.batch_points)
+        _, grad = loss_and_grad(state.w_N, gamma_C, data.x_train[idx], data.y_train[idx])
+        loss, logits = _loss_of_w(spec, hyper, state.w_N, gamma_C, data.x_train, data.y_train)
+    else:
+        (loss, logits), grad = loss_and_grad(state.w_N, gamma_C, data.x_train, data.y_train)
     if spec.padded:
         grad = grad * _mask(spec, hyper)
-    opt = optax.sgd(hyper.eta)
-    updates, _ = opt.update(grad, opt.init(state.w_N))
+    updates, opt_state = _optimizer(spec, hyper).update(grad, state.opt_state, state.w_N)
+    if spec.padded:
+        updates = updates * _mask(spec, hyper)
     w_new = optax.apply_updates(state.w_N, updates)
     # One fused reduction instead of isfinite over N then all(): Σ 0·w is 0 when every w is
     # finite and NaN otherwise, so the sum below is finite iff the loss and all of w_new are.
@@ -340,6 +444,9 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
         detector=detector,
         w_hist_HxN=w_hist,
         onset_w_N=jnp.where(found, w_hist[detector.onset % HISTORY], state.onset_w_N),
+        opt_state=jax.tree.map(
+            lambda old, new: jnp.where(diverged, old, new), state.opt_state, opt_state
+        ),
     )
     return state, loss_seen, logits
 
@@ -372,31 +479,98 @@ def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     return state, record
 
 
-def measure(spec: RunSpec, hyper: Hyper, data: Data, state: State):
-    """Lanczos on the Hessian of F_t at w_t, warm-started from the last measurement.
+def _operator(spec: RunSpec, hyper: Hyper, data: Data, state: State, w_N, step):
+    """v ↦ H v for the Hessian of the full-batch F_step at ``w_N`` — or, for an adaptive
+    optimiser, v ↦ P^{-1/2} H P^{-1/2} v with the preconditioner P of ``state``'s optimiser
+    (:func:`dynloss_jax.optim.preconditioner`; the frozen-P linearisation whose λ1 meets the
+    threshold of :func:`dynloss_jax.optim.stability_threshold`).
 
-    The gradient is linearised once per measurement (``jax.linearize``), so each of the
-    ``num_matvecs`` Hessian-vector products replays only the tangent half of jvp-of-grad.
-    A diverged run's records are NaN (its parameters are frozen, not trained).
+    The gradient is linearised once (``jax.linearize``), so each product replays only the
+    tangent half of jvp-of-grad.
     """
-    g = _gamma_at(spec, state.step, hyper)
+    g = _gamma_at(spec, step, hyper)
 
     def f(w):
         return _loss_of_w(spec, hyper, w, g, data.x_train, data.y_train)[0]
 
-    _, matvec = jax.linearize(jax.grad(f), state.w_N)
+    _, matvec = jax.linearize(jax.grad(f), w_N)
+    if spec.adaptive:
+        p = optim.preconditioner(spec.optimizer, state.opt_state, _opt_hp(spec, hyper))
+        matvec = optim.preconditioned_matvec(matvec, p)
+    return matvec
+
+
+def _nan_if_diverged(state: State, tree):
+    return jax.tree.map(lambda v: jnp.where(state.diverged, jnp.full_like(v, jnp.nan), v), tree)
+
+
+@functools.cache
+def layer_blocks(spec: RunSpec) -> tuple[list[str], np.ndarray]:
+    """Names and 0/1 masks ``(L, N)`` of the parameter blocks (one per weight or bias array)
+    of the program's network, for ``layer_sharpness``."""
+    model = spec.model
+    names = spectrum.block_names(model.unravel(np.zeros(model.n_params, spec.dtype)))
+    return names, spectrum.block_masks(model.leaf_shapes)
+
+
+def measure(spec: RunSpec, hyper: Hyper, data: Data, state: State):
+    """Lanczos on the Hessian of F_t at w_t (preconditioned for adaptive optimisers, see
+    :func:`_operator`), warm-started from the last measurement; with ``layer_sharpness`` also
+    λ1 of each parameter block. A diverged run's records are NaN (its parameters are frozen,
+    not trained).
+    """
+    matvec = _operator(spec, hyper, data, state, state.w_N, state.step)
     v0 = jnp.sum(state.eig_vectors_KxN, axis=0)
     key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), state.step)
     res = _lanczos(spec, hyper, matvec, v0, key, spec.num_matvecs)
     vectors = jnp.nan_to_num(res.vectors_KxN)
-
-    def mask(v):
-        return jnp.where(state.diverged, jnp.full_like(v, jnp.nan), v)
-
+    layer = None
+    if spec.layer_sharpness:
+        masks_LxN = jnp.asarray(layer_blocks(spec)[1], spec.dtype)
+        if spec.padded:
+            masks_LxN = masks_LxN * _mask(spec, hyper)
+        layer = spectrum.layer_sharpness_of(
+            matvec, masks_LxN, jax.random.fold_in(key, 1), num_matvecs=spec.layer_matvecs
+        )
     record = EigRecord(
-        state.step, mask(res.top_K), mask(res.lam_min), mask(res.residual_K), mask(res.residual_min)
+        state.step,
+        *_nan_if_diverged(state, (res.top_K, res.lam_min, res.residual_K, res.residual_min)),
+        layer_lam_L=None if layer is None else _nan_if_diverged(state, layer),
     )
     return state._replace(eig_vectors_KxN=vectors), record
+
+
+def measure_spectrum(spec: RunSpec, hyper: Hyper, data: Data, state: State, kinds):
+    """The spectral density and/or trace (``kinds``) of the operator of :func:`measure` at
+    w_t: ``{"density": DensityRecord, "trace": TraceRecord}``. Probes are drawn from the run's
+    seed and the step; in a padded program they live on the run's real parameters."""
+    matvec = _operator(spec, hyper, data, state, state.w_N, state.step)
+    mask = _mask(spec, hyper)
+    if mask is not None:
+        matvec = functools.partial(lambda m, mv, v: m * mv(m * v), mask, matvec)
+    stream = jax.random.fold_in(jax.random.key(hyper.seed), SPECTRUM_STREAM)
+    key = jax.random.fold_in(stream, state.step)
+    out = {}
+    if "density" in kinds:
+        rho = spectrum.density_of(
+            matvec,
+            state.w_N,
+            jax.random.fold_in(key, 0),
+            num_matvecs=spec.density_matvecs,
+            num_probes=spec.density_probes,
+            mask_N=mask,
+        )
+        out["density"] = DensityRecord(state.step, *_nan_if_diverged(state, tuple(rho)))
+    if "trace" in kinds:
+        estimate, se = spectrum.trace_of(
+            matvec,
+            state.w_N,
+            jax.random.fold_in(key, 1),
+            num_samples=spec.trace_samples,
+            mask_N=mask,
+        )
+        out["trace"] = TraceRecord(state.step, *_nan_if_diverged(state, (estimate, se)))
+    return out
 
 
 def measure_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State) -> State:
@@ -409,12 +583,7 @@ def measure_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State) -> Stat
 
     def compute(state):
         t0 = state.detector.onset
-        g = _gamma_at(spec, t0, hyper)
-
-        def f(w):
-            return _loss_of_w(spec, hyper, w, g, data.x_train, data.y_train)[0]
-
-        _, matvec = jax.linearize(jax.grad(f), state.onset_w_N)
+        matvec = _operator(spec, hyper, data, state, state.onset_w_N, t0)
         key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), t0 + (1 << 30))
         zero = jnp.zeros_like(state.onset_w_N)
         res = _lanczos(spec, hyper, matvec, zero, key, spec.onset_matvecs)
@@ -437,32 +606,70 @@ def _interval(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     return state, (records, eig_record)
 
 
-def advance_one(spec: RunSpec, chunk_steps: int, state: State, hyper: Hyper, data: Data):
-    """Runs ``chunk_steps`` (a multiple of ``spec.interval``) GD steps of one run.
+def _level(spec: RunSpec, hyper: Hyper, data: Data, state: State, depth: int):
+    """One block of spectrum level ``depth`` (its measurement, then the blocks of the level
+    below), or a λ interval below the last level. The output nests one level per depth:
+    ``(inner output, {kind: record})``."""
+    if depth == len(spec.levels):
+        return _interval(spec, hyper, data, state)
+    every, kinds = spec.levels[depth]
+    inner = spec.levels[depth + 1][0] if depth + 1 < len(spec.levels) else spec.interval
+    measured = measure_spectrum(spec, hyper, data, state, kinds)
+    state, out = jax.lax.scan(
+        lambda s, _: _level(spec, hyper, data, s, depth + 1), state, None, length=every // inner
+    )
+    return state, (out, measured)
 
-    Returns ``(state, records, eig_records)`` with records stacked over chunk_steps/record_every
-    and eig_records over chunk_steps/eig_every (``None`` when tracking is off); each record
-    carries the step it was measured at.
+
+def _merge_leading(tree, k: int):
+    """Merges the ``k`` leading (scan) axes of every leaf into one."""
+    return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[k:]), tree)
+
+
+def advance_one(spec: RunSpec, chunk_steps: int, state: State, hyper: Hyper, data: Data):
+    """Runs ``chunk_steps`` (a multiple of ``spec.block``) optimiser steps of one run.
+
+    Returns ``(state, records, eig_records, spectrum)``: records stacked over
+    chunk_steps/record_every, eig_records over chunk_steps/eig_every (``None`` when tracking is
+    off), ``spectrum`` a dict of the :class:`DensityRecord` and :class:`TraceRecord` stacks
+    that are on (empty when none is); each record carries the step it was measured at.
     """
     if data.y_train.shape[-1] != spec.n_classes or data.y_val.shape[-1] != spec.n_classes:
         raise ValueError(f"labels have {data.y_train.shape[-1]} classes, the run {spec.n_classes}")
-    n = chunk_steps // spec.interval
+    if spec.batch_points > data.x_train.shape[0]:
+        raise ValueError(
+            f"batch_points ({spec.batch_points}) exceeds the {data.x_train.shape[0]} "
+            "training points"
+        )
     start = state.step
     if spec.stop_at_onset:
-        state, (records, eig_records) = _until_onset(spec, hyper, data, state, n)
+        state, out = _until_onset(spec, hyper, data, state, chunk_steps // spec.interval)
     else:
-        state, (records, eig_records) = jax.lax.scan(
-            lambda s, _: _interval(spec, hyper, data, s), state, None, length=n
+        state, out = jax.lax.scan(
+            lambda s, _: _level(spec, hyper, data, s, 0),
+            state,
+            None,
+            length=chunk_steps // spec.block,
         )
-    records = jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), records)
+    spectra = {}
+    for depth, (every, _) in enumerate(spec.levels):
+        out, measured = out
+        for kind, rec in measured.items():
+            rec = _merge_leading(rec, depth + 1)
+            steps = start + every * jnp.arange(rec.step.shape[0], dtype=start.dtype)
+            spectra[kind] = rec._replace(step=steps)
+    lead = len(spec.levels) + 1
+    records, eig_records = out
+    records = _merge_leading(records, lead + 1)
     records = records._replace(
         step=start + spec.record_every * jnp.arange(records.step.shape[0], dtype=start.dtype)
     )
     if eig_records is not None:
+        eig_records = _merge_leading(eig_records, lead)
         eig_records = eig_records._replace(
-            step=start + spec.interval * jnp.arange(n, dtype=start.dtype)
+            step=start + spec.interval * jnp.arange(eig_records.step.shape[0], dtype=start.dtype)
         )
-    return state, records, eig_records
+    return state, records, eig_records, spectra
 
 
 def _until_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
@@ -521,9 +728,9 @@ def compiled(spec: RunSpec, chunk_steps: int, strategy: Strategy = ONE_DEVICE_VM
     Cached on the static arguments, so a second call with new hyperparameter values reuses the
     compiled program.
     """
-    if chunk_steps < 1 or chunk_steps % spec.interval:
+    if chunk_steps < 1 or chunk_steps % spec.block:
         raise ValueError(
-            f"chunk_steps must be a positive multiple of {spec.interval}, got {chunk_steps}"
+            f"chunk_steps must be a positive multiple of {spec.block}, got {chunk_steps}"
         )
     init = jax.jit(strategy.map_runs(lambda h, d: init_state(spec, h)))
     advance = jax.jit(strategy.map_runs(lambda s, h, d: advance_one(spec, chunk_steps, s, h, d)))
@@ -542,10 +749,20 @@ def compiled_onset(spec: RunSpec, strategy: Strategy = ONE_DEVICE_VMAP):
 
 
 def make_hyper(
-    *, eta, amplitude, period, seed, member=None, width_index=None, dtype="float64"
+    *,
+    eta,
+    amplitude,
+    period,
+    seed,
+    member=None,
+    width_index=None,
+    opt_hp=None,
+    dtype="float64",
 ) -> Hyper:
     """Per-run values (1-D, equal length R), by name, as a :class:`Hyper` of NumPy arrays;
     ``member`` and ``width_index`` (for tuple losses and widths of :class:`RunSpec`) default to 0.
+    ``opt_hp`` maps optimiser hyperparameter names (``beta``, ``b1``, …) to a value per run or
+    one shared value (broadcast).
 
     Values are not validated here: :meth:`dynloss_jax.SweepConfig.validate` does that once.
     """
@@ -563,9 +780,15 @@ def make_hyper(
             else np.asarray(width_index, np.int32)
         ),
     )
-    if len({a.shape for a in arrays}) != 1 or arrays.eta.ndim != 1:
-        raise ValueError(
-            f"per-run values must be 1-D of one length, got shapes {[a.shape for a in arrays]}"
+    shapes = [a.shape for a in arrays[:6]]
+    if len(set(shapes)) != 1 or arrays.eta.ndim != 1:
+        raise ValueError(f"per-run values must be 1-D of one length, got shapes {shapes}")
+    if opt_hp:
+        arrays = arrays._replace(
+            opt_hp={
+                k: np.array(np.broadcast_to(np.asarray(v, dtype), arrays.eta.shape))
+                for k, v in opt_hp.items()
+            }
         )
     return arrays
 

@@ -62,6 +62,9 @@ HYPERPARAMS: dict[str, dict[str, float]] = {
 }
 """Hyperparameters of each optimiser (besides the step η) and their defaults."""
 
+ADAPTIVE = ("adam", "rmsprop")
+"""Optimisers whose threshold is on the preconditioned Hessian P⁻¹H."""
+
 RANGES: dict[str, str] = {
     "eta": "(0, inf)",
     "beta": "[0, 1)",

@@ -2,7 +2,9 @@
 
 :func:`plot_run` is what ``dynloss plot`` draws: Γ_i(t), the loss being minimised and its static
 version, train and validation accuracy, and — when the run tracked the Hessian — λ1, λ2 against the
-edge-of-stability line 2/η and η·λ1 against 2. Each configuration is the mean over its seeds.
+optimiser's edge-of-stability line (2/η for GD; ``config.json`` ``threshold``) and λ1 over that
+line against 1; with the spectrum recorded also each block's λ1, the trace and the spectral
+density of the first configuration over time. Each configuration is the mean over its seeds.
 
 The module leaves matplotlib's backend alone (a notebook's inline backend survives the import);
 the ``dynloss`` command selects the file-only ``Agg`` backend itself.
@@ -62,6 +64,51 @@ class _quiet_nan:
         self._w.__exit__(*exc)
 
 
+def _threshold(run: Run, threshold: dict, index) -> float:
+    """The edge-of-stability value at the η of grid ``index`` (2/η when not recorded)."""
+    eta_index = index[GRID_AXES.index("eta")]
+    if threshold.get("value"):
+        return threshold["value"][eta_index]
+    return 2.0 / run.coords["eta"][eta_index]
+
+
+def density_image(nodes, weights, n_grid: int = 200, sigma: float | None = None):
+    """The broadened spectral density of every measurement of one run: ``(grid_G, rho_GxD)``
+    for nodes and weights of shape ``(D, probes, m)``, on a grid spanning all nodes, with σ
+    (default) 1/100 of that span. NaN measurements (a diverged run) give NaN columns."""
+    from dynloss_jax.spectrum import density_on_grid
+
+    finite = np.isfinite(nodes)
+    low, high = (float(np.min(nodes[finite])), float(np.max(nodes[finite])))
+    pad = 0.05 * (high - low or 1.0)
+    grid = np.linspace(low - pad, high + pad, n_grid)
+    sigma = sigma or (grid[-1] - grid[0]) / 100
+    cols = [
+        np.asarray(density_on_grid(np.nan_to_num(n), np.nan_to_num(w), grid, sigma))
+        if np.all(np.isfinite(n))
+        else np.full(n_grid, np.nan)
+        for n, w in zip(nodes, weights, strict=True)
+    ]
+    return grid, np.stack(cols, axis=1)
+
+
+def _density_panel(ax, run: Run, index) -> None:
+    nodes = run.arrays["density_nodes"][index][0]
+    weights = run.arrays["density_weights"][index][0]
+    grid, rho = density_image(nodes, weights)
+    steps = run.arrays["density_step"]
+    extent = (steps[0], steps[-1] + (steps[1] - steps[0] if len(steps) > 1 else 1), *grid[[0, -1]])
+    ax.imshow(
+        np.log10(rho + 1e-6 * np.nanmax(rho)),
+        origin="lower",
+        aspect="auto",
+        extent=extent,
+        cmap="magma",
+        interpolation="nearest",
+    )
+    ax.set_ylabel("eigenvalue\n(log density, seed 0)")
+
+
 def plot_run(run: Run, path, title: str | None = None):
     """Writes the standard figure of ``run`` to ``path`` (PNG) and returns the figure."""
     steps = run.arrays["record_step"]
@@ -72,6 +119,10 @@ def plot_run(run: Run, path, title: str | None = None):
     rows = (["gamma"] if dynamical else []) + ["loss", "acc"]
     if "lam" in run.arrays:
         rows += ["lam", "eta_lam"]
+    rows += [name for name in ("layer_lam", "trace") if name in run.arrays]
+    if "density_nodes" in run.arrays:
+        rows.append("density")
+    threshold = run.config.get("threshold", {"label": "2/η", "value": None})
     fig, ax_list = plt.subplots(
         len(rows), 1, figsize=(9, 2.3 * len(rows)), sharex=True, constrained_layout=True
     )
@@ -95,20 +146,37 @@ def plot_run(run: Run, path, title: str | None = None):
         axes["acc"].plot(steps, seed_mean(run, "train_acc", index), color=color, lw=1)
         axes["acc"].plot(steps, seed_mean(run, "val_acc", index), color=color, lw=0.8, ls="--")
         if "lam" in axes:
-            eta = run.coords["eta"][index[2]]
+            line = _threshold(run, threshold, index)
             eig_steps = run.arrays["eig_step"]
             lam = seed_mean(run, "lam", index)
             axes["lam"].plot(eig_steps, lam[:, 0], color=color, lw=1)
             axes["lam"].plot(eig_steps, lam[:, 1], color=color, lw=0.7, alpha=0.6)
-            axes["lam"].axhline(2 / eta, color=color, ls="--", lw=0.8)
-            axes["eta_lam"].plot(eig_steps, eta * lam[:, 0], color=color, lw=1)
+            axes["lam"].axhline(line, color=color, ls="--", lw=0.8)
+            axes["eta_lam"].plot(eig_steps, lam[:, 0] / line, color=color, lw=1)
+    first = confs[0][1]
+    if "layer_lam" in axes:
+        blocks = run.config.get("blocks") or [
+            f"block {b}" for b in range(run["layer_lam"].shape[-1])
+        ]
+        layer = seed_mean(run, "layer_lam", first)
+        for b, name in enumerate(blocks):
+            axes["layer_lam"].plot(run.arrays["eig_step"], layer[:, b], lw=1, label=name)
+        axes["layer_lam"].axhline(_threshold(run, threshold, first), color="k", ls="--", lw=0.8)
+        axes["layer_lam"].legend(fontsize=7, loc="best", ncol=2)
+        axes["layer_lam"].set_ylabel(f"λ1 per block\n(dashed: {threshold['label']})")
+    if "trace" in axes:
+        tr, se = run.arrays["trace"][first][0], run.arrays["trace_se"][first][0]
+        axes["trace"].errorbar(run.arrays["trace_step"], tr, yerr=se, fmt=".-", lw=1, ms=3)
+        axes["trace"].set_ylabel("tr H (seed 0)\n± std. error")
+    if "density" in axes:
+        _density_panel(axes["density"], run, first)
     axes["loss"].set_ylabel("loss F(t)\n(dotted: static)")
     axes["loss"].legend(fontsize=7, loc="best")
     axes["acc"].set_ylabel("accuracy\n(dashed: validation)")
     if "lam" in axes:
-        axes["lam"].set_ylabel("λ1, λ2\n(dashed: 2/η)")
-        axes["eta_lam"].axhline(2, color="k", ls="--", lw=0.8)
-        axes["eta_lam"].set_ylabel("η·λ1")
+        axes["lam"].set_ylabel(f"λ1, λ2\n(dashed: {threshold['label']})")
+        axes["eta_lam"].axhline(1, color="k", ls="--", lw=0.8)
+        axes["eta_lam"].set_ylabel(f"λ1 / ({threshold['label']})")
     ax_list[-1].set_xlabel("step t")
     fig.savefig(path, dpi=110)
     plt.close(fig)

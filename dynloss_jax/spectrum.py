@@ -139,15 +139,29 @@ def spectral_density(
         rho = spectral_density(lambda p: loss(model.apply(p, x), y), params, key=key)
         density_G = density_on_grid(rho.nodes, rho.weights, grid_G, sigma=0.05)
     """
+    w_N, matvec = _flat_operator(loss_fn, params)
+    return density_of(matvec, w_N, key, num_matvecs=num_matvecs, num_probes=num_probes, probe=probe)
+
+
+def density_of(
+    matvec, w_N, key, *, num_matvecs: int, num_probes: int, probe: str = "rademacher", mask_N=None
+) -> SpectralDensity:
+    """:func:`spectral_density` of the flat operator ``matvec`` (w_N gives the size and dtype).
+
+    ``mask_N`` (0/1) restricts the probes to a subspace, e.g. the real parameters of a padded
+    network; ``matvec`` must then keep that subspace invariant (as v ↦ M H M v does), and the
+    moments estimate tr(H_sub^p)/N_sub.
+    """
     if probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
     _positive(num_matvecs=(num_matvecs, 1), num_probes=(num_probes, 1))
-    w_N, matvec = _flat_operator(loss_fn, params)
     shape = (num_probes, w_N.shape[0])
     if probe == "rademacher":
         z_SxN = _rademacher(key, shape, w_N.dtype)
     else:
         z_SxN = jax.random.normal(key, shape, w_N.dtype)
+    if mask_N is not None:
+        z_SxN = z_SxN * mask_N
     nodes, weights = jax.vmap(lambda z: lanczos_quadrature(matvec, z, num_matvecs=num_matvecs))(
         z_SxN
     )
@@ -187,21 +201,33 @@ def hessian_trace(loss_fn, params, *, key, num_samples: int = 30, method: str = 
     Estimate = tr(QᵀHQ) + mean_i g_iᵀ(I − QQᵀ)H(I − QQᵀ)g_i; the standard error is that of the
     r deflated samples (given Q). It wins when a few eigenvalues carry most of ‖H‖_F.
     """
+    w_N, matvec = _flat_operator(loss_fn, params)
+    return trace_of(matvec, w_N, key, num_samples=num_samples, method=method)
+
+
+def trace_of(matvec, w_N, key, *, num_samples: int, method: str = "hutch++", mask_N=None):
+    """:func:`hessian_trace` of the flat operator ``matvec``; ``mask_N`` (0/1) restricts the
+    probes (and the Hutch++ sketch) to a subspace that ``matvec`` keeps invariant, giving the
+    trace of H on it."""
     if method not in TRACE_METHODS:
         raise ValueError(f"method must be one of {TRACE_METHODS}, got {method!r}")
     _positive(num_samples=(num_samples, 2 if method == "hutchinson" else 4))
-    w_N, matvec = _flat_operator(loss_fn, params)
     n, dtype = w_N.shape[0], w_N.dtype
     batched = jax.vmap(matvec)
+
+    def probes(k, count):
+        z = _rademacher(k, (count, n), dtype)
+        return z if mask_N is None else z * mask_N
+
     if method == "hutchinson":
         exact, r, probe_key = jnp.zeros((), dtype), num_samples, key
     else:
         s = num_samples // 3
         r = num_samples - 2 * s
         sketch_key, probe_key = jax.random.split(key)
-        Q_NxS, _ = jnp.linalg.qr(batched(_rademacher(sketch_key, (s, n), dtype)).T)
+        Q_NxS, _ = jnp.linalg.qr(batched(probes(sketch_key, s)).T)
         exact = jnp.sum(Q_NxS.T * batched(Q_NxS.T))
-    z_RxN = _rademacher(probe_key, (r, n), dtype)
+    z_RxN = probes(probe_key, r)
     if method == "hutch++":
         z_RxN = z_RxN - (z_RxN @ Q_NxS) @ Q_NxS.T
     t_R = jnp.sum(z_RxN * batched(z_RxN), axis=1)
@@ -232,14 +258,32 @@ def layer_sharpness(loss_fn, params, *, key, num_matvecs: int = 16) -> dict[str,
     bound, exact once m ≥ N_b). All blocks run as one vmapped batch: ``num_matvecs`` HVPs each.
     """
     _positive(num_matvecs=(num_matvecs, 1))
+    if isinstance(params, (jax.Array, np.ndarray)):
+        raise ValueError(
+            "layer_sharpness needs the parameters as a pytree of blocks (e.g. flax params); "
+            "a single array would be one block, λ1 of the whole Hessian"
+        )
     w_N, matvec = _flat_operator(loss_fn, params)
-    sizes = [int(np.size(leaf)) for leaf in jax.tree.leaves(params)]
+    masks_LxN = jnp.asarray(block_masks([np.shape(leaf) for leaf in jax.tree.leaves(params)]))
+    lam_L = layer_sharpness_of(matvec, masks_LxN.astype(w_N.dtype), key, num_matvecs=num_matvecs)
+    return dict(zip(block_names(params), lam_L, strict=True))
+
+
+def block_masks(leaf_shapes) -> np.ndarray:
+    """0/1 masks ``(L, N)`` of the entries of each leaf in the flat vector (leaves in order)."""
+    sizes = [int(np.prod(shape)) for shape in leaf_shapes]
     ends = np.cumsum(sizes)
-    masks_LxN = np.zeros((len(sizes), w_N.shape[0]))
+    masks_LxN = np.zeros((len(sizes), int(ends[-1])))
     for i, (start, end) in enumerate(zip(ends - sizes, ends, strict=True)):
         masks_LxN[i, start:end] = 1.0
-    masks_LxN = jnp.asarray(masks_LxN, w_N.dtype)
-    v0_LxN = masks_LxN * jax.random.normal(key, masks_LxN.shape, w_N.dtype)
+    return masks_LxN
+
+
+def layer_sharpness_of(matvec, masks_LxN, key, *, num_matvecs: int):
+    """λ1 of each block M_b H M_b of the flat operator ``matvec``, shape ``(L,)`` (see
+    :func:`layer_sharpness`); ``masks_LxN`` are 0/1 rows in the operator's dtype."""
+    _positive(num_matvecs=(num_matvecs, 1))
+    v0_LxN = masks_LxN * jax.random.normal(key, masks_LxN.shape, masks_LxN.dtype)
 
     def top(mask_N, v0_N):
         nodes, _ = lanczos_quadrature(
@@ -247,7 +291,7 @@ def layer_sharpness(loss_fn, params, *, key, num_matvecs: int = 16) -> dict[str,
         )
         return nodes[-1]
 
-    return dict(zip(block_names(params), jax.vmap(top)(masks_LxN, v0_LxN), strict=True))
+    return jax.vmap(top)(masks_LxN, v0_LxN)
 
 
 def smallest_eigenvalue(

@@ -146,7 +146,9 @@ def run_sweep(
     for gi, group in enumerate(programs):
         spec = config.run_spec(**group)
         hyper = strategy.pad_runs(
-            engine.make_hyper(**config.program_runs(group), dtype=config.dtype)
+            engine.make_hyper(
+                **config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype
+            )
         )
         n_runs = cell_runs * len(group["cells"])
         with _CompileClock() as clock:  # counts compile events only, not the running
@@ -166,13 +168,15 @@ def run_sweep(
                     collected.chunk(group["cells"], c, piece)
                 done += chunks_done * chunk * n_runs
             for c in range(chunks_done, n_chunks):
-                state, records, eig_records = advance(state, hyper, data)
+                state, records, eig_records, spectra = advance(state, hyper, data)
                 state = onset(state, hyper, data)
                 if c == chunks_done and progress is not None and hasattr(progress, "compiled"):
                     progress.compiled(clock.seconds)
                 piece = _flatten("records", gather(records, n_runs))
                 if eig_records is not None:
                     piece.update(_flatten("eig", gather(eig_records, n_runs)))
+                for kind, rec in spectra.items():
+                    piece.update(_flatten(kind, gather(rec, n_runs)))
                 collected.chunk(group["cells"], c, piece)
                 if out is not None and writer:
                     results.write_checkpoint(
@@ -193,6 +197,7 @@ def run_sweep(
         "layout": layout,
         "data": config.dataset().info,
         "programs": len(programs),
+        **config.describe_measurements(),
         "compile_s": compile_s,
         "command": command if command is not None else sys.argv,
         "runtime_s": round(time.time() - started, 3),
@@ -224,9 +229,19 @@ _RECORDS = {
     "eig.lam_min": ("lam_min", ["eig"]),
     "eig.residual_K": ("residual", ["eig", "k"]),
     "eig.residual_min": ("residual_min", ["eig"]),
+    "eig.layer_lam_L": ("layer_lam", ["eig", "block"]),
+    "density.nodes_SxM": ("density_nodes", ["density", "probe", "node"]),
+    "density.weights_SxM": ("density_weights", ["density", "probe", "node"]),
+    "trace.estimate": ("trace", ["trace"]),
+    "trace.standard_error": ("trace_se", ["trace"]),
 }
 # The steps each record was measured at, the same for every run: kept once, from the first run.
-_STEPS = {"records.step": ("record_step", ["record"]), "eig.step": ("eig_step", ["eig"])}
+_STEPS = {
+    "records.step": ("record_step", ["record"]),
+    "eig.step": ("eig_step", ["eig"]),
+    "density.step": ("density_step", ["density"]),
+    "trace.step": ("trace_step", ["trace"]),
+}
 
 
 class _Collector:

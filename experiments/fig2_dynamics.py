@@ -188,7 +188,7 @@ def compute_snapshots(run, s: dict) -> dict:
         w, loss = [], []
         for _ in range(s["next_steps"] + 1):
             w.append(np.asarray(state.w_N[0]))
-            state, records, _ = step(state, hyper, data)
+            state, records, *_ = step(state, hyper, data)
             loss.append(float(records.loss[0, 0]))
         return np.stack(w), np.asarray(loss)
 

@@ -368,7 +368,7 @@ def _engine_measurements(num_matvecs):
     for _ in range(n_steps // every):
         steps.append(int(state.step[0]))
         ws.append(np.asarray(state.w_N))
-        state, _, eig_records = advance(state, hyper, data)
+        state, _, eig_records, _ = advance(state, hyper, data)
         lam.append(np.asarray(eig_records.lam_K[:, 0]))
         res.append(np.asarray(eig_records.residual_K[:, 0]))
     return spec, hyper, data, steps, np.stack(ws), np.stack(lam), np.stack(res)

@@ -133,7 +133,7 @@ def test_compiled_run_equals_python_loop(name):
     state = init(hyper, data)
     pieces = []
     for _ in range(n_steps // chunk):  # chunked, as sweeps run
-        state, records, _ = advance(state, hyper, data)
+        state, records, _, _ = advance(state, hyper, data)
         pieces.append(records)
     records = jax.tree.map(lambda *a: np.concatenate(a, axis=1), *pieces)
     fin = final(state, hyper, data)

@@ -1,12 +1,15 @@
-"""The landscape module (plane slices, projections, top Hessian eigenvectors) and the Fig. 1 and
-Fig. 2 experiments run end to end in their smallest (smoke) form."""
+"""The landscape module (plane slices, projections, top Hessian eigenvectors, filter-normalised
+random planes) and the Fig. 1 and Fig. 2 experiments run end to end in their smallest (smoke)
+form."""
 
+import functools
 import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 from dynloss_jax import engine, landscape, load_run
 from dynloss_jax.data import spiral
@@ -140,6 +143,181 @@ def test_hessian_top_vectors_rejects_bad_arguments():
         landscape.hessian_top_vectors(
             jax.random.key(0), lambda w: w @ w, jnp.zeros(4), k=3, num_matvecs=2
         )
+
+
+# --- filter-normalised random directions (Li et al. 2018) ------------------------------------
+
+# Jitted once per layout (leaf_shapes is static), so the tests share compilations.
+_direction = jax.jit(landscape.filter_normalized_direction, static_argnums=2)
+_plane = jax.jit(landscape.random_plane, static_argnums=2)
+
+
+@functools.cache
+def _net(width, depth, dtype="float64"):
+    """The real flat model (its layout: ``leaf_shapes``, ``unravel``) and parameters whose entries
+    have scales spread over 0.1–3, so kernel columns have distinctly different norms. Drawn with
+    NumPy rather than ``model.init``: only the layout matters here, and compiling flax's init
+    would cost more than the tests."""
+    model = flat_model(width, 3, depth=depth, dtype=dtype)
+    rng = np.random.default_rng(10 * depth + width)
+    w = rng.normal(size=model.n_params) * rng.uniform(0.1, 3.0, size=model.n_params)
+    return model, jnp.asarray(w, dtype)
+
+
+def _layers(model, w_N):
+    """{layer name: (kernel (fan_in, fan_out), bias)} of a flat vector, read through flax's own
+    unravel (an independent path to the layout the direction code walks by offsets)."""
+    params = model.unravel(jnp.asarray(w_N))["params"]
+    return {name: (np.asarray(p["kernel"]), np.asarray(p["bias"])) for name, p in params.items()}
+
+
+def _assert_filter_normalised(model, w_N, d_N, rtol=1e-12):
+    assert d_N.shape == (model.n_params,) and d_N.dtype == w_N.dtype
+    w_layers, d_layers = _layers(model, w_N), _layers(model, d_N)
+    assert w_layers.keys() == d_layers.keys()
+    for name, (wk, wb) in w_layers.items():
+        dk, db = d_layers[name]
+        np.testing.assert_allclose(
+            np.linalg.norm(dk, axis=0), np.linalg.norm(wk, axis=0), rtol=rtol, err_msg=name
+        )
+        assert np.all(wb != 0), name  # so d's zero biases are set, not copied from w
+        np.testing.assert_array_equal(db, 0.0, err_msg=name)
+    # random, not the parameters themselves (which have the right column norms too)
+    wk_all, dk_all = (
+        np.concatenate([k.ravel() for k, _ in x.values()]) for x in (w_layers, d_layers)
+    )
+    assert abs(wk_all @ dk_all) < 0.9 * np.linalg.norm(wk_all) * np.linalg.norm(dk_all)
+
+
+@pytest.mark.parametrize(
+    "width, depth, dtype, rtol",
+    [(5, 1, "float64", 1e-12), (4, 2, "float64", 1e-12), (4, 2, "float32", 1e-6)],
+)
+def test_filter_normalised_direction_has_the_parameters_column_norms(width, depth, dtype, rtol):
+    model, w = _net(width, depth, dtype)
+    assert len(model.leaf_shapes) == 2 * (depth + 1)
+    d = _direction(jax.random.key(1), w, model.leaf_shapes)
+    _assert_filter_normalised(model, w, d, rtol=rtol)
+
+
+@pytest.mark.parametrize("c", [3.0, 0.25, -2.0])
+def test_scaling_a_units_incoming_weights_scales_its_filter(c):
+    """Filter normalisation's point: the direction follows the scale of each unit. Scaling
+    hidden unit j's incoming weights by c scales that filter of d by |c| and leaves the rest of d
+    unchanged (same key)."""
+    model, w = _net(4, 2)
+    params = model.unravel(w)
+    j = 2
+    kernel = params["params"]["Dense_1"]["kernel"]
+    params["params"]["Dense_1"]["kernel"] = kernel.at[:, j].multiply(c)
+    w_scaled = ravel_pytree(params)[0]
+    assert np.sum(np.asarray(w_scaled) != np.asarray(w)) == kernel.shape[0]
+    key = jax.random.key(3)
+    d = _layers(model, _direction(key, w, model.leaf_shapes))
+    d_scaled = _layers(model, _direction(key, w_scaled, model.leaf_shapes))
+    for name in d:
+        for got, want in zip(d_scaled[name], d[name], strict=True):
+            if name == "Dense_1" and got.ndim == 2:
+                np.testing.assert_allclose(got[:, j], abs(c) * want[:, j], rtol=1e-12)
+                got, want = np.delete(got, j, axis=1), np.delete(want, j, axis=1)
+            np.testing.assert_array_equal(got, want, err_msg=name)
+
+
+def test_directions_are_deterministic_in_the_key_and_differ_across_keys():
+    model, w = _net(4, 2)
+    shapes = model.leaf_shapes
+    key = jax.random.key(5)
+    d = np.asarray(_direction(key, w, shapes))
+    np.testing.assert_array_equal(_direction(key, w, shapes), d)
+    other = np.asarray(_direction(jax.random.key(6), w, shapes))
+    kernels = d != 0  # biases are 0 in both
+    assert np.all(other[kernels] != d[kernels])
+    d1, d2 = (np.asarray(v) for v in _plane(key, w, shapes))
+    e1, e2 = _plane(key, w, shapes)
+    np.testing.assert_array_equal(e1, d1)
+    np.testing.assert_array_equal(e2, d2)
+    for v in (d1, d2):
+        _assert_filter_normalised(model, w, v)
+    assert abs(d1 @ d2) < 0.9 * np.linalg.norm(d1) * np.linalg.norm(d2)  # independent draws
+    assert np.all(d1[kernels] != d2[kernels])
+
+
+def test_project_onto_recovers_coefficients_on_a_non_orthogonal_plane():
+    n, k = 20, 9
+    q1, q2, n1, n2 = _orthonormal(jax.random.key(7), n, 4)
+    d1, d2 = 2.0 * q1, 0.6 * q1 + 0.5 * q2  # cos(d1, d2) ≈ 0.77, different lengths
+    rng = np.random.default_rng(8)
+    w_t = rng.normal(size=n)
+    a, b = rng.normal(size=k), rng.normal(size=k)
+    off = rng.normal(size=(k, 2))  # components orthogonal to the plane are dropped
+    points = w_t + a[:, None] * d1 + b[:, None] * d2 + off[:, :1] * n1 + off[:, 1:] * n2
+    args = jnp.asarray(points), jnp.asarray(w_t), jnp.asarray(d1), jnp.asarray(d2)
+    pa, pb = landscape.project_onto(*args)
+    np.testing.assert_allclose(pa, a, atol=1e-12)
+    np.testing.assert_allclose(pb, b, atol=1e-12)
+    naive_a, _ = landscape.project(*args)  # dot products alone are wrong on this plane
+    assert np.max(np.abs(np.asarray(naive_a) - a)) > 0.1
+    # On the real network's filter-normalised plane.
+    model, w = _net(4, 2)
+    r1, r2 = _plane(jax.random.key(10), w, model.leaf_shapes)
+    pts = w + jnp.asarray(a)[:, None] * r1 + jnp.asarray(b)[:, None] * r2
+    ra, rb = landscape.project_onto(pts, w, r1, r2)
+    np.testing.assert_allclose(ra, a, atol=1e-12)
+    np.testing.assert_allclose(rb, b, atol=1e-12)
+
+
+def test_project_onto_equals_project_for_orthonormal_directions():
+    n, k = 20, 9
+    v1, v2 = (jnp.asarray(v) for v in _orthonormal(jax.random.key(11), n, 2))
+    rng = np.random.default_rng(12)
+    w_t, points = jnp.asarray(rng.normal(size=n)), jnp.asarray(rng.normal(size=(k, n)))
+    got, want = landscape.project_onto(points, w_t, v1, v2), landscape.project(points, w_t, v1, v2)
+    for g, e in zip(got, want, strict=True):
+        assert g.shape == (k,)
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-13)
+
+
+def test_random_plane_under_vmap_and_jit():
+    model, w = _net(4, 2)
+    shapes, n = model.leaf_shapes, model.n_params
+    keys = jax.random.split(jax.random.key(14), 3)
+    rng = np.random.default_rng(15)
+    w_KxN = jnp.asarray(np.asarray(w) * rng.uniform(0.5, 2.0, size=(3, n)))
+    planes = jax.jit(jax.vmap(lambda key, w: landscape.random_plane(key, w, shapes)))
+    d1_KxN, d2_KxN = planes(keys, w_KxN)  # one plane per (key, point)
+    assert d1_KxN.shape == d2_KxN.shape == (3, n)
+    for i in range(3):
+        e1, e2 = _plane(keys[i], w_KxN[i], shapes)
+        np.testing.assert_allclose(d1_KxN[i], e1, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(d2_KxN[i], e2, rtol=1e-13, atol=1e-15)
+        _assert_filter_normalised(model, w_KxN[i], d1_KxN[i])
+    assert not np.allclose(d1_KxN[0], d1_KxN[1])
+
+
+def test_project_onto_under_vmap_and_jit_matches_numpy_lstsq():
+    model, w = _net(4, 2)
+    n = model.n_params
+    rng = np.random.default_rng(16)
+    d1_KxN, d2_KxN = (jnp.asarray(rng.normal(size=(3, n))) for _ in range(2))
+    traj_TxN = np.asarray(w) + 0.1 * rng.normal(size=(5, n))
+    a_KxT, b_KxT = jax.jit(jax.vmap(landscape.project_onto, (None, None, 0, 0)))(
+        jnp.asarray(traj_TxN), w, d1_KxN, d2_KxN
+    )
+    assert a_KxT.shape == b_KxT.shape == (3, 5)
+    for i in range(3):
+        basis_Nx2 = np.stack([d1_KxN[i], d2_KxN[i]], axis=1)
+        coef_2xT = np.linalg.lstsq(basis_Nx2, (traj_TxN - np.asarray(w)).T, rcond=None)[0]
+        np.testing.assert_allclose(a_KxT[i], coef_2xT[0], rtol=1e-10, atol=1e-13)
+        np.testing.assert_allclose(b_KxT[i], coef_2xT[1], rtol=1e-10, atol=1e-13)
+
+
+def test_filter_normalized_direction_rejects_a_mismatched_layout():
+    model = flat_model(3, 3)
+    w = jnp.zeros(model.n_params)
+    with pytest.raises(ValueError, match="flat vector"):
+        landscape.filter_normalized_direction(jax.random.key(1), w[:-1], model.leaf_shapes)
+    with pytest.raises(ValueError, match="kernels"):
+        landscape.filter_normalized_direction(jax.random.key(1), jnp.zeros(8), ((2, 2, 2),))
 
 
 # --- the experiments, smallest form ----------------------------------------------------------

@@ -62,7 +62,7 @@ def stopped(request):
     hyper = engine.make_hyper(**config.runs())
     data = config.arrays()
     init, advance, _ = engine.compiled(spec, config.steps)
-    state, records, _ = advance(init(hyper, data), hyper, data)
+    state, records, _, _ = advance(init(hyper, data), hyper, data)
     state = engine.compiled_onset(spec)(state, hyper, data)
     return config, jax.tree.map(np.asarray, state), jax.tree.map(np.asarray, records)
 
@@ -88,7 +88,7 @@ def test_the_onset_parameters_are_those_of_the_onset_step(stopped):
     for i, t0 in enumerate(state.detector.onset):
         hyper = engine.make_hyper(**{k: [v[i]] for k, v in runs.items()})
         init, advance, _ = engine.compiled(full, int(t0))
-        after, _, _ = advance(init(hyper, data), hyper, data)
+        after, _, _, _ = advance(init(hyper, data), hyper, data)
         np.testing.assert_allclose(
             state.onset_w_N[i], np.asarray(after.w_N[0]), rtol=1e-12, atol=1e-14
         )

@@ -37,7 +37,7 @@ def _data():
 def _program(spec, hyper, data):
     init, advance, finalize = engine.compiled(spec, spec.n_steps)
     state = init(hyper, data)
-    state, records, eig_records = advance(state, hyper, data)
+    state, records, eig_records, _ = advance(state, hyper, data)
     state = engine.compiled_onset(spec)(state, hyper, data)
     final = finalize(state, hyper, data)
     return state, records, eig_records, final

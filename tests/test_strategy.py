@@ -49,7 +49,7 @@ def _run(batch_size, n_devices):
     data = _data()
     init, advance, finalize = engine.compiled(SPEC, SPEC.n_steps, layout)
     state = init(hyper, data)
-    state, records, eig_records = advance(state, hyper, data)
+    state, records, eig_records, _ = advance(state, hyper, data)
     final = finalize(state, hyper, data)
     out = {"state": state, "records": records, "eig": eig_records, "final": final}
     return strategy.gather(out, len(ETA))
