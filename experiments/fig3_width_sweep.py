@@ -162,16 +162,17 @@ def summarise(runs: dict) -> dict:
 
 def table(runs: dict, summary: dict) -> str:
     return "\n".join(
-        _panel_table(run, summary[panel], panel) for panel, run in sorted(runs.items())
+        panel_table(run, summary[panel], f"Fig. 3{panel}") for panel, run in sorted(runs.items())
     )
 
 
-def _panel_table(run, rows, panel: str) -> str:
+def panel_table(run, rows, title: str) -> str:
+    """The rows of :func:`summarise` for one sweep as a text table headed ``title``."""
     s = run.config["settings"]
     losses = list(run.coords["loss"])
     diffs = [k for k in rows[0] if "-" in k]
     head = (
-        f"Fig. 3{panel}: validation accuracy at the end of the static last period, mean ± "
+        f"{title}: validation accuracy at the end of the static last period, mean ± "
         f"s.e.m. over {s['seeds']} seeds\n  η = {s['eta'][0]:g}, A = {s['amplitude'][0]:g}, "
         f"T = {s['period'][0]}, {s['steps']} steps"
     )
@@ -192,18 +193,20 @@ def _panel_table(run, rows, panel: str) -> str:
     return "\n".join(lines)
 
 
+STYLES = {
+    "ce": ("C0", "o", "CE (static)"),
+    "dce": ("C3", "s", "DCE"),
+    "mse": ("C0", "o", "MSE (static)"),
+    "dmse1": ("C3", "s", "DMSE1 (Γ of the sample's class)"),
+    "dmse1o": ("C1", "D", "DMSE1 (Γ_i of output i)"),
+    "dmse2": ("C2", "^", "DMSE2"),
+}
+
+
 def plot(runs: dict, summary: dict, path):
     """Draws the figure from loaded runs {panel: Run}; returns the Figure."""
     import matplotlib.pyplot as plt
 
-    styles = {
-        "ce": ("C0", "o", "CE (static)"),
-        "dce": ("C3", "s", "DCE"),
-        "mse": ("C0", "o", "MSE (static)"),
-        "dmse1": ("C3", "s", "DMSE1 (Γ of the sample's class)"),
-        "dmse1o": ("C1", "D", "DMSE1 (Γ_i of output i)"),
-        "dmse2": ("C2", "^", "DMSE2"),
-    }
     fig, axes = plt.subplots(
         1,
         len(runs),
@@ -213,36 +216,13 @@ def plot(runs: dict, summary: dict, path):
     )
     for ax, (panel, run) in zip(axes[0], sorted(runs.items()), strict=True):
         s = run.config["settings"]
-        widths = [r["width"] for r in summary[panel]]
-        n_losses = len(run.coords["loss"])
-        for li, loss in enumerate(run.coords["loss"]):
-            color, marker, label = styles[loss]
-            shift = 1 + 0.025 * (li - (n_losses - 1) / 2)  # keep error bars apart
-            ax.errorbar(
-                [w * shift for w in widths],
-                [r[loss][0] for r in summary[panel]],
-                yerr=[r[loss][1] for r in summary[panel]],
-                color=color,
-                marker=marker,
-                ms=5,
-                lw=1.4,
-                capsize=3,
-                label=label,
-            )
-        ax.set_xscale("log")
-        ax.set_xticks(widths)
-        ax.set_xticklabels([str(w) for w in widths])
-        ax.minorticks_off()
-        ax.set_xlabel("network width (hidden units)")
-        ax.set_ylabel("validation accuracy")
-        ax.set_title(
+        accuracy_panel(
+            ax,
+            run,
+            summary[panel],
             f"({panel}) η = {s['eta'][0]:g}, {s['seeds']} seeds per width; "
             f"A = {s['amplitude'][0]:g}, T = {s['period'][0]}, {s['steps']} steps",
-            fontsize=9,
-            loc="left",
         )
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=9, loc="upper left")
     fig.suptitle(
         "Dynamical vs static losses: validation accuracy after a static last "
         "period\n(mean over seeds; error bars: s.e.m.)",
@@ -251,6 +231,36 @@ def plot(runs: dict, summary: dict, path):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return fig
+
+
+def accuracy_panel(ax, run, rows, title: str) -> None:
+    """Validation accuracy against width (log axis), one line per loss with s.e.m. bars, from
+    the rows of :func:`summarise` for ``run``."""
+    widths = [r["width"] for r in rows]
+    n_losses = len(run.coords["loss"])
+    for li, loss in enumerate(run.coords["loss"]):
+        color, marker, label = STYLES[loss]
+        shift = 1 + 0.025 * (li - (n_losses - 1) / 2)  # keep error bars apart
+        ax.errorbar(
+            [w * shift for w in widths],
+            [r[loss][0] for r in rows],
+            yerr=[r[loss][1] for r in rows],
+            color=color,
+            marker=marker,
+            ms=5,
+            lw=1.4,
+            capsize=3,
+            label=label,
+        )
+    ax.set_xscale("log")
+    ax.set_xticks(widths)
+    ax.set_xticklabels([str(w) for w in widths])
+    ax.minorticks_off()
+    ax.set_xlabel("network width (hidden units)")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(title, fontsize=9, loc="left")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
 
 
 def main(argv=None) -> int:
