@@ -16,7 +16,13 @@ import pytest
 import dynloss_jax
 from dynloss_jax import load_run, sweep
 from dynloss_jax.losses import STATIC_OF
-from experiments import common, fig3_width_sweep, fig4_instability, sm_amplitude_period
+from experiments import (
+    beyond_spiral,
+    common,
+    fig3_width_sweep,
+    fig4_instability,
+    sm_amplitude_period,
+)
 
 
 @pytest.fixture
@@ -32,9 +38,10 @@ def forbid_training(monkeypatch):
     monkeypatch.setattr(sweep, "run_sweep", refuse)
 
 
-def run_then_replot(module, out, capsys, monkeypatch):
-    """Runs ``--quick`` then ``--replot`` (with training forbidden); returns both outputs."""
-    assert module.main(["--quick", "--out", str(out), "--quiet"]) == 0
+def run_then_replot(module, out, capsys, monkeypatch, *flags):
+    """Runs ``--quick`` (with ``flags``) then ``--replot`` (with training forbidden); returns
+    the printed table."""
+    assert module.main(["--quick", "--out", str(out), "--quiet", *flags]) == 0
     first = capsys.readouterr().out
     png = out / module.PNG
     assert png.stat().st_size > 10_000
@@ -98,6 +105,54 @@ def test_fig3_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
                     assert row[key] == pytest.approx(list(mean_sem(d)), rel=1e-12, abs=1e-15)
                     assert f"{row[key][0]:+.3f} ± {row[key][1]:.3f}" in text
     assert "Fig. 3a" in text and "Fig. 3b" in text
+
+
+def test_beyond_spiral_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
+    """wine and MNIST-1D sweeps, GD and Adam on MNIST-1D: data set records, Γ over C classes,
+    the summary recomputed from the arrays, each optimiser's threshold, and GD reaching 2/η."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("mnist1d")
+    sweeps = ("wine_ce", "mnist1d_mse", "opt_gd", "opt_adam")
+    text = run_then_replot(beyond_spiral, tmp_path, capsys, monkeypatch, "--sweeps", *sweeps)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == sorted(sweeps)
+    s = beyond_spiral.SMOKE
+    summary = json.loads((tmp_path / common.SUMMARY).read_text())
+    for key, (n, features, classes) in (("wine_ce", (178, 13, 3)), ("mnist1d_mse", (5000, 40, 10))):
+        run = load_run(tmp_path / key)
+        data = run.config["data"]
+        assert (data["name"], data["n_features"], data["n_classes"]) == (
+            key.split("_")[0],
+            features,
+            classes,
+        )
+        assert data["n_train"] + data["n_val"] == n and data["split_seed"] == 0
+        gamma = run["gamma"]
+        assert gamma.shape[-1] == classes
+        np.testing.assert_allclose(gamma.sum(-1), classes, rtol=1e-12)
+        dynamical = [i for i, loss in enumerate(run.coords["loss"]) if loss.startswith("d")]
+        assert gamma[dynamical].max() > 1.0 + 1e-9, "Γ must move in the dynamical runs"
+        acc = run["final_val_acc"]
+        losses = run.coords["loss"]
+        for row, wi in zip(summary["accuracy"][key], range(len(run.coords["width"])), strict=True):
+            for li, loss in enumerate(losses):
+                valid = ~run["diverged"][li, wi, 0, 0, 0]
+                m, e = mean_sem(acc[li, wi, 0, 0, 0][valid])
+                assert row[loss][:2] == pytest.approx([m, e], rel=1e-12, abs=1e-15)
+                assert f"{row[loss][0]:.3f} ± {row[loss][1]:.3f}" in text
+    for opt, threshold in (("gd", 2 / s["eta_gd"]), ("adam", 3.8 / (0.1 * s["eta_adam"]))):
+        run = load_run(tmp_path / f"opt_{opt}")
+        assert run.config["settings"]["optimizer"] == opt
+        assert run.config["threshold"]["value"] == [pytest.approx(threshold, rel=1e-12)]
+        after = run["eig_step"] >= s["period"]
+        row = summary["optimizers"][opt]
+        for li, loss in enumerate(run.coords["loss"]):
+            ratio = run["lam"][li, 0, 0, 0, 0][:, after, 0] / threshold
+            assert row[loss]["ratio_max"] == pytest.approx(ratio.max(), rel=1e-12)
+            assert row[loss]["ratio_median"] == pytest.approx(np.median(ratio), rel=1e-12)
+            assert row[loss]["frac_above"] == pytest.approx(np.mean(ratio > 1), rel=1e-12)
+    assert "P^-1/2 H P^-1/2" in load_run(tmp_path / "opt_adam").config["lam_operator"]
+    # full-batch GD at η = 1 sharpens up to its edge of stability 2/η within the smoke run
+    assert summary["optimizers"]["gd"]["ce"]["ratio_max"] > 0.9
 
 
 def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
