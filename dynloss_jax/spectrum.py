@@ -162,8 +162,10 @@ def density_of(
         z_SxN = jax.random.normal(key, shape, w_N.dtype)
     if mask_N is not None:
         z_SxN = z_SxN * mask_N
-    nodes, weights = jax.vmap(lambda z: lanczos_quadrature(matvec, z, num_matvecs=num_matvecs))(
-        z_SxN
+    # probes one after another: vmapped quadratures of ≥ 24 steps deadlocked XLA:CPU on two
+    # host devices (see dynloss_jax.sweep.run_sweep); a density is rare, the loop costs little
+    nodes, weights = jax.lax.map(
+        lambda z: lanczos_quadrature(matvec, z, num_matvecs=num_matvecs), z_SxN
     )
     return SpectralDensity(nodes, weights)
 

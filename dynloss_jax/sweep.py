@@ -17,6 +17,7 @@ import platform
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -102,6 +103,26 @@ class _CompileClock:
         jax.monitoring.unregister_event_duration_listener(self._listen)
 
 
+def _no_batched_density_on_cpu(config: SweepConfig, strategy: Strategy) -> Strategy:
+    """``strategy`` with one run at a time per device when a density is recorded on several CPU
+    devices: there, vmapped stochastic Lanczos quadratures (two or more runs per device, 48
+    steps; or four probes at once, 24–32 steps) deadlocked in XLA:CPU, while one run at a time
+    per device, or one device, did not. Warns when it changes the strategy."""
+    if (
+        config.density_every
+        and strategy.batch_size != 1
+        and jax.default_backend() == "cpu"
+        and strategy.device_count() > 1
+    ):
+        warnings.warn(
+            "recording a spectral density on several CPU devices: running one run at a time "
+            "per device (batch_size=1), as vmapped Lanczos quadratures can deadlock there",
+            stacklevel=3,
+        )
+        return dataclasses.replace(strategy, batch_size=1)
+    return strategy
+
+
 def run_sweep(
     config: SweepConfig,
     out=None,
@@ -119,7 +140,7 @@ def run_sweep(
     (with the layout it was started with); an existing non-empty ``out`` is otherwise refused
     unless ``overwrite``."""
     config.validate()
-    strategy = strategy or default_strategy()
+    strategy = _no_batched_density_on_cpu(config, strategy or default_strategy())
     layout = strategy.layout()
     out = None if out is None else Path(out)
     settings = config.settings()
