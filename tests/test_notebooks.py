@@ -21,7 +21,12 @@ TIMEOUT_S = 600  # far above the ~1 min a smoke run takes on 2 busy cores: a han
 
 def test_notebooks_are_there_as_percent_scripts_only():
     names = [p.name for p in NOTEBOOKS]
-    assert names == ["01_dynamical_losses.py", "02_edge_of_stability.py", "03_sweeps.py"]
+    assert names == [
+        "01_dynamical_losses.py",
+        "02_edge_of_stability.py",
+        "03_sweeps.py",
+        "04_spectrum.py",
+    ]
     assert not list(NOTEBOOKS[0].parent.glob("*.ipynb")), "commit notebooks as .py only"
     for path in NOTEBOOKS:
         text = path.read_text()
