@@ -199,7 +199,7 @@ def main(exp: ModuleType, argv=None) -> int:
     exp.add_flags(p)
     args = p.parse_args(argv)
     out = Path(args.out)
-    name = exp.__name__.rsplit(".", 1)[-1]
+    name = (exp.__spec__.name if exp.__spec__ else exp.__name__).rsplit(".", 1)[-1]
     started, load_before = time.time(), os.getloadavg()
     try:
         if args.replot:
