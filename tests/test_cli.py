@@ -212,6 +212,7 @@ def test_plot_of_a_missing_folder_exits_2(tiny, capsys, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # the same record is checked by the momentum run on wine (test_optimizers)
 def test_train_on_wine_from_the_cli_records_the_data_set(capsys, tmp_path):
     """--data picks a data set of the optional extra; its classes and features set the network,
     and config.json records the data set, its sizes and split."""

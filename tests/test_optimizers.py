@@ -175,6 +175,8 @@ def test_train_on_wine_with_momentum_and_a_random_class_order_from_the_command_l
     assert code == 0, err
     run = load_run(out)
     assert run.config["data"]["name"] == "wine" and run.config["data"]["n_classes"] == 3
+    assert run.config["data"]["n_train"] == 133 and run.config["data"]["n_features"] == 13
+    assert run["gamma"].shape[-1] == 3 and np.all(np.isfinite(run["final_val_acc"]))
     assert run.config["threshold"]["label"] == "2(1+β)/η"
     assert run.config["threshold"]["value"] == [pytest.approx(2 * 1.5 / 0.1)]
     assert (out / "training.png").stat().st_size > 10_000

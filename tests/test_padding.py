@@ -114,6 +114,7 @@ def test_embedding_places_the_unpadded_network_in_the_padded_one():
         embedding(8, 7)
 
 
+@pytest.mark.slow  # ~80 s; the float32 comparison below stays in the default suite
 def test_ce_and_dce_over_three_widths_in_one_program_equal_the_separate_runs():
     assert _compare(("ce", "dce"), WIDTHS) > 0
 
@@ -146,6 +147,7 @@ def test_pad_widths_makes_ce_dce_over_three_widths_one_program(tmp_path, capsys)
     assert config["programs"] == 1 and config["layout"]["pad_widths"] is True
 
 
+@pytest.mark.slow  # ~80 s; the float32 comparison below stays in the default suite
 def test_padded_mse_family_sweep_equals_the_unpadded_one(tmp_path, capsys):
     """The sweep layer (programs, cells, the collector) on the MSE family, MSE among them: the
     padded sweep's arrays equal the unpadded sweep's (CE/DCE at the engine level above)."""
