@@ -21,7 +21,6 @@ ratio to ``lam``, and the added time per measurement, (t − t_lam) / number of 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -60,6 +59,7 @@ def main(argv=None) -> int:
 
     jax.config.update("jax_enable_x64", True)
     from dynloss_jax import SweepConfig, run_sweep
+    from dynloss_jax.results import write_json
     from experiments.common import run_info
 
     rows = {}
@@ -104,21 +104,18 @@ def main(argv=None) -> int:
         r["added_ms_per_measurement"] = None if added is None else 1e3 * added
         note = "" if added is None else f"{1e3 * added:.2f} ms per {of}"
         print(f"{name:>12}{r['us_per_step']:>10.1f}{r['ratio_to_lam']:>8.2f}{note:>26}")
-    if args.json:
-        report = {
-            "command": "python -m benchmarks.recording_cost "
-            + " ".join(
-                f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "json"
-            ),
-            "width": args.width,
-            "steps": args.steps,
-            "repeats": args.repeats,
-            "settings": SETTINGS,
-            "rows": rows,
-            "run_info": run_info(started, load_before),
-        }
-        with open(args.json, "w") as fh:
-            json.dump(report, fh, indent=1)
+    if args.json:  # run_info holds the command as it was given
+        write_json(
+            args.json,
+            {
+                "width": args.width,
+                "steps": args.steps,
+                "repeats": args.repeats,
+                "settings": SETTINGS,
+                "rows": rows,
+                "run_info": run_info(started, load_before),
+            },
+        )
     return 0
 
 
