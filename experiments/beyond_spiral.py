@@ -22,7 +22,8 @@ Settings (fixed before the full run and not tuned on its outcome; flags change t
   static period; 3500 steps) and MNIST-1D 11 (one cycle through its 10 classes, then the static
   period; 5500 steps);
 * wine widths 2, 4, 8, 16, 32, 64 with 10 seeds; MNIST-1D widths 8, 32, 128 with 5 seeds (3750
-  training points: its two accuracy sweeps took 64 % of the full run's time);
+  training points: its two accuracy sweeps took 64 % of the full run's time, per their stored
+  ``config.json``);
 * (e, f) width 32, 3 seeds, λ1 every 50 steps (16 Lanczos steps); GD at η = 1, momentum at
   η = 0.1, β = 0.9 (the same effective step η/(1 − β) = 1), Adam at η = 10⁻³ with optax's
   defaults β₁ = 0.9, β₂ = 0.999, ε = 10⁻⁸.
