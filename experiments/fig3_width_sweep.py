@@ -34,13 +34,15 @@ classes, then the static period): DCE − CE = +0.021 ± 0.018, +0.036 ± 0.011,
 +0.133 ± 0.028 at widths 9, 23, 38, 61 (two widths above 3 s.e.m., one only just), 1.1 min;
 (ii) widths 16, 32, 64, 100, 8 seeds, 20 000 steps: +0.010 ± 0.012, +0.052 ± 0.024,
 +0.063 ± 0.056, +0.150 ± 0.070 (none above 3 s.e.m.: CE varies a lot from seed to seed at the
-larger widths), 2.0 min; (iii) the preset, 35 000 steps: +0.014 ± 0.024, +0.110 ± 0.031,
-+0.341 ± 0.026, +0.263 ± 0.064 (widths 23, 38, 61 above 3 s.e.m.), 88 s. The three runs'
+larger widths), 2.0 min; (iii) the preset, 35 000 steps: +0.008 ± 0.022, +0.136 ± 0.040,
++0.322 ± 0.036, +0.274 ± 0.064 (widths 23, 38, 61 above 3 s.e.m.), 73 s (rerun from a fresh
+clone at the current code; the first run of the preset, from an earlier state, gave +0.014,
++0.110, +0.341, +0.263 — the cause of the difference was not traced). The three runs'
 summaries are in ``docs/results/fig3_width_sweep/`` (``quick_variants.json`` for (i) and (ii),
 ``summary.json`` and ``run_info.json`` for the preset). The previous quick preset (widths 4–64,
 A = 25, T = 2000, 14 000 steps) showed the direction but stayed within the error.
 
-Runtime (2 CPU cores, float64): ``--quick`` 88 s. Full: (a) 31.5 M run-steps and (b)
+Runtime (2 CPU cores, float64): ``--quick`` 73 s. Full: (a) 31.5 M run-steps and (b)
 12.6 M; see the README for the runtime of the full figure. On a GPU each program vmaps all its
 seeds; not measured here.
 
