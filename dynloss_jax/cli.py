@@ -293,8 +293,21 @@ def _rerun(args) -> int:
     from dynloss_jax.progress import ProgressBar
     from dynloss_jax.strategy import Strategy, default_strategy
 
+    from dynloss_jax.environment import differences, environment
+
     old = results.load_run(args.run)
     config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()
+    changed = differences(old.config.get("environment"), environment())
+    if changed:
+        print(
+            f"dynloss: note: the environment differs from {args.run}'s, so bits may differ "
+            "(same machine and software is what is bit-for-bit):",
+            file=sys.stderr,
+        )
+        for line in changed:
+            print(f"  {line}", file=sys.stderr)
+    else:
+        print(f"environment: the same as {args.run}'s", file=sys.stderr)
     out = Path(args.out) if args.out else Path(str(args.run).rstrip("/") + "-rerun")
     results.check_out_folder(out, resume=False, overwrite=args.overwrite)
     strategy = Strategy(**old.config["strategy"])

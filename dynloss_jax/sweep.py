@@ -24,7 +24,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from dynloss_jax import engine, results
+from dynloss_jax import engine, environment, results
 from dynloss_jax.config import GRID_AXES, ConfigError, SweepConfig
 from dynloss_jax.run import Run
 from dynloss_jax.strategy import Strategy, default_strategy, gather
@@ -68,6 +68,7 @@ def _provenance(strategy: Strategy) -> dict:
         "devices": [str(d) for d in jax.devices()[: strategy.device_count()]],
         "strategy": dataclasses.asdict(strategy),
         "x64": bool(jax.config.jax_enable_x64),
+        "environment": environment.environment(),
     }
 
 

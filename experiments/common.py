@@ -133,28 +133,20 @@ RUN_INFO = "run_info.json"  # how the summary was made: command, runtime, machin
 
 
 def run_info(started: float, load_before) -> dict:
-    import platform
+    from dynloss_jax.environment import environment
 
-    import jax
-
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(
-                (ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), model
-            )
-    except OSError:
-        pass
+    env = environment()
     return {
         "command": " ".join(_command()),
         "runtime_s": round(time.time() - started, 1),
         "load_avg_before": list(load_before),
         "load_avg_after": list(os.getloadavg()),
-        "cpu_model": model,
+        "cpu_model": env["cpu_model"],
         "cpus": len(os.sched_getaffinity(0)),
-        "backend": jax.default_backend(),
-        "devices": len(jax.devices()),
-        "jax": jax.__version__,
+        "backend": env["backend"],
+        "devices": env["device_count"],
+        "jax": env["jax"],
+        "environment": env,
     }
 
 

@@ -44,23 +44,24 @@ import sys
 from experiments import common
 
 FULL = dict(
-    widths=(10, 50, 200), etas=(0.5, 1.0), seeds=20, steps=10_000, eig_every=25, record_every=5
+    widths=(10, 50, 200), etas=(0.5, 1.0), seeds=20, steps=60_000, eig_every=50, record_every=25
 )
-QUICK = dict(FULL, seeds=4, steps=5000)
-SMOKE = dict(FULL, widths=(4,), seeds=2, steps=100, eig_every=10)
+QUICK = dict(FULL, seeds=4, steps=5000, eig_every=25, record_every=5)
+SMOKE = dict(FULL, widths=(4,), seeds=2, steps=100, eig_every=10, record_every=5)
 OUT = "results/fig1_sharpness"
 PNG = "fig1_sharpness.png"
 LABEL = "fig1"
 TAIL = 0.5  # λ1 is averaged over the last half of each run
+END = 0.1  # and over its last tenth, where a run that left the edge of stability has settled
 
 
 def add_flags(p):
     p.add_argument("--widths", type=int, nargs="+", help="hidden units (default 10 50 200)")
     p.add_argument("--etas", type=float, nargs="+", help="learning rates (default 0.5 1)")
     p.add_argument("--seeds", type=int, help="seeds per configuration (default 20; quick 4)")
-    p.add_argument("--steps", type=int, help="GD steps (default 10000; quick 5000)")
-    p.add_argument("--eig-every", type=int, help="λ1 every k steps (default 25)")
-    p.add_argument("--record-every", type=int, help="loss every k steps (default 5)")
+    p.add_argument("--steps", type=int, help="GD steps (default 60000; quick 5000)")
+    p.add_argument("--eig-every", type=int, help="λ1 every k steps (default 50; quick 25)")
+    p.add_argument("--record-every", type=int, help="loss every k steps (default 25; quick 5)")
 
 
 def configs(s: dict) -> dict:
@@ -83,19 +84,24 @@ def configs(s: dict) -> dict:
     }
 
 
-def summarise(runs: dict, tail: float = TAIL) -> list[dict]:
-    """Per (width, η): final loss and train accuracy, and λ1 averaged over the last ``tail`` of
-    the run then over seeds (mean ± sem), with η·λ1 (2 at the edge of stability)."""
+def summarise(runs: dict, tail: float = TAIL, end: float = END) -> list[dict]:
+    """Per (width, η): final loss and train accuracy; λ1 averaged over the last ``tail`` and
+    over the last ``end`` of the run, then over seeds (mean ± sem), with η·λ1 (2 at the edge of
+    stability); the peak of the seed-mean λ1 curve and its step; and the fraction of the
+    measurements of the last ``end`` with λ1 > 2/η (over runs and measurements)."""
     import numpy as np
 
     run = runs[""]
-    late = run["eig_step"] >= (1 - tail) * run.config["settings"]["steps"]
-    # λ1 of each run averaged over the late measurements, as an array with a seed axis
+    steps = run.config["settings"]["steps"]
+    eig_step = run["eig_step"]
+    late, final = eig_step >= (1 - tail) * steps, eig_step >= (1 - end) * steps
+    # λ1 of each run averaged over the late measurements, as arrays with a seed axis
     lam_late = np.mean(run["lam"][..., late, 0], axis=-1)
+    lam_final = np.mean(run["lam"][..., final, 0], axis=-1)
     late_run = dataclasses.replace(
         run,
-        arrays={**run.arrays, "lam1_late": lam_late},
-        axes={**run.axes, "lam1_late": run.axes["diverged"]},
+        arrays={**run.arrays, "lam1_late": lam_late, "lam1_final": lam_final},
+        axes={**run.axes, "lam1_late": run.axes["diverged"], "lam1_final": run.axes["diverged"]},
     )
     rows = []
     for width in run.coords["width"]:
@@ -107,6 +113,10 @@ def summarise(runs: dict, tail: float = TAIL) -> list[dict]:
                 return float(mean.item()), float(sem.item()), int(n.item())
 
             lam_m, lam_s, n = mean_sem("lam1_late")
+            fin_m, fin_s, _ = mean_sem("lam1_final")
+            curve = np.squeeze(at.summary("lam")[0])[:, 0]
+            peak = int(np.nanargmax(curve))
+            lam_end = np.asarray(at["lam"])[..., final, 0]
             rows.append(
                 {
                     "width": int(width),
@@ -116,16 +126,22 @@ def summarise(runs: dict, tail: float = TAIL) -> list[dict]:
                     "final_train_acc": mean_sem("final_train_acc")[:2],
                     "lam1_late": (lam_m, lam_s),
                     "eta_lam1_late": (eta * lam_m, eta * lam_s),
+                    "lam1_final": (fin_m, fin_s),
+                    "eta_lam1_final": (eta * fin_m, eta * fin_s),
+                    "lam1_peak": float(curve[peak]),
+                    "lam1_peak_step": int(eig_step[peak]),
+                    "frac_above_final": float(np.mean(lam_end > 2 / eta)),
                     "two_over_eta": 2 / float(eta),
                 }
             )
     return rows
 
 
-def table(runs: dict, rows: list, tail: float = TAIL) -> str:
+def table(runs: dict, rows: list, tail: float = TAIL, end: float = END) -> str:
     lines = [
         f"{'width':>5} {'η':>4} {'runs':>4} {'final loss':>17} {'final train acc':>17} "
-        f"{f'λ1, last {tail:.0%}':>17} {'η·λ1':>6} {'2/η':>4}"
+        f"{f'λ1, last {tail:.0%}':>17} {f'λ1, last {end:.0%}':>17} {'η·λ1':>6} "
+        f"{'peak λ1 (step)':>16} {'>2/η':>5} {'2/η':>4}"
     ]
     for r in rows:
         lines.append(
@@ -133,7 +149,10 @@ def table(runs: dict, rows: list, tail: float = TAIL) -> str:
             f"{r['final_loss'][0]:>8.4f} ± {r['final_loss'][1]:<6.4f} "
             f"{r['final_train_acc'][0]:>8.4f} ± {r['final_train_acc'][1]:<6.4f} "
             f"{r['lam1_late'][0]:>8.3f} ± {r['lam1_late'][1]:<6.3f} "
-            f"{r['eta_lam1_late'][0]:>6.3f} {r['two_over_eta']:>4g}"
+            f"{r['lam1_final'][0]:>8.3f} ± {r['lam1_final'][1]:<6.3f} "
+            f"{r['eta_lam1_final'][0]:>6.3f} "
+            f"{r['lam1_peak']:>6.2f} ({r['lam1_peak_step']:>6}) "
+            f"{r['frac_above_final']:>5.2f} {r['two_over_eta']:>4g}"
         )
     return "\n".join(lines)
 

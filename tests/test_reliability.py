@@ -397,3 +397,29 @@ def test_config_records_what_a_rerun_needs(finished):
     for key in ("versions", "git_commit", "backend", "devices", "strategy", "x64", "command"):
         assert key in config
     assert config["settings"]["dtype"] == "float64" and config["axes"]["seed"] == [0, 1]
+
+
+def test_config_records_the_environment_that_decides_the_bits(finished):
+    env = load_run(finished).config["environment"]
+    for key in ("jax", "jaxlib", "backend", "device_kind", "cpu_model", "cpu_vector_extensions"):
+        assert key in env
+    assert env["backend"] == "cpu" and env["xla_flags"] == os.environ.get("XLA_FLAGS", "")
+
+
+def test_rerun_says_which_environment_fields_differ(finished, capsys, tmp_path):
+    # the same run, recorded as if made on another CPU with another jaxlib
+    d = tmp_path / "run"
+    shutil.copytree(finished, d)
+    run = load_run(d)
+    config = {k: v for k, v in run.config.items() if k not in ("checksums", "array_axes")}
+    env = dict(config["environment"], jaxlib="0.0.1")
+    env["cpu_vector_extensions"] = [*env["cpu_vector_extensions"], "avx9000"]
+    config["environment"] = env
+    results.save_run(d, config, dict(run.arrays), run.axes)
+    code, stdout, err = dynloss(capsys, "rerun", d, "--out", tmp_path / "rerun", "--quiet")
+    assert code == 0 and "bit-identical" in stdout  # same machine: the bits still agree
+    assert "environment differs" in err
+    assert "jaxlib: '0.0.1' -> " in err and "lost ['avx9000']" in err
+    assert "device_kind" not in err  # unchanged fields are not listed
+    code, _, err = dynloss(capsys, "rerun", finished, "--out", tmp_path / "again", "--quiet")
+    assert code == 0 and "environment: the same" in err
