@@ -290,10 +290,9 @@ def _plot(path: Path, png) -> int:
 
 def _rerun(args) -> int:
     from dynloss_jax import results, sweep
+    from dynloss_jax.environment import differences, environment
     from dynloss_jax.progress import ProgressBar
     from dynloss_jax.strategy import Strategy, default_strategy
-
-    from dynloss_jax.environment import differences, environment
 
     old = results.load_run(args.run)
     config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()

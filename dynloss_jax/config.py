@@ -27,6 +27,9 @@ from collections.abc import Callable
 import numpy as np
 
 from dynloss_jax.data import DATASETS, MissingExtraError
+from dynloss_jax.instability import DEFAULT as DEFAULT_DETECTOR
+from dynloss_jax.instability import NAMES as DETECTORS
+from dynloss_jax.instability import get_detector
 from dynloss_jax.losses import LOSSES
 from dynloss_jax.model import DTYPES, INITS, check_dtype
 from dynloss_jax.optim import HYPERPARAMS
@@ -92,6 +95,22 @@ SEED = Rule("int", "must be an integer >= 0", _is_int)
 FLAG = Rule("bool", "must be true or false", lambda v: isinstance(v, (bool, np.bool_)))
 
 
+def _is_detector(v) -> bool:
+    try:
+        get_detector(v)
+    except (ValueError, TypeError, AttributeError):
+        return False
+    return True
+
+
+DETECTOR = Rule(
+    "str",
+    f"must name a rule ({', '.join(DETECTORS)}), optionally with :key=value,... "
+    "(see dynloss_jax.instability)",
+    _is_detector,
+)
+
+
 def setting(default, rule: Rule, help: str, *, cli: bool = True):
     """A field of :class:`SweepConfig` with its rule and help text (``cli``: has a flag)."""
     return dataclasses.field(default=default, metadata={"rule": rule, "help": help, "cli": cli})
@@ -126,6 +145,20 @@ class SweepConfig:
         "end each run at its first instability (later records NaN; runs without one go to --steps)",
     )
     onset_matvecs: int = setting(40, integer(2), "Lanczos steps for λ1, λ2 at the onset step")
+    detector: str = setting(
+        DEFAULT_DETECTOR,
+        DETECTOR,
+        "the first-instability rule, NAME or NAME:KEY=VALUE,...: " + " ".join(DETECTORS),
+    )
+    watch: tuple[str, ...] = setting(
+        (),
+        DETECTOR,
+        "further instability rules watched in the same runs, each with its own onset and λ "
+        "(with --stop-at-onset a run goes on until all fired or --watch-steps after its own)",
+    )
+    watch_steps: int = setting(
+        0, integer(0), "with --watch: steps a stopped-at-onset run goes on after its onset"
+    )
     optimizer: str = setting(
         "gd",
         choice(HYPERPARAMS),
@@ -194,7 +227,7 @@ class SweepConfig:
         for f in fields():
             rule, value = f.metadata["rule"], getattr(self, f.name)
             values = value if _is_tuple(f) else (value,)
-            if len(values) == 0:
+            if len(values) == 0 and f.name != "watch":
                 raise ConfigError(f.name, [], "needs at least one value")
             for v in values:
                 if not rule.ok(v):

@@ -59,9 +59,6 @@ from dynloss_jax.model import embedding, flat_model
 from dynloss_jax.schedule import gamma
 from dynloss_jax.strategy import Strategy
 
-# The onset is confirmed N_CONFIRM steps after it happened: keep that many parameter vectors
-# (and the current one) so that λ can be measured at the onset step itself.
-HISTORY = instability.N_CONFIRM + 1
 ONE_DEVICE_VMAP = Strategy(batch_size=0, n_devices=1)  # the default layout of compiled()
 
 
@@ -88,6 +85,9 @@ class RunSpec:
     n_inputs: int = 2  # features of the data
     stop_at_onset: bool = False  # a run ends at its first instability
     onset_matvecs: int = 40  # Lanczos steps for λ1, λ2 at the onset step
+    detector: str = instability.DEFAULT  # the onset rule (instability.get_detector)
+    watch: tuple[str, ...] = ()  # further rules watched in the same run, each with its λ
+    watch_steps: int = 0  # with stop_at_onset and watch: steps a run goes on after its onset
     optimizer: str = "gd"  # optim.HYPERPARAMS; its hyperparameters are Hyper.opt_hp
     batch_points: int = 0  # training points per step (0: the full batch)
     order_seed: int = -1  # seed of a random class order of Γ (−1: 0, 1, …, C−1)
@@ -125,6 +125,10 @@ class RunSpec:
                     f"{self.interval} (eig_every, or record_every without it), got "
                     f"{self.density_every}, {self.trace_every}"
                 )
+        for rule in (self.detector, *self.watch):
+            instability.get_detector(rule)  # ValueError for an unknown rule
+        if self.watch_steps < 0:
+            raise ValueError(f"watch_steps must be >= 0, got {self.watch_steps}")
         if self.levels and self.stop_at_onset:
             raise ValueError("density_every and trace_every do not work with stop_at_onset")
         if self.layer_sharpness and not self.eig_every:
@@ -135,6 +139,17 @@ class RunSpec:
     @property
     def interval(self) -> int:
         return self.eig_every or self.record_every
+
+    @property
+    def detectors(self) -> tuple[instability.Detector, ...]:
+        """The run's onset rule, then the watched ones."""
+        return tuple(instability.get_detector(r) for r in (self.detector, *self.watch))
+
+    @property
+    def history(self) -> int:
+        """Parameter vectors kept (the current one and the steps back to the earliest onset a
+        rule can confirm), so that λ can be measured at the onset step itself."""
+        return max(d.lag for d in self.detectors) + 1
 
     @property
     def levels(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
@@ -220,11 +235,15 @@ class State(NamedTuple):
     eig_key: jax.Array
     diverged: jax.Array
     diverged_step: jax.Array  # −1 while finite
-    detector: instability.DetectorState
+    detector: tuple  # the state of RunSpec.detector's rule (see instability)
     w_hist_HxN: jax.Array  # w_t at slot t mod H: the parameters of the last H steps
     onset_w_N: jax.Array  # w at the first instability (once found)
     onset_lam_K: jax.Array  # λ1, λ2 of F at the onset step, at onset_w_N (NaN until measured)
     onset_residual_K: jax.Array
+    watchers: tuple  # the states of the watched rules, RunSpec.watch
+    watch_w_WxN: jax.Array  # w at each watched rule's onset
+    watch_lam_WxK: jax.Array  # λ1, λ2 there (NaN until measured)
+    watch_residual_WxK: jax.Array
     stopped_step: jax.Array  # with stop_at_onset: where the run stopped, −1 while running
     opt_state: tuple = ()  # the optax state of RunSpec.optimizer (no arrays for gd)
 
@@ -394,11 +413,15 @@ def init_state(spec: RunSpec, hyper: Hyper) -> State:
         eig_key=jax.random.key_data(eig_key),  # raw uint32, so checkpoints are plain arrays
         diverged=jnp.zeros((), bool),
         diverged_step=jnp.full((), -1, jnp.int32),
-        detector=instability.detector_init(dtype),
-        w_hist_HxN=jnp.zeros((HISTORY, w.shape[0]), dtype),
+        detector=spec.detectors[0].init(dtype),
+        w_hist_HxN=jnp.zeros((spec.history, w.shape[0]), dtype),
         onset_w_N=jnp.zeros_like(w),
         onset_lam_K=jnp.full((N_TOP,), jnp.nan, dtype),
         onset_residual_K=jnp.full((N_TOP,), jnp.nan, dtype),
+        watchers=tuple(d.init(dtype) for d in spec.detectors[1:]),
+        watch_w_WxN=jnp.zeros((len(spec.watch), w.shape[0]), dtype),
+        watch_lam_WxK=jnp.full((len(spec.watch), N_TOP), jnp.nan, dtype),
+        watch_residual_WxK=jnp.full((len(spec.watch), N_TOP), jnp.nan, dtype),
         stopped_step=jnp.full((), -1, jnp.int32),
         opt_state=_optimizer(spec, hyper).init(w),
     )
@@ -433,9 +456,16 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     diverged = state.diverged | bad
     nan = jnp.full((), jnp.nan, loss.dtype)
     loss_seen = jnp.where(state.diverged | ~jnp.isfinite(loss), nan, loss)
-    w_hist = state.w_hist_HxN.at[t % HISTORY].set(state.w_N)
-    detector = instability.detector_update(state.detector, loss_seen, t)
+    history = spec.history
+    w_hist = state.w_hist_HxN.at[t % history].set(state.w_N)
+    rules = spec.detectors
+    detector = rules[0].update(state.detector, loss_seen, t)
     found = (detector.onset >= 0) & (state.detector.onset < 0)
+    watchers = tuple(d.update(ws, loss_seen, t) for d, ws in zip(rules[1:], state.watchers))
+    watch_w = state.watch_w_WxN
+    for i, (new, old) in enumerate(zip(watchers, state.watchers)):
+        hit = (new.onset >= 0) & (old.onset < 0)
+        watch_w = watch_w.at[i].set(jnp.where(hit, w_hist[new.onset % history], watch_w[i]))
     state = state._replace(
         w_N=jnp.where(diverged, state.w_N, w_new),
         step=t + 1,
@@ -443,7 +473,9 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
         diverged_step=jnp.where(bad & ~state.diverged, t, state.diverged_step),
         detector=detector,
         w_hist_HxN=w_hist,
-        onset_w_N=jnp.where(found, w_hist[detector.onset % HISTORY], state.onset_w_N),
+        onset_w_N=jnp.where(found, w_hist[detector.onset % history], state.onset_w_N),
+        watchers=watchers,
+        watch_w_WxN=watch_w,
         opt_state=jax.tree.map(
             lambda old, new: jnp.where(diverged, old, new), state.opt_state, opt_state
         ),
@@ -578,18 +610,44 @@ def measure_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State) -> Stat
     from ``onset_matvecs`` Lanczos steps — once, the first time it is called after the detector
     confirmed the onset (a ``lax.cond``: run it mapped sequentially, see
     :func:`compiled_onset`). Not interpolated from the tracking measurements, so the values do
-    not depend on ``eig_every``."""
-    need = (state.detector.onset >= 0) & jnp.isnan(state.onset_lam_K[0])
+    not depend on ``eig_every``. The same for each watched rule's onset."""
 
-    def compute(state):
-        t0 = state.detector.onset
-        matvec = _operator(spec, hyper, data, state, state.onset_w_N, t0)
-        key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), t0 + (1 << 30))
-        zero = jnp.zeros_like(state.onset_w_N)
-        res = _lanczos(spec, hyper, matvec, zero, key, spec.onset_matvecs)
-        return state._replace(onset_lam_K=res.top_K, onset_residual_K=res.residual_K)
+    def at_onset(t0, w_N, lam_K, residual_K):
+        def compute(_):
+            matvec = _operator(spec, hyper, data, state, w_N, t0)
+            key = jax.random.fold_in(jax.random.wrap_key_data(state.eig_key), t0 + (1 << 30))
+            res = _lanczos(spec, hyper, matvec, jnp.zeros_like(w_N), key, spec.onset_matvecs)
+            return res.top_K, res.residual_K
 
-    return jax.lax.cond(need, compute, lambda s: s, state)
+        need = (t0 >= 0) & jnp.isnan(lam_K[0])
+        return jax.lax.cond(need, compute, lambda _: (lam_K, residual_K), None)
+
+    lam_K, residual_K = at_onset(
+        state.detector.onset, state.onset_w_N, state.onset_lam_K, state.onset_residual_K
+    )
+    state = state._replace(onset_lam_K=lam_K, onset_residual_K=residual_K)
+    for i, ws in enumerate(state.watchers):
+        lam_K, residual_K = at_onset(
+            ws.onset, state.watch_w_WxN[i], state.watch_lam_WxK[i], state.watch_residual_WxK[i]
+        )
+        state = state._replace(
+            watch_lam_WxK=state.watch_lam_WxK.at[i].set(lam_K),
+            watch_residual_WxK=state.watch_residual_WxK.at[i].set(residual_K),
+        )
+    return state
+
+
+def _finished(spec: RunSpec, state: State):
+    """With stop_at_onset: the run's rule has fired and every watched rule too, or
+    ``watch_steps`` steps have passed since the run's own onset."""
+    onset = state.detector.onset
+    done = onset >= 0
+    if spec.watch:
+        every = done
+        for ws in state.watchers:
+            every = every & (ws.onset >= 0)
+        done = every | (done & (state.step - onset >= spec.watch_steps))
+    return done
 
 
 def _interval(spec: RunSpec, hyper: Hyper, data: Data, state: State):
@@ -688,7 +746,7 @@ def _until_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
 
     def running(carry):
         i, s, _ = carry
-        return (i < n) & (s.detector.onset < 0)
+        return (i < n) & ~_finished(spec, s)
 
     def body(carry):
         i, s, buffers = carry
@@ -696,7 +754,7 @@ def _until_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
         return i + 1, s, jax.tree.map(lambda b, o: b.at[i].set(o), buffers, out)
 
     _, state, out = jax.lax.while_loop(running, body, (0, state, blank))
-    stopped = (state.detector.onset >= 0) & (state.stopped_step < 0)
+    stopped = _finished(spec, state) & (state.stopped_step < 0)
     state = state._replace(
         stopped_step=jnp.where(stopped, state.step, state.stopped_step),
         step=start + n * spec.interval,

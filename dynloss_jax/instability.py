@@ -1,106 +1,289 @@
 """Detecting the first instability (period-2 onset) of gradient descent from the loss alone.
 
 Decision (SPEC §2): the first instability is where the loss F starts a period-2 oscillation whose
-amplitude grows — where the differences d_t = F(t) − F(t−1) split into two alternating branches
-(the bifurcation of the paper's Fig. 2). The landscape of a dynamical loss moves with Γ(t), so F
-drifts by more per step than a young oscillation: the branches are then both on the same side of
-zero, and the sign of d_t alone does not alternate. The detector therefore reads the oscillation
-from the second differences e_t = d_t − d_{t−1} = F(t) − 2F(t−1) + F(t−2), in which a drift
-enters only through its curvature. Step t *extends a growing zigzag* when
+amplitude grows (the bifurcation of the paper's Fig. 2). Detecting it from F, not from λ, keeps
+the comparison of λ at the onset with 2/η honest. Three rules are implemented, each a pair of
+pure functions (init, update) that runs online inside the compiled training scan at no memory
+cost, and is applied to a recorded series by :func:`first_instability`. Each is named by a
+string, ``"name"`` or ``"name:key=value,…"`` (:func:`get_detector`):
 
-    e_t · e_{t−1} < 0, |e_{t−1}| > tol(t)      (the curvature of F alternates in sign)
-    |e_t| − |e_{t−2}| > tol(t)                 (and grows: compare with the same-sign one)
-    |e_t| > tol(t),   tol(t) = rel_tol · |F(t)|  (both above the noise floor of F)
+``calibrated`` (the default; keys ``k``, ``growth``, ``n``, ``window``)
+    Measures each run against its own noise. The period-2 component of F is read from the
+    third difference, relative to |F|,
 
-and an onset is confirmed when ``n_confirm`` consecutive steps t0, …, t0 + n_confirm − 1 do so.
-The onset is reported as t0 − 1: for F linear until step s and zigzagging from F(s) on, it is s.
-The earliest possible onset is 3 (the first test needs F(0..4)). A steady oscillation
-(|e_t| = |e_{t−2}|) or a decaying one never confirms, nor does a smooth trend, nor a drift whose
-curvature changes (that lengthens every other e_t and shortens the others), nor rounding noise
-or the jitter of a ReLU network's loss as units cross their kinks (both stay below ``tol``,
-see ``REL_TOL``). A zigzag of amplitude a adds ±4a to e_t, so it is found once 4a exceeds the
-curvature of the drift and the tolerance. Detecting from F, not from λ, keeps the comparison of λ at
-the onset with 2/η honest.
+        p_t = (F(t) − 3F(t−1) + 3F(t−2) − F(t−3)) / (2|F(t)|),
 
-The detector is a pair of pure functions (``detector_init``, ``detector_update``) so that it runs
-online inside the compiled training scan at no memory cost, and :func:`first_instability` applies
-the same functions to a recorded series sampled at every step.
+    in which a drift enters only through the change of its curvature (a zigzag ±a·(−1)^t gives
+    p_t = ±4a/|F|). Its noise floor σ_t is a running median of |p| (a sign update of log σ by
+    3/``window`` a step, valid after ``window`` values), that follows the median down at once
+    but rises by at most a factor 1 + ``rise`` a step, so that a zigzag in the making does not
+    raise its own floor. Step t *extends* a growing zigzag when
+
+        p_t·p_{t−1} < 0,  |p_t| > k·σ_{t−1},  |p_{t−1}| > k·σ_{t−1}   (alternating, above the floor)
+
+    and the onset is confirmed at step t once n + 3 consecutive steps extend it (p's stencil
+    spans 4 losses, so a zigzag that appears at once still ramps up over p's first 3 values),
+    both branches grew geometrically over the last n steps,
+    |p_t| ≥ growth^n·|p_{t−n}| and |p_{t−1}| ≥ growth^n·|p_{t−1−n}|, and no earlier value of
+    the stretch exceeds the last two (a zigzag decaying through the floor can look grown
+    between two noisy values). A period-2 mode of GD that is not driven multiplies its
+    amplitude by ηλ − 1 per step, so ``growth`` = 1.01 asks for λ ≳ 1.005·2/η there; a
+    *driven* one (Γ(t) moves the valley every step) grows as its response ∝ 1/(2 − ηλ) rises,
+    i.e. before λ reaches 2/η, and this rule sees it when that growth exceeds 1 % a step.
+    The onset is t − n − 3, the first step of the stretch; the reported interval is
+    [where the growth began, t], the first found by extrapolating the measured growth back to
+    the floor: t − ln(|p_t|/σ)/ln(r), r the measured rate. Defaults k = 5, growth = 1.01,
+    n = 8, window = 64, rise = 1e-3 were fixed on synthetic series
+    (``tests/test_instability.py``) before any run of Fig. 4 used them;
+    ``docs/results/fig4_instability/sensitivity.json`` measures what other values change.
+
+``second_difference`` (key ``tol``, default 1e-5; ``n`` = 6)
+    The rule in force until the calibrated one: with e_t = F(t) − 2F(t−1) + F(t−2),
+    step t extends when e_t·e_{t−1} < 0, |e_{t−1}|, |e_t| > tol·|F(t)| and
+    |e_t| − |e_{t−2}| > tol·|F(t)|; n consecutive such steps confirm, the onset is t − n.
+    Its one global tolerance decides where it fires: the jitter of a ReLU network's F
+    (units crossing their kinks) is ~1e-6 to 3e-5·|F| depending on the run, the same order as
+    the tolerance, so the ratio η·λ1/2 at its onsets moves with ``tol``.
+
+``first_difference`` (key ``tol``, default 1e-5; ``n`` = 6)
+    The rule SPEC first wrote: with d_t = F(t) − F(t−1), step t extends when
+    d_t·d_{t−1} < 0, |d_{t−1}|, |d_t| > tol·|F(t)| and |d_t| − |d_{t−2}| > tol·|F(t)|. Under a
+    Γ-driven drift both branches of d lie on one side of zero until the zigzag outgrows the
+    drift, so it fires late.
+
+Every state carries ``onset`` (−1 while none; kept once found), ``lo`` and ``hi`` (the interval
+around the onset: where growth began and where it was confirmed) and ``count``. A NaN loss (a
+diverged run) fails every test: the count resets and nothing is confirmed.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-N_CONFIRM = 6
-# tol = REL_TOL·|F|, above the noise floor of F itself, not only its rounding. A ReLU network's
-# loss is piecewise smooth: along a GD run at width 100 about 80 units cross their kink every
-# step, and each crossing leaves a small jump in the curvature of F, so the second differences
-# carry a noise of ~1e-6·|F| (median 7e-7 at width 100, DCE, η = 0.25) that flips sign half the
-# time and by chance "grows" six steps in a row. With the former 1e-10 the detector confirmed
-# such noise long before λ1 reached 2/η (η·λ1/2 = 0.07–0.21 at the "onsets" of η = 0.25); a real
-# period-2 zigzag there has |e| ~ 1e-3·|F| and keeps alternating for hundreds of steps.
-# 1e-5 separates the two (docs/reproduction.md, Fig. 4) and is far below any oscillation
-# visible on a plot; it is also above float32 rounding, so both dtypes share it.
-REL_TOL = 1e-5
+DEFAULT = "calibrated"
+N_CONFIRM = 6  # steps that confirm an onset under the difference rules
+REL_TOL = 1e-5  # their default tolerance, relative to |F|
+CALIBRATED = dict(k=5.0, growth=1.01, n=8, window=64, rise=1e-3)
 
 
-class DetectorState(NamedTuple):
-    """Carry of the online detector (scalars; a leading axis R when batched over runs)."""
+class Detector(NamedTuple):
+    """A named onset rule: ``init(dtype) -> state``, ``update(state, loss, step) -> state``;
+    ``lag``: the onset lies at most this many steps before the step that confirms it."""
+
+    name: str
+    init: Callable
+    update: Callable
+    lag: int
+
+
+class DifferenceState(NamedTuple):
+    """Carry of the difference rules (scalars; a leading axis R when batched over runs)."""
 
     prev_loss: jax.Array  # F(t−1)
-    d1: jax.Array  # d_{t−1}
-    e1: jax.Array  # e_{t−1}
-    e2: jax.Array  # e_{t−2}
+    prev_prev_loss: jax.Array  # F(t−2)
+    a1: jax.Array  # the rule's difference at t−1
+    a2: jax.Array  # … at t−2
     count: jax.Array  # consecutive steps that extended a growing zigzag
     onset: jax.Array  # first confirmed onset step, −1 while none
+    lo: jax.Array
+    hi: jax.Array
 
 
-def detector_init(dtype=jnp.float64) -> DetectorState:
-    """Empty detector; the NaN history makes the first four steps fail the tests."""
-    nan = jnp.full((), jnp.nan, dtype)
-    return DetectorState(nan, nan, nan, nan, jnp.zeros((), jnp.int32), jnp.full((), -1, jnp.int32))
+class CalibratedState(NamedTuple):
+    """Carry of the calibrated rule: the last three losses, the last values of p, the floor."""
+
+    f_3: jax.Array  # F(t−1), F(t−2), F(t−3)
+    p_R: jax.Array  # p_t at slot t mod R (NaN where not yet seen)
+    log_median: jax.Array  # running estimate of the median of log|p|
+    seen: jax.Array  # finite values of p seen so far
+    floor: jax.Array  # σ_{t−1}, NaN until ``window`` values were seen
+    count: jax.Array
+    onset: jax.Array
+    lo: jax.Array
+    hi: jax.Array
 
 
-def detector_update(
-    state: DetectorState, loss, step, *, n_confirm: int = N_CONFIRM, rel_tol: float | None = None
-) -> DetectorState:
-    """Feeds F(``step``); steps must be consecutive (0, 1, 2, …).
-
-    A NaN loss (a diverged run) fails every test, so it resets the count and never confirms.
-    Once an onset is found it is kept; the rest of the state keeps updating.
-    """
-    loss = jnp.asarray(loss)
-    rel_tol = REL_TOL if rel_tol is None else rel_tol
-    tol = rel_tol * jnp.abs(loss)
-    d = loss - state.prev_loss
-    e = d - state.d1
-    extends = (
-        (e * state.e1 < 0)
-        & (jnp.abs(state.e1) > tol)
-        & (jnp.abs(e) > tol)
-        & (jnp.abs(e) - jnp.abs(state.e2) > tol)
-    )
-    count = jnp.where(extends, state.count + 1, 0).astype(jnp.int32)
-    found = (count >= n_confirm) & (state.onset < 0)
-    onset = jnp.where(found, step - n_confirm, state.onset).astype(jnp.int32)
-    return DetectorState(loss, d, e, state.e1, count, onset)
+def _no_onset():
+    return tuple(jnp.full((), -1, jnp.int32) for _ in range(3))
 
 
-def first_instability(loss_T, *, n_confirm: int = N_CONFIRM, rel_tol: float | None = None) -> int:
-    """Onset step (as defined above) of a loss series ``loss_T`` sampled at steps 0..T−1, or −1.
+def _difference(order: int, tol: float, n: int) -> Detector:
+    def init(dtype=jnp.float64):
+        nan = jnp.full((), jnp.nan, dtype)
+        return DifferenceState(nan, nan, nan, nan, jnp.zeros((), jnp.int32), *_no_onset())
 
-    Runs :func:`detector_update` over the series, so it agrees exactly with the online detector
+    def update(state: DifferenceState, loss, step):
+        loss = jnp.asarray(loss)
+        thr = tol * jnp.abs(loss)
+        d = loss - state.prev_loss
+        a = d if order == 1 else d - (state.prev_loss - state.prev_prev_loss)
+        extends = (
+            (a * state.a1 < 0)
+            & (jnp.abs(state.a1) > thr)
+            & (jnp.abs(a) > thr)
+            & (jnp.abs(a) - jnp.abs(state.a2) > thr)
+        )
+        count = jnp.where(extends, state.count + 1, 0).astype(jnp.int32)
+        found = (count >= n) & (state.onset < 0)
+        onset = jnp.where(found, step - n, state.onset).astype(jnp.int32)
+        hi = jnp.where(found, step, state.hi).astype(jnp.int32)
+        return DifferenceState(loss, state.prev_loss, a, state.a1, count, onset, onset, hi)
+
+    name = "first_difference" if order == 1 else "second_difference"
+    return Detector(f"{name}:tol={tol:g}", init, update, n)
+
+
+def _calibrated(k: float, growth: float, n: int, window: int, rise: float) -> Detector:
+    # The stencil of p spans 4 losses, so a zigzag that appears at once (not grown) still ramps
+    # up over p's first 3 values: growth is measured from the 4th value of the stretch on.
+    stretch = n + 3
+    size = 2 * stretch  # p values kept: the stretch and the values n back from its end
+    step_size = 3.0 / window  # of the running median, in log units per step
+    grown = growth**n
+
+    def init(dtype=jnp.float64):
+        nan = jnp.full((), jnp.nan, dtype)
+        zero = jnp.zeros((), jnp.int32)
+        return CalibratedState(
+            jnp.full((3,), jnp.nan, dtype),
+            jnp.full((size,), jnp.nan, dtype),
+            nan,
+            zero,
+            nan,
+            zero,
+            *_no_onset(),
+        )
+
+    def update(state: CalibratedState, loss, step):
+        loss = jnp.asarray(loss)
+        f1, f2, f3 = state.f_3
+        p = (loss - 3 * f1 + 3 * f2 - f3) / (2 * jnp.abs(loss))
+        p_R = state.p_R.at[step % size].set(p)
+
+        def back(j):  # p_{t−j}
+            return p_R[(step - j) % size]
+
+        # the median of log|p| by a sign update (it moves by step_size towards each new value,
+        # so half the values lie above it once it has settled): O(1) a step, no sorting
+        log_p = jnp.log(jnp.abs(p))
+        usable = jnp.isfinite(log_p)
+        log_median = jnp.where(
+            jnp.isnan(state.log_median),
+            log_p,
+            state.log_median + step_size * jnp.sign(log_p - state.log_median),
+        )
+        log_median = jnp.where(usable, log_median, state.log_median)
+        seen = state.seen + usable.astype(jnp.int32)
+        median = jnp.where(seen >= window, jnp.exp(log_median), jnp.nan)
+        # the floor follows the median down at once, up by at most a factor 1 + rise a step
+        floor = jnp.where(
+            jnp.isnan(state.floor), median, jnp.minimum(median, state.floor * (1 + rise))
+        )
+        floor = jnp.where(jnp.isnan(median), state.floor, floor)
+
+        p1 = back(1)
+        above = k * state.floor  # the floor before this step's value moved it
+        extends = (p * p1 < 0) & (jnp.abs(p) > above) & (jnp.abs(p1) > above)
+        count = jnp.where(extends, state.count + 1, 0).astype(jnp.int32)
+        grew = (jnp.abs(p) >= grown * jnp.abs(back(n))) & (
+            jnp.abs(p1) >= grown * jnp.abs(back(n + 1))
+        )
+        # and it is largest now: no earlier value of the stretch exceeds the last two (a
+        # zigzag that decays through the floor can look grown between two noisy values)
+        age_R = (step - jnp.arange(size)) % size
+        earlier = (age_R >= 2) & (age_R <= count)
+        peak = jnp.max(jnp.where(earlier, jnp.abs(p_R), 0.0))
+        ok = grew & (jnp.maximum(jnp.abs(p), jnp.abs(p1)) >= peak)
+        found = (count >= stretch) & ok & (state.onset < 0)
+        # growth rate over the stretch, and the step where it would have left the floor
+        rate = jnp.log(jnp.abs(p) / jnp.abs(back(n))) / n
+        began = step - jnp.ceil(jnp.log(jnp.abs(p) / state.floor) / jnp.maximum(rate, 1e-12))
+        began = jnp.clip(jnp.nan_to_num(began, nan=0.0), 0, step - stretch).astype(jnp.int32)
+        onset = jnp.where(found, step - stretch, state.onset).astype(jnp.int32)
+        lo = jnp.where(found, began, state.lo).astype(jnp.int32)
+        hi = jnp.where(found, step, state.hi).astype(jnp.int32)
+        f_3 = jnp.stack([loss, f1, f2])
+        return CalibratedState(f_3, p_R, log_median, seen, floor, count, onset, lo, hi)
+
+    name = f"calibrated:k={k:g},growth={growth:g},n={n},window={window},rise={rise:g}"
+    return Detector(name, init, update, stretch)
+
+
+def _parse(spec: str) -> tuple[str, dict]:
+    name, _, rest = spec.partition(":")
+    params = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"detector {spec!r}: expected key=value, got {item!r}")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"detector {spec!r}: {key} must be a number, got {value!r}") from None
+    return name.strip(), params
+
+
+NAMES = ("calibrated", "second_difference", "first_difference")
+
+
+def get_detector(spec: str = DEFAULT) -> Detector:
+    """The detector named by ``spec`` (see the module docstring); ``ValueError`` for an unknown
+    name, key or value. Its ``name`` is the spec in full, with every default filled in."""
+    name, params = _parse(spec)
+    if name == "calibrated":
+        allowed = CALIBRATED
+    elif name in ("second_difference", "first_difference"):
+        allowed = dict(tol=REL_TOL, n=N_CONFIRM)
+    else:
+        raise ValueError(f"unknown detector {name!r}; choose from {', '.join(NAMES)}")
+    unknown = set(params) - set(allowed)
+    if unknown:
+        raise ValueError(
+            f"detector {spec!r}: unknown key(s) {sorted(unknown)}; {name} takes {sorted(allowed)}"
+        )
+    p = {**allowed, **params}
+    n = p["n"]
+    if n < 1 or n != int(n):
+        raise ValueError(f"detector {spec!r}: n must be a whole number >= 1, got {n:g}")
+    if name == "calibrated":
+        if not (0 < p["k"] < math.inf and p["growth"] >= 1 and p["window"] >= 4 and p["rise"] >= 0):
+            raise ValueError(f"detector {spec!r}: needs k > 0, growth >= 1, window >= 4, rise >= 0")
+        return _calibrated(p["k"], p["growth"], int(n), int(p["window"]), p["rise"])
+    if not p["tol"] >= 0:
+        raise ValueError(f"detector {spec!r}: tol must be >= 0, got {p['tol']:g}")
+    return _difference(1 if name == "first_difference" else 2, p["tol"], int(n))
+
+
+def detector_init(dtype=jnp.float64, detector: str = DEFAULT):
+    """Empty state of ``detector``; its NaN history makes the first steps fail the tests."""
+    return get_detector(detector).init(dtype)
+
+
+def detector_update(state, loss, step, detector: str = DEFAULT):
+    """Feeds F(``step``) to ``detector``; steps must be consecutive (0, 1, 2, …)."""
+    return get_detector(detector).update(state, loss, step)
+
+
+def first_instability(loss_T, detector: str = DEFAULT, *, interval: bool = False):
+    """Onset step of a loss series ``loss_T`` sampled at steps 0..T−1 under ``detector``, or −1;
+    with ``interval=True`` the triple (onset, lo, hi).
+
+    Runs the detector's update over the series, so it agrees exactly with the online detector
     of the training engine fed the same losses.
     """
+    det = get_detector(detector)
     loss_T = jnp.asarray(loss_T)
 
     def body(state, inputs):
-        loss, step = inputs
-        return detector_update(state, loss, step, n_confirm=n_confirm, rel_tol=rel_tol), None
+        return det.update(state, *inputs), None
 
     steps = jnp.arange(loss_T.shape[0], dtype=jnp.int32)
-    state, _ = jax.lax.scan(body, detector_init(loss_T.dtype), (loss_T, steps))
+    state, _ = jax.lax.scan(body, det.init(loss_T.dtype), (loss_T, steps))
+    if interval:
+        return int(state.onset), int(state.lo), int(state.hi)
     return int(state.onset)

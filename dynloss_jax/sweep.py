@@ -323,6 +323,18 @@ class _Collector:
             self._fill(cells, name, a, [])
         self._fill(cells, "instability_lam_k", state.onset_lam_K, ["k"])
         self._fill(cells, "instability_residual", state.onset_residual_K, ["k"])
+        self._fill(cells, "instability_lo", state.detector.lo, [])
+        self._fill(cells, "instability_hi", state.detector.hi, [])
+        if state.watchers:
+            stack = {
+                f: np.stack([getattr(ws, f) for ws in state.watchers], axis=1)
+                for f in ("onset", "lo", "hi")
+            }
+            self._fill(cells, "watch_step", stack["onset"], ["watch"])
+            self._fill(cells, "watch_lo", stack["lo"], ["watch"])
+            self._fill(cells, "watch_hi", stack["hi"], ["watch"])
+            self._fill(cells, "watch_lam", state.watch_lam_WxK[..., 0], ["watch"])
+            self._fill(cells, "watch_lam_k", state.watch_lam_WxK, ["watch", "k"])
 
 
 def _blank(dtype):

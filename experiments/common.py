@@ -208,6 +208,8 @@ def main(exp: ModuleType, argv=None) -> int:
     if not args.replot:
         results.write_json(out / SUMMARY, summary)
         results.write_json(out / RUN_INFO, run_info(started, load_before))
+        for filename, obj in getattr(exp, "outputs", lambda _: {})(summary).items():
+            results.write_json(out / filename, obj)
     exp.plot(runs, summary, out / exp.PNG)
     print(exp.table(runs, summary))
     print(f"wrote {out / exp.PNG}")

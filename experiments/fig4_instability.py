@@ -57,6 +57,17 @@ import warnings
 
 from experiments import common
 
+# The rules compared with the run's own (``--detector``) in the same runs, each with its own
+# onset and λ there (``sensitivity.json``): the second-difference rule at three tolerances, the
+# first-difference rule, and the calibrated rule asking for faster growth or a higher floor.
+WATCH = (
+    "second_difference:tol=1e-6",
+    "second_difference:tol=1e-5",
+    "second_difference:tol=1e-4",
+    "first_difference:tol=1e-5",
+    "calibrated:growth=1.05",
+    "calibrated:k=10",
+)
 FULL = dict(
     losses=("dce", "dmse1", "dmse2"),
     etas_ce=(0.25, 0.5, 1.0, 2.0),
@@ -69,6 +80,13 @@ FULL = dict(
     steps_eta_mse=10_000,
     record_every=100,
     eig_every=0,
+    detector="calibrated",
+    watch=WATCH,
+    watch_steps_eta=500,
+    dense_seeds=2,
+    dense_etas_ce=(0.5, 1.0, 2.0),
+    dense_etas_mse=(0.2, 0.4),
+    dense_matvecs=10,
 )
 QUICK = dict(
     FULL,
@@ -79,6 +97,9 @@ QUICK = dict(
     seeds=2,
     steps_eta=2500,
     steps_eta_mse=2500,
+    dense_seeds=1,
+    dense_etas_ce=(2.0,),
+    dense_etas_mse=(0.4,),
 )
 # the smallest case with real onsets (every run fires near step 450 at η = 2)
 SMOKE = dict(
@@ -91,6 +112,11 @@ SMOKE = dict(
     width=32,
     steps_eta=2000,
     record_every=10,
+    watch=("second_difference:tol=1e-5", "first_difference:tol=1e-5"),
+    watch_steps_eta=200,
+    dense_seeds=1,
+    dense_etas_ce=(2.0,),
+    dense_etas_mse=(),
 )
 OUT = "results/fig4_instability"
 PNG = "fig4_instability.png"
@@ -128,6 +154,22 @@ def add_flags(p):
     p.add_argument(
         "--record-every", type=int, help=f"loss every k steps (default {FULL['record_every']})"
     )
+    p.add_argument("--detector", help="the onset rule of the runs (default calibrated)")
+    p.add_argument(
+        "--watch", nargs="*", help="rules compared in the same runs (default: WATCH; none: off)"
+    )
+    p.add_argument(
+        "--watch-steps-eta",
+        type=float,
+        help="a run goes on this/η steps after its onset for the watched rules (default 500)",
+    )
+    p.add_argument(
+        "--dense-seeds",
+        type=int,
+        help="seeds per (loss, η) of the runs with λ1 at every step (default 2; 0: none)",
+    )
+    p.add_argument("--dense-etas-ce", type=float, nargs="*", help="η of DCE with dense λ1")
+    p.add_argument("--dense-etas-mse", type=float, nargs="*", help="η of DMSE1/2 with dense λ1")
     p.add_argument(
         "--eig-every",
         type=int,
@@ -155,17 +197,28 @@ def steps_eta_of(s: dict, loss: str) -> float:
 
 
 def configs(s: dict) -> dict:
-    """One sweep per (loss, η) — the run length depends on η — in ``--out/<loss>_eta_<η>``."""
-    return {
+    """One sweep per (loss, η) — the run length depends on η — in ``--out/<loss>_eta_<η>``; and
+    the runs with λ1 at every step in ``--out/dense_<loss>_eta_<η>`` (A = 50, T = 5000)."""
+    out = {
         folder(loss, eta): config_of(s, loss, eta)
         for loss in s["losses"]
         for eta in etas_of(s, loss)
     }
+    if s["dense_seeds"]:
+        for loss in s["losses"]:
+            dense = s["dense_etas_ce"] if etas_of(s, loss) is s["etas_ce"] else s["dense_etas_mse"]
+            for eta in dense:
+                out["dense_" + folder(loss, eta)] = dense_config(s, loss, eta)
+    return out
 
 
 def by_loss_eta(runs: dict) -> dict:
-    """The runs keyed by (loss, η) instead of by folder name."""
-    return {(run.coords["loss"][0], float(run.coords["eta"][0])): run for run in runs.values()}
+    """The runs keyed by (loss, η) instead of by folder name (without the dense runs)."""
+    return {
+        (run.coords["loss"][0], float(run.coords["eta"][0])): run
+        for name, run in runs.items()
+        if not name.startswith("dense_")
+    }
 
 
 def config_of(s: dict, loss: str, eta: float):
@@ -182,6 +235,30 @@ def config_of(s: dict, loss: str, eta: float):
         record_every=s["record_every"],
         eig_every=s["eig_every"],
         stop_at_onset=True,
+        detector=s["detector"],
+        watch=tuple(s["watch"]),
+        watch_steps=math.ceil(s["watch_steps_eta"] / eta) if s["watch"] else 0,
+    )
+
+
+def dense_config(s: dict, loss: str, eta: float):
+    """The same runs at A = 50, T = 5000 (the middle condition; the quick and smoke presets'
+    own), ``dense_seeds`` seeds, with λ1, λ2 at every step (warm-started Lanczos) and the loss
+    at every step, stopping as the main runs do."""
+    import dataclasses
+
+    base = config_of(s, loss, eta)
+    amplitude = 50.0 if 50.0 in s["amplitudes"] else s["amplitudes"][0]
+    period = 5000 if 5000 in s["periods"] else s["periods"][0]
+    return dataclasses.replace(
+        base,
+        amplitude=(amplitude,),
+        period=(period,),
+        seeds=s["dense_seeds"],
+        record_every=1,
+        eig_every=1,
+        num_matvecs=s["dense_matvecs"],
+        steps=steps_for(eta, steps_eta_of(s, loss), 1),
     )
 
 
@@ -206,14 +283,42 @@ def fit_slope(eta_R, lam_R):
     return float(b), float(se), float(c), n
 
 
-def summarise(runs: dict) -> dict:
-    """Per loss and η: λ1 at the onset (mean, sem, runs with an onset, runs), the onset step
-    (median), and per loss the fitted slope."""
+def _mean_sem(x) -> tuple[float, float, int]:
     import numpy as np
 
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    mean = float(np.mean(x)) if n else float("nan")
+    sem = float(np.std(x, ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    return mean, sem, n
+
+
+def _rules(run) -> list[tuple[str, object, object]]:
+    """(rule, onset step array, λ1 array) for the run's own rule and each watched one, with
+    the grid's axes (loss, width, η, A, T, seed)."""
+    from dynloss_jax.instability import get_detector
+
+    s = run.config["settings"]
+    out = [(get_detector(s["detector"]).name, run["instability_step"], run["instability_lam"])]
+    for i, rule in enumerate(s.get("watch", [])):
+        out.append((get_detector(rule).name, run["watch_step"][..., i], run["watch_lam"][..., i]))
+    return out
+
+
+def summarise(runs: dict) -> dict:
+    """Per loss and η: λ1 at the onset (mean, sem, runs with an onset, runs), the onset step
+    (median), and per loss the fitted slope; the same per (A, T) condition (``conditions``);
+    ``sensitivity``: for every rule of the runs (the run's own and the watched ones) the mean
+    η·λ1/2 at its onsets per (loss, η) with s.e.m. and the fitted slope per loss; ``crossing``:
+    from the dense runs (λ1 at every step), per rule the steps from its onset to the first
+    step with λ1 > 2/η."""
+    import numpy as np
+
+    dense = {name: run for name, run in runs.items() if name.startswith("dense_")}
     runs = by_loss_eta(runs)
     losses = sorted({loss for loss, _ in runs}, key=list(NAMES).index)
-    rows, fits = [], {}
+    rows, fits, conditions = [], {}, []
     for loss in losses:
         all_eta, all_lam = [], []
         for eta in sorted(eta for name, eta in runs if name == loss):
@@ -240,6 +345,22 @@ def summarise(runs: dict) -> dict:
             )
             all_eta += [float(eta)] * n
             all_lam += lam[found].tolist()
+            for ai, amplitude in enumerate(run.coords["amplitude"]):
+                for ti, period in enumerate(run.coords["period"]):
+                    cell = run["instability_lam"][0, 0, 0, ai, ti]
+                    mean, sem, n_cell = _mean_sem(eta * cell / 2)
+                    conditions.append(
+                        {
+                            "loss": loss,
+                            "eta": float(eta),
+                            "amplitude": float(amplitude),
+                            "period": int(period),
+                            "ratio_mean": mean,
+                            "ratio_sem": sem,
+                            "found": n_cell,
+                            "runs": int(cell.size),
+                        }
+                    )
         b, se, c, n = fit_slope(all_eta, all_lam)
         fits[loss] = {
             "slope": b,
@@ -248,7 +369,92 @@ def summarise(runs: dict) -> dict:
             "points": n,
             "prefactor": math.exp(c) if math.isfinite(c) else float("nan"),
         }
-    return {"rows": rows, "fits": fits}
+    return {
+        "rows": rows,
+        "fits": fits,
+        "conditions": conditions,
+        "sensitivity": sensitivity(runs),
+        "crossing": crossing(dense),
+    }
+
+
+def sensitivity(runs: dict) -> dict:
+    """Per rule: per (loss, η) the mean η·λ1/2 at the rule's onsets (s.e.m., onsets found of
+    runs), and per loss the slope of log λ1 against log η with its standard error."""
+    import numpy as np
+
+    out: dict = {}
+    for (loss, eta), run in sorted(runs.items()):
+        for rule, step, lam in _rules(run):
+            entry = out.setdefault(rule, {"rows": [], "fits": {}, "_points": {}})
+            lam = np.asarray(lam, float).reshape(-1)
+            mean, sem, n = _mean_sem(eta * lam / 2)
+            onset = np.asarray(step).reshape(-1)
+            entry["rows"].append(
+                {
+                    "loss": loss,
+                    "eta": float(eta),
+                    "ratio_mean": mean,
+                    "ratio_sem": sem,
+                    "found": n,
+                    "runs": int(lam.size),
+                    "onset_step_median": float(np.median(onset[onset >= 0]))
+                    if (onset >= 0).any()
+                    else float("nan"),
+                }
+            )
+            pts = entry["_points"].setdefault(loss, ([], []))
+            ok = np.isfinite(lam)
+            pts[0].extend([float(eta)] * int(ok.sum()))
+            pts[1].extend(lam[ok].tolist())
+    for entry in out.values():
+        for loss, (etas, lams) in entry.pop("_points").items():
+            b, se, _, n = fit_slope(etas, lams)
+            entry["fits"][loss] = {"slope": b, "slope_se": se, "points": n}
+    return out
+
+
+def crossing(dense: dict) -> dict:
+    """From runs with λ1 at every step: per rule and (loss, η), for each run the first step
+    with λ1 > 2/η minus the rule's onset step (positive: the onset came first; NaN: λ1 did
+    not exceed 2/η before the run stopped, or the rule did not fire), with their median,
+    minimum and maximum."""
+    import numpy as np
+
+    out: dict = {}
+    for _, run in sorted(dense.items()):
+        loss, eta = run.coords["loss"][0], float(run.coords["eta"][0])
+        lam = np.asarray(run["lam"][..., 0], float)  # (..., seed, eig)
+        steps = np.asarray(run["eig_step"])
+        above = lam > 2 / eta
+        first = np.where(above.any(-1), steps[np.argmax(above, -1)], -1).reshape(-1)
+        for rule, onset, _ in _rules(run):
+            onset = np.asarray(onset).reshape(-1)
+            gap = np.where((first >= 0) & (onset >= 0), first - onset, np.nan).astype(float)
+            ok = np.isfinite(gap)
+            out.setdefault(rule, []).append(
+                {
+                    "loss": loss,
+                    "eta": eta,
+                    "first_cross": first.tolist(),
+                    "onset": onset.tolist(),
+                    "gap": [None if not np.isfinite(g) else int(g) for g in gap],
+                    "gap_median": float(np.median(gap[ok])) if ok.any() else float("nan"),
+                    "gap_min": float(np.min(gap[ok])) if ok.any() else float("nan"),
+                    "gap_max": float(np.max(gap[ok])) if ok.any() else float("nan"),
+                }
+            )
+    return out
+
+
+def outputs(summary: dict) -> dict:
+    """Files written beside ``summary.json``: the detector sensitivity on its own."""
+    return {
+        "sensitivity.json": {
+            "sensitivity": summary["sensitivity"],
+            "crossing": summary["crossing"],
+        }
+    }
 
 
 def table(runs: dict, summary: dict) -> str:
@@ -272,6 +478,25 @@ def table(runs: dict, summary: dict) -> str:
             f"  {loss:>6}: b = {f['slope']:.3f} ± {f['slope_se']:.3f}, "
             f"e^c = {f['prefactor']:.3f}, {f['points']} runs"
         )
+    if summary.get("sensitivity"):
+        lines.append("sensitivity: mean η·λ1/2 at each rule's onsets (onsets/runs); slope b")
+        for rule, entry in summary["sensitivity"].items():
+            cells = "  ".join(
+                f"{r['loss']} {r['eta']:g}: {r['ratio_mean']:.3f}±{r['ratio_sem']:.3f}"
+                f" ({r['found']}/{r['runs']})"
+                for r in entry["rows"]
+            )
+            slopes = ", ".join(f"{k} {f['slope']:.3f}" for k, f in entry["fits"].items())
+            lines.append(f"  {rule}\n    {cells}\n    slopes: {slopes}")
+    if summary.get("crossing"):
+        lines.append("first λ1 > 2/η minus onset step (dense runs), per rule: median [min, max]")
+        for rule, items in summary["crossing"].items():
+            cells = "  ".join(
+                f"{c['loss']} {c['eta']:g}: {c['gap_median']:g} [{c['gap_min']:g}, "
+                f"{c['gap_max']:g}]"
+                for c in items
+            )
+            lines.append(f"  {rule}: {cells}")
     return "\n".join(lines)
 
 
