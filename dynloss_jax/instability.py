@@ -21,20 +21,20 @@ string, ``"name"`` or ``"name:key=value,…"`` (:func:`get_detector`):
 
         p_t·p_{t−1} < 0,  |p_t| > k·σ_{t−1},  |p_{t−1}| > k·σ_{t−1}   (alternating, above the floor)
 
-    and the onset is confirmed at step t once n + 3 consecutive steps extend it (p's stencil
-    spans 4 losses, so a zigzag that appears at once still ramps up over p's first 3 values),
-    both branches grew geometrically over the last n steps,
-    |p_t| ≥ growth^n·|p_{t−n}| and |p_{t−1}| ≥ growth^n·|p_{t−1−n}|, and no earlier value of
-    the stretch exceeds the last two (a zigzag decaying through the floor can look grown
-    between two noisy values). A period-2 mode of GD that is not driven multiplies its
-    amplitude by ηλ − 1 per step, so ``growth`` = 1.01 asks for λ ≳ 1.005·2/η there; a
-    *driven* one (Γ(t) moves the valley every step) grows as its response ∝ 1/(2 − ηλ) rises,
-    i.e. before λ reaches 2/η, and this rule sees it when that growth exceeds 1 % a step.
-    The onset is t − n − 3, the first step of the stretch; the reported interval is
-    [where the growth began, t], the first found by extrapolating the measured growth back to
-    the floor: t − ln(|p_t|/σ)/ln(r), r the measured rate. Defaults k = 5, growth = 1.01,
-    n = 8, window = 64, rise = 1e-3 were fixed on synthetic series
-    (``tests/test_instability.py``) before any run of Fig. 4 used them;
+    and the onset is confirmed at step t once n + 3 consecutive steps extend it and the
+    zigzag grows geometrically: the least-squares slope of log|p| against the step over the
+    last n values, fitted on each branch (every other value) apart and averaged, is at least
+    ln(growth). (p's stencil spans 4 losses, so a zigzag that appears at once still ramps up
+    over p's first 3 values: the fit never reaches them.) A period-2 mode of GD that is not
+    driven multiplies its amplitude by ηλ − 1 per step, so ``growth`` = 1.01 asks for
+    λ ≳ 1.005·2/η there; a *driven* one (Γ(t) moves the valley every step) grows as its
+    response ∝ 1/(2 − ηλ) rises, i.e. before λ reaches 2/η, and this rule sees it when that
+    growth exceeds 1 % a step. A steady or decaying zigzag, noise, a drift, or a drift whose
+    slope turns (Γ's triangle) does not fire it. The onset is t − n − 3, the first step of the
+    stretch; the reported interval is [where the growth began, t], the first found by
+    extrapolating the fitted growth back to the floor. Defaults k = 5, growth = 1.01, n = 24,
+    window = 64, rise = 1e-3 were fixed on synthetic series (``tests/test_instability.py``)
+    and on the small runs of ``tests/test_onset.py`` before any run of Fig. 4 used them;
     ``docs/results/fig4_instability/sensitivity.json`` measures what other values change.
 
 ``second_difference`` (key ``tol``, default 1e-5; ``n`` = 6)
@@ -64,11 +64,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 DEFAULT = "calibrated"
 N_CONFIRM = 6  # steps that confirm an onset under the difference rules
 REL_TOL = 1e-5  # their default tolerance, relative to |F|
-CALIBRATED = dict(k=5.0, growth=1.01, n=8, window=64, rise=1e-3)
+CALIBRATED = dict(k=5.0, growth=1.01, n=24, window=64, rise=1e-3)
 
 
 class Detector(NamedTuple):
@@ -140,18 +141,25 @@ def _difference(order: int, tol: float, n: int) -> Detector:
 
 def _calibrated(k: float, growth: float, n: int, window: int, rise: float) -> Detector:
     # The stencil of p spans 4 losses, so a zigzag that appears at once (not grown) still ramps
-    # up over p's first 3 values: growth is measured from the 4th value of the stretch on.
+    # up over p's first 3 values: the growth is fitted to the last n values of a stretch of at
+    # least n + 3, never to those 3.
     stretch = n + 3
-    size = 2 * stretch  # p values kept: the stretch and the values n back from its end
     step_size = 3.0 / window  # of the running median, in log units per step
-    grown = growth**n
+    age_n = np.arange(n)
+    # least-squares slope of log|p| against the step, on each branch (every other value) apart,
+    # so that two branches of different sizes (a zigzag on a curved drift) do not tilt it
+    weights_n = np.zeros(n)
+    for branch in (0, 1):
+        on = age_n % 2 == branch
+        x = -age_n[on].astype(float)
+        weights_n[on] = (x - x.mean()) / np.sum((x - x.mean()) ** 2) / 2  # mean of the two
 
     def init(dtype=jnp.float64):
         nan = jnp.full((), jnp.nan, dtype)
         zero = jnp.zeros((), jnp.int32)
         return CalibratedState(
             jnp.full((3,), jnp.nan, dtype),
-            jnp.full((size,), jnp.nan, dtype),
+            jnp.full((n,), jnp.nan, dtype),
             nan,
             zero,
             nan,
@@ -163,14 +171,12 @@ def _calibrated(k: float, growth: float, n: int, window: int, rise: float) -> De
         loss = jnp.asarray(loss)
         f1, f2, f3 = state.f_3
         p = (loss - 3 * f1 + 3 * f2 - f3) / (2 * jnp.abs(loss))
-        p_R = state.p_R.at[step % size].set(p)
-
-        def back(j):  # p_{t−j}
-            return p_R[(step - j) % size]
+        p_R = state.p_R.at[step % n].set(p)
+        log_abs_n = jnp.log(jnp.abs(p_R[(step - age_n) % n]))  # ages 0, 1, …, n − 1
 
         # the median of log|p| by a sign update (it moves by step_size towards each new value,
         # so half the values lie above it once it has settled): O(1) a step, no sorting
-        log_p = jnp.log(jnp.abs(p))
+        log_p = log_abs_n[0]
         usable = jnp.isfinite(log_p)
         log_median = jnp.where(
             jnp.isnan(state.log_median),
@@ -186,23 +192,15 @@ def _calibrated(k: float, growth: float, n: int, window: int, rise: float) -> De
         )
         floor = jnp.where(jnp.isnan(median), state.floor, floor)
 
-        p1 = back(1)
+        p1 = p_R[(step - 1) % n]
         above = k * state.floor  # the floor before this step's value moved it
         extends = (p * p1 < 0) & (jnp.abs(p) > above) & (jnp.abs(p1) > above)
         count = jnp.where(extends, state.count + 1, 0).astype(jnp.int32)
-        grew = (jnp.abs(p) >= grown * jnp.abs(back(n))) & (
-            jnp.abs(p1) >= grown * jnp.abs(back(n + 1))
-        )
-        # and it is largest now: no earlier value of the stretch exceeds the last two (a
-        # zigzag that decays through the floor can look grown between two noisy values)
-        age_R = (step - jnp.arange(size)) % size
-        earlier = (age_R >= 2) & (age_R <= count)
-        peak = jnp.max(jnp.where(earlier, jnp.abs(p_R), 0.0))
-        ok = grew & (jnp.maximum(jnp.abs(p), jnp.abs(p1)) >= peak)
-        found = (count >= stretch) & ok & (state.onset < 0)
-        # growth rate over the stretch, and the step where it would have left the floor
-        rate = jnp.log(jnp.abs(p) / jnp.abs(back(n))) / n
-        began = step - jnp.ceil(jnp.log(jnp.abs(p) / state.floor) / jnp.maximum(rate, 1e-12))
+        rate = jnp.sum(weights_n * log_abs_n)  # log growth per step over the last n values
+        found = (count >= stretch) & (rate >= jnp.log(growth)) & (state.onset < 0)
+        # the step where the measured growth would have left the floor
+        size = 0.5 * (log_abs_n[0] + log_abs_n[1])
+        began = step - jnp.ceil((size - jnp.log(state.floor)) / jnp.maximum(rate, 1e-12))
         began = jnp.clip(jnp.nan_to_num(began, nan=0.0), 0, step - stretch).astype(jnp.int32)
         onset = jnp.where(found, step - stretch, state.onset).astype(jnp.int32)
         lo = jnp.where(found, began, state.lo).astype(jnp.int32)

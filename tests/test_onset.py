@@ -1,10 +1,10 @@
 """λ at the first instability, exactly at the onset step, and runs that stop there.
 
-The cases are chosen so that every run has a real onset (the tests fail if one does not): DCE at
-width 32 on the full spiral, η = 2, A = 50, T = 500 (onsets near step 450), and DMSE2 at width
-16 on 30 points per class, η = 0.4, A = 50, T = 100 (seed 4: onset at step 42; seed 0: 190);
-seed 1 of the DMSE2 case never fires within its 400 steps and stands for the runs that reach
-the limit.
+The cases are chosen so that every run has a real onset under the default (calibrated) rule
+(the tests fail if one does not): DCE at width 32 on the full spiral, η = 2, A = 50, T = 500
+(onsets near step 400–420), and DMSE2 at width 16 on 30 points per class, η = 0.4, A = 50,
+T = 100 (seed 4: onset at step 309); seed 5 of the DMSE2 case never fires within its 400 steps
+under that rule and stands for the runs that reach the limit.
 """
 
 import jax
@@ -107,11 +107,11 @@ def test_a_stopped_run_records_nan_after_its_stop(stopped):
 
 
 def test_stop_at_onset_gives_the_same_onsets_as_the_full_run_and_tracking_agrees():
-    """DMSE2 with seeds 0 (fires at step 190) and 1 (does not): stopping changes neither the
+    """DMSE2 with seeds 4 (fires at step 309) and 5 (does not): stopping changes neither the
     onset step nor λ there; λ tracked at every step (40 Lanczos steps) reads the same λ at the
     onset step, so the onset value does not depend on the tracking interval; the run without an
     onset goes on to the limit with the same records as without stopping."""
-    base = dict(CASES["dmse2"], first_seed=0, seeds=2, record_every=1)
+    base = dict(CASES["dmse2"], first_seed=4, seeds=2, record_every=1)
     stop = run_sweep(SweepConfig(**base, stop_at_onset=True))
     full = run_sweep(SweepConfig(**base, eig_every=1, num_matvecs=40))
     onset = stop["instability_step"].ravel()
@@ -125,24 +125,44 @@ def test_stop_at_onset_gives_the_same_onsets_as_the_full_run_and_tracking_agrees
     assert np.isnan(stop["instability_lam"].ravel()[1])
 
 
-def test_the_onset_comes_as_lambda1_approaches_2_over_eta():
-    """Where the detected onset sits relative to the edge of stability, with λ1 tracked at
-    every step. DCE, width 32, η = 2, four seeds: each onset comes 6–10 steps *before* λ1 first
-    exceeds 2/η, at η·λ1/2 = 0.83–0.91 (measured). Γ moves the valley every step, which drives
-    the iterate along v1, and the response of that forced oscillation grows as 1/(2 − ηλ1)
-    before λ1 crosses: the detector sees a growing zigzag as the crossing approaches. So the
-    stricter statement "within 2 steps of the first λ1 > 2/η" does not hold for this detector;
-    the bounds below (≤ 12 steps before the crossing, never after it, η·λ1/2 ≥ 0.8) do."""
+def test_where_the_onset_falls_against_the_first_lambda1_above_2_over_eta():
+    """Where each rule's onset sits relative to the edge of stability, with λ1 tracked at every
+    step; the numbers are this case's, measured, and the bounds fail if a rule moves.
+
+    DCE, width 32, η = 2, four seeds: λ1 first exceeds 2/η at steps 450–462. Γ moves the valley
+    every step, which drives the iterate along v1, and the response of that forced oscillation
+    grows as 1/(2 − ηλ1) while λ1 rises towards 2/η — a coherent, growing period-2 component of
+    F from η·λ1/2 ≈ 0.5 on. The calibrated rule, which fires on any such growth faster than
+    1 % a step above the run's own floor, finds it 30–65 steps before the crossing, at
+    η·λ1/2 = 0.48–0.70, and the crossing lies after its reported interval; the second-difference
+    rule at 1e-5·|F| waits until the zigzag is larger, 6–12 steps before the crossing at
+    η·λ1/2 = 0.83–0.91. DMSE2 (seed 4), whose Γ is not what drives its sharpening, has its
+    onset one step after the crossing, inside the reported interval."""
     config = SweepConfig(
-        **{**CASES["dce"], "seeds": 4}, record_every=1, eig_every=1, num_matvecs=20
+        **{**CASES["dce"], "seeds": 4},
+        record_every=1,
+        eig_every=1,
+        num_matvecs=20,
+        watch=("second_difference",),
     )
     run = run_sweep(config)
     eta = config.eta[0]
     lam = run["lam"][..., 0].reshape(4, -1)
-    onset = run["instability_step"].ravel()
-    assert np.all(onset > 0), onset
+    onset, hi = run["instability_step"].ravel(), run["instability_hi"].ravel()
+    sd = run["watch_step"][..., 0].ravel()
+    assert np.all(onset > 0) and np.all(sd > 0), (onset, sd)
     for s in range(4):
         crossing = np.nonzero(lam[s] > 2 / eta)[0]
         assert crossing.size, f"seed {s}: λ1 never exceeds 2/η"
-        assert 0 <= crossing[0] - onset[s] <= 12, (s, onset[s], crossing[0])
-        assert 0.8 <= eta * run["instability_lam"].ravel()[s] / 2 <= 1.0
+        assert 25 <= crossing[0] - onset[s] <= 70 and crossing[0] > hi[s], (s, onset[s], crossing)
+        assert 0.45 <= eta * run["instability_lam"].ravel()[s] / 2 <= 0.75
+        assert 0 <= crossing[0] - sd[s] <= 12, (s, sd[s], crossing[0])
+        assert 0.8 <= eta * run["watch_lam"][..., 0].ravel()[s] / 2 <= 1.0
+    config = SweepConfig(**CASES["dmse2"], record_every=1, eig_every=1, num_matvecs=20)
+    run = run_sweep(config)
+    lam = run["lam"][..., 0].ravel()
+    crossing = np.nonzero(lam > 2 / config.eta[0])[0][0]
+    lo, onset, hi = (
+        int(run[k].ravel()[0]) for k in ("instability_lo", "instability_step", "instability_hi")
+    )
+    assert lo <= crossing <= hi and abs(onset - crossing) <= 3, (lo, onset, hi, crossing)
