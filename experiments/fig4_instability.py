@@ -1,51 +1,55 @@
 """Fig. 4: the sharpness λ1 at the first instability against the learning rate η, vs 2/η.
 
-For DCE, DMSE1 and DMSE2, each run is watched by the online period-2 onset detector
-(``dynloss_jax.instability``: the loss starts to zigzag with growing amplitude). When it
-confirms an onset at step t0, λ1 and λ2 of F_{t0} are computed at the parameters of step t0
-itself (kept in the engine's carry; 40 Lanczos steps, ≤ 1e-10 relative) — not interpolated
-between tracking measurements — and the run stops there (``stop_at_onset``): a run whose only
-purpose is its first instability costs only the steps up to it. The figure shows the mean over
-seeds and conditions (A, T) per loss and η on log-log axes with the edge-of-stability line 2/η;
-faint points are the per-condition means. A least-squares fit of log λ1 = c + b·log η over all
-runs with an onset gives the slope b (−1 for λ1 = 2/η), printed with its standard error; runs
-without an onset within the step limit are counted in the table, not in the fit.
+For DCE, DMSE1 and DMSE2, each run is watched by an online period-2 onset rule
+(``dynloss_jax.instability``; ``--detector``, default ``calibrated``: the loss starts to zigzag
+with geometrically growing amplitude, above the run's own noise floor). When it confirms an onset
+at step t0, λ1 and λ2 of F_{t0} are computed at the parameters of step t0 itself (kept in the
+engine's carry; 40 Lanczos steps, ≤ 1e-10 relative) — not interpolated between tracking
+measurements — and the run stops there (``stop_at_onset``). The figure shows the mean over seeds
+and conditions (A, T) per loss and η on log-log axes with the edge-of-stability line 2/η; faint
+points are the per-condition means. A least-squares fit of log λ1 = c + b·log η over all runs
+with an onset gives the slope b (−1 for λ1 = 2/η), printed with its standard error; runs without
+an onset within the step limit are counted in the table, not in the fit.
+
+Which rule decides what the onset is, so the same runs are read by every rule of ``WATCH``
+too (``--watch``): the second-difference rule at 1e-6, 1e-5 and 1e-4·|F|, the first-difference
+rule, and the calibrated rule asking for 5 % growth a step or a floor of 10×. Each watched rule
+gets its own onset and λ1 in the same trajectory; a run goes on until every rule has fired or
+``--watch-steps-eta``/η steps (500/η) after its own onset, so a watched rule's mean is over the
+runs in which it fired within that window (the count is printed). ``sensitivity.json`` holds,
+per rule, the mean η·λ1/2 per (loss, η) with its s.e.m. and the fitted slope per loss; panel
+(c) draws it. Runs with λ1 tracked at every step (``dense_*``: A = 50, T = 5000,
+``--dense-seeds`` seeds, η of ``--dense-etas-ce`` / ``--dense-etas-mse``) give, per rule, the
+steps from its onset to the first step with λ1 > 2/η.
 
 Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps
 for DCE, 30 seeds per condition. DMSE1 and DMSE2 runs are capped at 10 000/η steps
-(``--steps-eta-mse``): their first instabilities come at ≈ 2 700/η steps or earlier (DMSE1 at η
-= 0.05: steps 50 000–54 000; DMSE2 9 000–14 000, two seeds of a probe), and a run that never
-fired would otherwise cost 2·10⁶ steps; runs without an onset are counted. The total number of
-steps depends on η, and the step count (like the loss) is static in a compiled program, so each
-(loss, η) is its own sweep, written to ``<out>/<loss>_eta_<η>/``.
+(``--steps-eta-mse``): their first instabilities come at ≈ 2 500/η steps or earlier, and a run
+that never fired would otherwise cost 2·10⁶ steps; runs without an onset are counted. The total
+number of steps depends on η, and the step count (like the loss) is static in a compiled
+program, so each (loss, η) is its own sweep, written to ``<out>/<loss>_eta_<η>/``.
 
 The η grids are not given (SPEC §2); decided here, a factor 2 apart, one per loss family:
 
 * DMSE1, DMSE2: η = 0.05, 0.1, 0.2, 0.4. MSE's sharpness at initialisation is λ1 ≈ 3–4.3 at
-  width 100, so η ≤ 0.4 keeps 2/η ≥ 5 above it (no run starts unstable); these losses then
-  sharpen to 2/η within a few thousand steps;
+  width 100, so η ≤ 0.4 keeps 2/η ≥ 5 above it (no run starts unstable);
 * DCE: η = 0.25, 0.5, 1, 2. DCE starts flat (λ1 ≈ 0.5–0.7) and sharpens slowly: in 2000/η-step
-  runs at η ≤ 0.4 its λ1 never passed 3, far below 2/η ≥ 5, and no instability occurred; η = 1
-  is the rate of the paper's Figs. 2 and 3a. Its instabilities come a few steps before the end
-  of a period, where λ1 rises fast.
+  runs at η ≤ 0.4 its λ1 never passed 3, far below 2/η ≥ 5; η = 1 is the rate of the paper's
+  Figs. 2 and 3a.
 
-Together the two grids span η = 0.05–2. (An earlier version read λ1 from measurements every
-k steps, interpolated; at DCE onsets, just before a period's end where λ1 moves fast, the
-reading depended on k: 1.10 and 0.79 × 2/η at η = 1, 2 for k = T/5, 0.87 and 0.91 for T/20.
-The exact value at the onset step removes that dependence. A later full run at these settings,
-with the detector's tolerance at 1e-10·|F|, found "onsets" at η·λ1/2 = 0.17 (DCE, η = 0.25):
-they were the ReLU-kink noise of F, ~1e-6·|F|, not bifurcations; see
-``dynloss_jax.instability``.)
+The stored run (``docs/results/fig4_instability/``) used ``--seeds 10``: seeds 0–9 of every
+condition, 720 runs plus 14 dense ones, 19 min on the 2 CPU cores under load (``run_info.json``).
+The earlier 30-seed run under the second-difference rule at 1e-5 is kept in
+``docs/results/fig4_instability/second_difference_30_seeds/``; its seeds 0–9 are the same
+trajectories as here, and that rule's means agree (e.g. DMSE2 at η = 0.05: 0.972 over 30 seeds,
+0.969 over these 10).
 
 ``--quick``: η = 0.1, 0.2, 0.4 (DMSE) and 0.5, 1, 2 (DCE), A = 50, T = 500, 2500/η steps (T and
 the run length scaled down by 10 and 40), 2 seeds.
 
-Runtime: with fixed-length runs the full figure was 1.5·10⁹ run-steps; stopping each run at its
-onset leaves only the steps up to the first instability (and the full length for runs that
-never have one), see the README for the measured runtime.
-
     python -m experiments.fig4_instability --quick      # -> results/fig4_instability/
-    python -m experiments.fig4_instability --etas-mse 0.2 0.4 --etas-ce 1 2 --seeds 4
+    python -m experiments.fig4_instability --seeds 10   # the stored run
+    python -m experiments.fig4_instability --watch     # one rule only: no watched rules
     python -m experiments.fig4_instability --replot
 """
 
@@ -506,9 +510,15 @@ def plot(runs: dict, summary: dict, path):
     import numpy as np
 
     runs = by_loss_eta(runs)
-    fig, (ax, ax_ratio) = plt.subplots(
-        1, 2, figsize=(11.5, 4.8), constrained_layout=True, gridspec_kw={"width_ratios": [1.35, 1]}
+    sens = summary.get("sensitivity") or {}
+    fig, axes = plt.subplots(
+        1,
+        3 if sens else 2,
+        figsize=(17.5 if sens else 11.5, 4.8),
+        constrained_layout=True,
+        gridspec_kw={"width_ratios": [1.35, 1, 1.2] if sens else [1.35, 1]},
     )
+    ax, ax_ratio = axes[:2]
     etas = np.array(sorted({eta for _, eta in runs}))
     grid = np.geomspace(etas.min() / 1.3, etas.max() * 1.3, 50)
     ax.plot(grid, 2 / grid, "k--", lw=1.2, label="2/η (edge of stability)")
@@ -584,12 +594,66 @@ def plot(runs: dict, summary: dict, path):
     ax_ratio.set_ylabel("η·λ1 / 2 at the first instability")
     ax_ratio.set_title("(b) the same, relative to 2/η", fontsize=9, loc="left")
     ax_ratio.legend(fontsize=8)
+    if sens:
+        _sensitivity_panel(axes[2], sens, colors, markers)
     fig.suptitle(
         "Sharpness at the first period-2 instability of the loss (error bars: s.e.m.)", fontsize=10
     )
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return fig
+
+
+def _short(rule: str) -> str:
+    """A rule's name with only the parameters that differ from their defaults."""
+    from dynloss_jax.instability import get_detector
+
+    name, _, params = rule.partition(":")
+    default = get_detector(name).name.partition(":")[2].split(",")
+    changed = [p for p in params.split(",") if p and p not in default]
+    return name.replace("_", " ") + ("\n" + " ".join(changed) if changed else "")
+
+
+def _sensitivity_panel(ax, sens: dict, colors: dict, markers: dict) -> None:
+    """η·λ1/2 at the onsets of each rule (rows), one point per (loss, η) with its s.e.m., the
+    share of runs in which the rule fired beside it."""
+    import numpy as np
+
+    rules = list(sens)
+    for ri, rule in enumerate(rules):
+        rows = sens[rule]["rows"]
+        losses = sorted({r["loss"] for r in rows}, key=list(NAMES).index)
+        for li, loss in enumerate(losses):
+            mine = [r for r in rows if r["loss"] == loss]
+            y = ri + 0.25 * (li - (len(losses) - 1) / 2)
+            x = np.array([r["ratio_mean"] for r in mine])
+            err = np.nan_to_num(np.array([r["ratio_sem"] for r in mine]))
+            ax.errorbar(
+                x,
+                np.full(x.shape, y),
+                xerr=err,
+                color=colors.get(loss, "k"),
+                marker=markers.get(loss, "o"),
+                ms=4,
+                lw=0,
+                elinewidth=1,
+                label=NAMES.get(loss, loss) if ri == 0 else None,
+            )
+        found = sum(r["found"] for r in rows)
+        total = sum(r["runs"] for r in rows)
+        slopes = ", ".join(f"{f['slope']:.2f}" for f in sens[rule]["fits"].values())
+        ax.text(1.13, ri, f"{found}/{total}\n{slopes}", fontsize=6.5, va="center")
+    ax.axvline(1, color="k", ls="--", lw=1)
+    ax.set_yticks(range(len(rules)))
+    ax.set_yticklabels([_short(r) for r in rules], fontsize=7)
+    ax.set_xlim(0.6, 1.25)
+    ax.invert_yaxis()
+    ax.set_xlabel("η·λ1 / 2 at the onset (mean ± s.e.m. per loss and η)")
+    ax.set_title(
+        "(c) the same runs under each rule (right: onsets found, slopes)", fontsize=9, loc="left"
+    )
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=7, loc="lower left")
 
 
 def main(argv=None) -> int:

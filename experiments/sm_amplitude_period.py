@@ -105,9 +105,29 @@ def configs(s: dict) -> dict:
     }
 
 
+def _at_last_dynamical_period(run):
+    """Validation accuracy at the end of each run's last dynamical period (step steps − T, the
+    start of its static period: no static recovery), indexed [A, T, seed]."""
+    import numpy as np
+
+    steps = run.config["settings"]["steps"]
+    record_step = np.asarray(run["record_step"])
+    val = np.asarray(run["val_acc"])[0, 0, 0]  # (A, T, seed, record)
+    out = np.full(val.shape[:-1], np.nan)
+    for ti, period in enumerate(run.coords["period"]):
+        at = np.nonzero(record_step == steps - int(period))[0]
+        if at.size:
+            out[:, ti] = val[:, ti, :, at[0]]
+    return out
+
+
 def summarise(runs: dict) -> dict:
     """Mean and s.e.m. over seeds of the final validation accuracy per (A, T), and of its paired
-    difference to A = 1 at the same T and seed. Arrays are indexed [A, T]."""
+    difference to A = 1 at the same T and seed; the same read at the end of the last dynamical
+    period, before the static one (``*_dynamic``; NaN where that step was not recorded).
+    Arrays are indexed [A, T]."""
+    import numpy as np
+
     from dynloss_jax.config import ConfigError
 
     run = runs[""]
@@ -120,6 +140,18 @@ def summarise(runs: dict) -> dict:
         mean, sem, _ = run.paired("final_val_acc", "amplitude", a, 1.0)
         d_mean.append(mean.reshape(-1))
         d_sem.append(sem.reshape(-1))
+    dyn = _at_last_dynamical_period(run)  # (A, T, seed)
+    diff = dyn - dyn[amplitudes.index(1.0)][None]
+
+    def mean_sem(x):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            k = np.sum(np.isfinite(x), -1)
+            m = np.nanmean(x, -1) if x.size else x
+            e = np.nanstd(x, -1, ddof=1) / np.sqrt(k)
+        return np.where(k > 0, m, np.nan).tolist(), np.where(k > 1, e, np.nan).tolist()
+
+    dyn_mean, dyn_sem = mean_sem(dyn)
+    dd_mean, dd_sem = mean_sem(diff)
     return {
         "amplitude": amplitudes,
         "period": [int(t) for t in run.coords["period"]],
@@ -127,6 +159,10 @@ def summarise(runs: dict) -> dict:
         "val_acc_sem": acc_sem.tolist(),
         "delta_mean": [d.tolist() for d in d_mean],
         "delta_sem": [d.tolist() for d in d_sem],
+        "val_acc_dynamic_mean": dyn_mean,
+        "val_acc_dynamic_sem": dyn_sem,
+        "delta_dynamic_mean": dd_mean,
+        "delta_dynamic_sem": dd_sem,
         "runs": n.tolist(),
         "diverged": int(run["diverged"].sum()),
     }
@@ -144,21 +180,27 @@ def table(runs: dict, summary: dict) -> str:
         "Δ validation accuracy vs A = 1 (paired mean ± s.e.m. over seeds)",
         f"{'A / T':>7}" + "".join(f"{t:>17}" for t in periods),
     ]
-    for ai, a in enumerate(amplitudes):
-        if ai == i1:
-            continue
-        cells = [
-            f"{summary['delta_mean'][ai][ti]:+.3f} ± {summary['delta_sem'][ai][ti]:.3f}"
-            for ti in range(len(periods))
-        ]
-        lines.append(f"{a:>7g}" + "".join(f"{c:>17}" for c in cells))
+    for key, title in (
+        ("delta", None),
+        ("delta_dynamic", "the same at the end of the last dynamical period (no static recovery)"),
+    ):
+        if title:
+            lines.append(title)
+        for ai, a in enumerate(amplitudes):
+            if ai == i1:
+                continue
+            cells = [
+                f"{summary[key + '_mean'][ai][ti]:+.3f} ± {summary[key + '_sem'][ai][ti]:.3f}"
+                for ti in range(len(periods))
+            ]
+            lines.append(f"{a:>7g}" + "".join(f"{c:>17}" for c in cells))
     if summary["diverged"]:
         lines.append(f"({summary['diverged']} runs diverged and are left out)")
     return "\n".join(lines)
 
 
 def plot(runs: dict, summary: dict, path):
-    """Draws the two heatmaps from a loaded run and its summary; returns the Figure."""
+    """Draws the three heatmaps from a loaded run and its summary; returns the Figure."""
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -166,30 +208,37 @@ def plot(runs: dict, summary: dict, path):
     amplitudes, periods = summary["amplitude"], summary["period"]
     i1 = amplitudes.index(1.0)
     keep = [i for i in range(len(amplitudes)) if i != i1]
-    delta = np.asarray(summary["delta_mean"])[keep].T  # rows T, columns A
-    delta_sem = np.asarray(summary["delta_sem"])[keep].T
     acc = np.asarray(summary["val_acc_mean"]).T
-    fig, (ax_d, ax_a) = plt.subplots(
+    fig, (ax_d, ax_dyn, ax_a) = plt.subplots(
         1,
-        2,
-        figsize=(4.2 + 1.1 * len(amplitudes) * 2, 2.2 + 0.65 * len(periods)),
+        3,
+        figsize=(4.2 + 1.1 * len(amplitudes) * 3, 2.2 + 0.65 * len(periods)),
         constrained_layout=True,
-        gridspec_kw={"width_ratios": [len(keep), len(amplitudes)]},
+        gridspec_kw={"width_ratios": [len(keep), len(keep), len(amplitudes)]},
     )
-    limit = np.nanmax(np.abs(delta)) if np.isfinite(delta).any() else 1.0
-    limit = max(limit, 1e-3)
-    im = ax_d.imshow(delta, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", origin="lower")
-    for (ti, ai), value in np.ndenumerate(delta):
-        ax_d.text(
-            ai,
-            ti,
-            f"{value:+.3f}\n±{delta_sem[ti, ai]:.3f}",
-            ha="center",
-            va="center",
-            fontsize=7.5,
-            color="k" if abs(value) < 0.6 * limit else "w",
+    deltas = {
+        key: (
+            np.asarray(summary[key + "_mean"])[keep].T,  # rows T, columns A
+            np.asarray(summary[key + "_sem"])[keep].T,
         )
-    fig.colorbar(im, ax=ax_d, label="Δ validation accuracy vs A = 1")
+        for key in ("delta", "delta_dynamic")
+    }
+    finite = np.concatenate([np.ravel(d) for d, _ in deltas.values()])
+    finite = finite[np.isfinite(finite)]
+    limit = max(np.max(np.abs(finite)) if finite.size else 1.0, 1e-3)
+    for ax, (delta, delta_sem) in zip((ax_d, ax_dyn), deltas.values(), strict=True):
+        im = ax.imshow(delta, cmap="RdBu", vmin=-limit, vmax=limit, aspect="auto", origin="lower")
+        for (ti, ai), value in np.ndenumerate(delta):
+            ax.text(
+                ai,
+                ti,
+                f"{value:+.3f}\n±{delta_sem[ti, ai]:.3f}",
+                ha="center",
+                va="center",
+                fontsize=7.5,
+                color="k" if not abs(value) >= 0.6 * limit else "w",
+            )
+    fig.colorbar(im, ax=[ax_d, ax_dyn], label="Δ validation accuracy vs A = 1")
     im = ax_a.imshow(acc, cmap="viridis", aspect="auto", origin="lower")
     for (ti, ai), value in np.ndenumerate(acc):
         ax_a.text(
@@ -202,7 +251,8 @@ def plot(runs: dict, summary: dict, path):
             color="w" if value < np.nanmean(acc) else "k",
         )
     fig.colorbar(im, ax=ax_a, label="validation accuracy")
-    for ax, cols in ((ax_d, [amplitudes[i] for i in keep]), (ax_a, amplitudes)):
+    kept = [amplitudes[i] for i in keep]
+    for ax, cols in ((ax_d, kept), (ax_dyn, kept), (ax_a, amplitudes)):
         ax.set_xticks(range(len(cols)))
         ax.set_xticklabels([f"{a:g}" for a in cols])
         ax.set_yticks(range(len(periods)))
@@ -210,12 +260,10 @@ def plot(runs: dict, summary: dict, path):
         ax.set_xlabel("amplitude A")
         ax.set_ylabel("period T (steps)")
     ref = summary["val_acc_mean"][i1][0]
-    ax_d.set_title(
-        f"(a) {s['loss'][0].upper()} − static (A = 1: {ref:.3f}), paired over seeds",
-        fontsize=9,
-        loc="left",
-    )
-    ax_a.set_title("(b) validation accuracy (A = 1 is the static loss)", fontsize=9, loc="left")
+    name = s["loss"][0].upper()
+    ax_d.set_title(f"(a) {name} − static, after the static period", fontsize=8.5, loc="left")
+    ax_dyn.set_title(f"(b) {name} − static, before it", fontsize=8.5, loc="left")
+    ax_a.set_title(f"(c) validation accuracy (A = 1, static: {ref:.3f})", fontsize=8.5, loc="left")
     fig.suptitle(
         f"(A, T) scan: width {s['width'][0]}, η = {s['eta'][0]:g}, {s['steps']} steps "
         f"(last period static), {s['seeds']} seeds per cell",

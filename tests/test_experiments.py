@@ -20,6 +20,7 @@ from experiments import (
     beyond_spiral,
     common,
     fig3_width_sweep,
+    fig3b_run_length,
     fig4_instability,
     sm_amplitude_period,
 )
@@ -176,6 +177,41 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         slope = np.polyfit(np.log(etas), np.log(lams), 1)[0]
         assert fit["slope"] == pytest.approx(slope, rel=1e-10)
     assert "fit log λ1" in text
+    # the sensitivity of Fig. 4 to its rule, recomputed from the arrays: every rule of the
+    # runs (the run's own and the watched ones) with its mean η·λ1/2 and slope
+    sens = json.loads((tmp_path / "sensitivity.json").read_text())
+    assert sens["sensitivity"] == summary["sensitivity"]
+    rules = {}
+    for eta in s["etas_ce"]:
+        run = load_run(tmp_path / f"dce_eta_{eta:g}")
+        assert run.config["settings"]["watch"] == list(s["watch"])
+        own = [run["instability_step"], run["instability_lam"]]
+        per_rule = [own] + [
+            [run["watch_step"][..., i], run["watch_lam"][..., i]] for i in range(len(s["watch"]))
+        ]
+        for name, (step, lam) in zip(sens["sensitivity"], per_rule, strict=True):
+            lam = lam.ravel()
+            assert np.array_equal(np.isfinite(lam), step.ravel() >= 0)
+            row = next(r for r in sens["sensitivity"][name]["rows"] if r["eta"] == eta)
+            found = np.isfinite(lam)
+            assert row["found"] == found.sum() and row["runs"] == lam.size
+            if found.sum() > 1:
+                m, e = mean_sem(eta * lam[found] / 2)
+                assert row["ratio_mean"] == pytest.approx(m, rel=1e-12)
+                assert row["ratio_sem"] == pytest.approx(e, rel=1e-9)
+            rules.setdefault(name, []).append(found.sum())
+    assert sum(rules[next(iter(rules))]) >= 2, "the run's own rule must fire in the smoke runs"
+    assert any(sum(v) for k, v in rules.items() if k.startswith("second_difference"))
+    # the dense runs: λ1 at every step, and the gap from each rule's onset to the crossing
+    dense = load_run(tmp_path / "dense_dce_eta_2")
+    lam = dense["lam"][..., 0].reshape(-1)
+    first = int(np.argmax(lam > 2 / 2.0))
+    assert lam[first] > 1.0, "λ1 must cross 2/η in the dense smoke run, or this tests nothing"
+    for name, items in sens["crossing"].items():
+        (item,) = items
+        onset = item["onset"][0]
+        assert item["first_cross"] == [int(dense["eig_step"][first])]
+        assert item["gap"] == [None if onset < 0 else int(dense["eig_step"][first]) - onset]
 
 
 def test_fit_slope_recovers_a_power_law():
@@ -191,6 +227,34 @@ def test_fit_slope_recovers_a_power_law():
     )
     assert abs(b + 1) < 3 * se < 0.1
     assert np.isnan(fig4_instability.fit_slope([0.1, 0.1, 0.1], [1.0, 2.0, 3.0])[0])
+
+
+def test_fig3b_run_length_smoke(tmp_path, capsys, monkeypatch, smoke):
+    # one padded program per length for the four losses of the MSE family, not four
+    text = run_then_replot(fig3b_run_length, tmp_path, capsys, monkeypatch, "--pad-widths")
+    s = fig3b_run_length.SMOKE
+    summary = json.loads((tmp_path / common.SUMMARY).read_text())
+    assert [part["steps"] for part in summary.values()] == [n * s["period"] for n in s["lengths"]]
+    for key, part in summary.items():
+        run = load_run(tmp_path / key)
+        # held-out seeds: none of the scan's 0–4
+        assert part["seeds"] == list(range(5, 5 + s["seeds"])) == run.coords["seed"]
+        assert run.config["settings"]["static_last_period"]
+        last = run["gamma"][..., -(s["period"] // run.config["settings"]["record_every"]) :, :]
+        assert np.all(last == 1.0)  # Γ ≡ 1 over the last period
+        for row, width in zip(part["rows"], run.coords["width"], strict=True):
+            at = run.sel(width=width)
+            for loss in run.coords["loss"]:
+                val = at.sel(loss=loss)["final_val_acc"].ravel()
+                train = at.sel(loss=loss)["final_train_acc"].ravel()
+                assert row[loss][0] == pytest.approx(val.mean(), rel=1e-12)
+                assert row["train_" + loss][0] == pytest.approx(train.mean(), rel=1e-12)
+                if loss != "mse":
+                    ref = at.sel(loss="mse")["final_val_acc"].ravel()
+                    m, e = mean_sem(val - ref)
+                    assert row[f"{loss}-mse"][0] == pytest.approx(m, abs=1e-12)
+                    assert row[f"{loss}-mse"][1] == pytest.approx(e, abs=1e-12)
+    assert "dmse1o-mse" in text and "steps, seeds 5–6" in text
 
 
 def test_fig4_steps_scale_with_one_over_eta():
@@ -221,6 +285,20 @@ def test_sm_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
                 summary["val_acc_mean"][ai][ti], acc[ai, ti].mean(), rtol=1e-12
             )
     assert "static reference (A = 1)" in text
+    # the second protocol: read at the end of the last dynamical period (step steps − T), from
+    # the recorded curve, before the static period could undo anything
+    val = run["val_acc"][0, 0, 0]
+    for ti, period in enumerate(run.coords["period"]):
+        (at,) = np.nonzero(run["record_step"] == s["steps"] - period)[0]
+        for ai in range(acc.shape[0]):
+            d = val[ai, ti, :, at] - val[i1, ti, :, at]
+            np.testing.assert_allclose(summary["delta_dynamic_mean"][ai][ti], d.mean(), atol=1e-15)
+            np.testing.assert_allclose(
+                summary["val_acc_dynamic_mean"][ai][ti], val[ai, ti, :, at].mean(), atol=1e-15
+            )
+        # Γ at that step: the last dynamical period is still under way one step before it
+        assert np.all(np.isfinite(val[:, ti, :, at]))
+    assert "end of the last dynamical period" in text
 
 
 def test_sm_refuses_a_period_that_does_not_divide_the_run(tmp_path, capsys, smoke):

@@ -488,9 +488,18 @@ def test_fig1_smoke_lam_is_the_dense_hessian_at_step_0(fig1_folder):
             np.testing.assert_allclose(run["lam"][0, 0, ei, 0, 0, seed, 0], top, rtol=1e-6)
     rows = json.loads((fig1_folder / "summary.json").read_text())
     assert len(rows) == len(smoke["widths"]) * len(smoke["etas"])
+    final = run["eig_step"] >= (1 - fig1_sharpness.END) * smoke["steps"]
     for r in rows:
         assert r["two_over_eta"] == pytest.approx(2 / r["eta"])
         assert r["eta_lam1_late"][0] == pytest.approx(r["eta"] * r["lam1_late"][0])
+        # λ1 over the last tenth, its share above 2/η and the peak of the mean curve
+        at = run.sel(width=r["width"], eta=r["eta"])
+        lam = np.asarray(at["lam"])[..., 0].reshape(smoke["seeds"], -1)
+        assert r["lam1_final"][0] == pytest.approx(lam[:, final].mean(axis=1).mean(), rel=1e-12)
+        assert r["frac_above_final"] == pytest.approx(np.mean(lam[:, final] > 2 / r["eta"]))
+        curve = lam.mean(axis=0)
+        assert r["lam1_peak"] == pytest.approx(curve.max(), rel=1e-12)
+        assert r["lam1_peak_step"] == run["eig_step"][np.argmax(curve)]
 
 
 def test_fig1_replot_needs_no_training_and_draws_2_over_eta(fig1_folder, monkeypatch):
