@@ -1,13 +1,15 @@
-"""Fig. 3b at three run lengths, on seeds that chose nothing: MSE vs both readings of DMSE1 vs DMSE2.
+"""Fig. 3b at three run lengths on seeds that chose nothing: MSE, both readings of DMSE1, DMSE2.
 
 Fig. 3b's setting (A = 100, T = 2500, the ``dmse1o`` reading of eq. 3) was picked from an (A, T)
 scan of the MSE family whose seeds 0–4 the full panel then reused, and every run had 35 000
 steps, where MSE at η = 0.075 is far from trained. This module re-asks the question on held-out
 seeds and at several lengths:
 
-* seeds 5–14 (``--first-seed``), disjoint from the scan's seeds 0–4 (``docs/results/sm_mse_family``);
+* seeds 5–14 (``--first-seed``), disjoint from the scan's seeds 0–4
+  (``docs/results/sm_mse_family``);
 * both readings of eq. 3 (``dmse1``: Γ of the sample's own class; ``dmse1o``: Γ_i of output i)
-  and DMSE2, against MSE; widths 14, 23, 38, 61, 100; η = 0.075, A = 100, T = 2500 (the panel's);
+  and DMSE2, against MSE; widths 14, 23, 38, 61, 100; η = 0.075, A = 100, T = 2500 (the
+  panel's);
 * run lengths of 14, 28 and 56 periods (35 000, 70 000 and 140 000 steps), each a separate run
   whose last period is static, accuracies read at its end (Fig. 3's protocol). Validation and
   training accuracies are both reported, so that "MSE has not trained yet" can be seen.

@@ -207,7 +207,7 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     lam = dense["lam"][..., 0].reshape(-1)
     first = int(np.argmax(lam > 2 / 2.0))
     assert lam[first] > 1.0, "λ1 must cross 2/η in the dense smoke run, or this tests nothing"
-    for name, items in sens["crossing"].items():
+    for items in sens["crossing"].values():
         (item,) = items
         onset = item["onset"][0]
         assert item["first_cross"] == [int(dense["eig_step"][first])]
