@@ -1,23 +1,84 @@
-"""The ``dynloss`` command: ``train`` a sweep, ``plot`` a run folder, ``rerun`` a run folder.
+"""The ``dynloss`` command: ``train`` a sweep, ``plot`` a run folder, ``rerun`` a run folder,
+``status`` of a run folder.
 
     dynloss train --loss dce --width 10 100 --seeds 8 --eta 1 --amplitude 70 --period 5000 \\
         --steps 20000 --static-last-period --out runs/x
     dynloss plot runs/x
+    dynloss status runs/x
     dynloss rerun runs/x
 
 Lists sweep their Cartesian product. Bad input exits with code 2 and one line naming the flag,
-the value and the allowed range, before anything is compiled or written.
+the value and the allowed range, before anything is compiled or written. SIGTERM or SIGINT
+(Ctrl-C) stops a ``train`` at its next save point with a checkpoint, one line saying where and
+how to resume, and exit code 143 or 130; a second signal stops it at once. A failed write (a
+full disk) exits with code 1 and one line naming the folder and the cause.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
 
 from dynloss_jax.strategy import use_cpu_cores
+
+
+class GracefulStop:
+    """Within its ``with`` block the first SIGTERM or SIGINT is only noted: calling the object
+    then returns the signal's name, which :func:`~dynloss_jax.sweep.run_sweep` takes as its cue
+    to save a checkpoint at the next point where it can and raise ``Stopped``. A second signal
+    prints ``hard_stop(name)`` and ends the process at once with exit code 128 + the signal's
+    number: every write is atomic, so the folder keeps its last good checkpoint. The previous
+    handlers come back on leaving the block (outside the main thread nothing is installed)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, hard_stop=lambda name: f"stopped at once by {name}"):
+        self.hard_stop = hard_stop
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def __call__(self) -> str | None:
+        return None if self.signum is None else signal.Signals(self.signum).name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's code for a process ended by the signal: 143 for SIGTERM, 130 for SIGINT."""
+        return 128 + int(self.signum or 0)
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            return
+        sys.stderr.write(f"\n{self.hard_stop(signal.Signals(signum).name)}\n")
+        sys.stderr.flush()
+        os._exit(128 + signum)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}
+
+
+def resume_command(prefix: list[str], argv: list[str]) -> str:
+    """The command that continues a run started with ``prefix + argv``: without
+    ``--overwrite``, with ``--resume``."""
+    args = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join([*prefix, *args])
 
 
 def _flag(param: str) -> str:
@@ -128,6 +189,15 @@ def _parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="keep compiled programs in JAX's persistent cache in DIR for later runs",
     )
+    t.add_argument(
+        "--checkpoint-every",
+        type=_real("a number of seconds >= 0"),
+        default=None,
+        metavar="SECONDS",
+        help="write a checkpoint when this much work would otherwise be lost; pieces of a "
+        "chunk are made shorter when one takes longer (0: after every piece; default 300). "
+        "Changes no result",
+    )
     t.add_argument("--out", required=True, help="results folder")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     t.add_argument("--resume", action="store_true", help="continue an unfinished --out")
@@ -137,6 +207,11 @@ def _parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="draw a results folder to PNG")
     pl.add_argument("run", help="results folder")
     pl.add_argument("--png", default=None, help="output file (default RUN/training.png)")
+
+    st = sub.add_parser(
+        "status", help="progress of a results folder, also while its sweep runs (reads only)"
+    )
+    st.add_argument("run", help="results folder")
 
     r = sub.add_parser("rerun", help="run a results folder's settings again and compare")
     r.add_argument("run", help="results folder")
@@ -170,7 +245,12 @@ def main(argv=None) -> int:
             return _plot(Path(args.run), args.png)
         if args.command == "rerun":
             return _rerun(args)
+        if args.command == "status":
+            return _status(Path(args.run))
         config = config_from_args(args)
+        every = args.checkpoint_every
+        if every is not None and not every >= 0:  # NaN fails too
+            raise ConfigError("checkpoint_every", every, "must be >= 0 seconds (0: every piece)")
         if args.batch_size is not None and args.batch_size < 0:
             raise ConfigError("batch_size", args.batch_size, "must be >= 0 (0: all)")
         if args.devices < 0 or args.devices > len(jax.devices()):
@@ -195,6 +275,15 @@ def main(argv=None) -> int:
         return _fail(f"{_flag(e.param)} {e.value}: {e.allowed}")
     except results.RunFolderError as e:
         return _fail(str(e))
+    except results.WriteFailed as e:  # what was written before is whole: every write is atomic
+        hint = ""
+        if args.command == "train":
+            hint = (
+                "; the last checkpoint is intact: once the cause is fixed, continue with: "
+                + resume_command(["dynloss"], argv)
+            )
+        print(f"dynloss: error: {e}{hint}", file=sys.stderr)
+        return 1
     except OSError as e:  # e.g. the disk filled up: checkpoints written so far are intact
         hint = (
             "; the finished chunks are saved: continue with --resume"
@@ -218,15 +307,36 @@ def _train(config, args, strategy, command) -> int:
 
     if args.compile_cache:
         use_compile_cache(args.compile_cache)
-    sweep.run_sweep(
-        config,
-        args.out,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        strategy=strategy,
-        progress=ProgressBar("train", quiet=args.quiet),
-        command=command,
+    again = resume_command(["dynloss"], command[1:])
+    stop = GracefulStop(
+        lambda name: (
+            f"dynloss: stopped at once by {name}; {args.out} keeps its last "
+            f"checkpoint: continue with: {again}"
+        )
     )
+    bar = ProgressBar("train", quiet=args.quiet)
+    every = sweep.CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
+    try:
+        with stop:
+            sweep.run_sweep(
+                config,
+                args.out,
+                resume=args.resume,
+                overwrite=args.overwrite,
+                strategy=strategy,
+                progress=bar,
+                command=command,
+                checkpoint_every=every,
+                stop=stop,
+            )
+    except sweep.Stopped as e:
+        saved = f"checkpoint in {args.out}" if e.saved else "nothing to save yet"
+        lead = "\n" if bar.enabled else ""  # after the bar's line
+        print(
+            f"{lead}dynloss: stopped by {e.reason} at {e.where()}; {saved}; continue with: {again}",
+            file=sys.stderr,
+        )
+        return stop.exit_code
     run = load_run(args.out)  # tables and plots read what was written, checksum verified
     print(summary_table(run))
     if not args.no_plot:
@@ -277,14 +387,37 @@ def summary_table(run) -> str:
 def _plot(path: Path, png) -> int:
     from dynloss_jax.config import ConfigError
     from dynloss_jax.plotting import plot_run
-    from dynloss_jax.results import load_run
+    from dynloss_jax.results import RunFolderError, load_run
 
-    run = load_run(path)
+    run = load_run(path)  # an unfinished folder: what it has recorded so far
+    if "record_step" not in run.arrays:
+        raise RunFolderError(f"{path}: nothing recorded yet (no checkpoint written)")
     png = Path(png) if png else path / "training.png"
     if not png.parent.is_dir():
         raise ConfigError("png", str(png), f"its folder {png.parent} does not exist")
     plot_run(run, png)
-    print(f"wrote {png}")
+    note = ""
+    if not run.complete:
+        lo, hi = int(run.arrays["steps_done"].min()), int(run.arrays["steps_done"].max())
+        reached = f"{lo:,}" if lo == hi else f"{lo:,} to {hi:,}"
+        note = f" (unfinished run: {reached} of {run.config['settings']['steps']:,} steps)"
+    print(f"wrote {png}{note}")
+    return 0
+
+
+def _status(path: Path) -> int:
+    """Prints the progress of a results folder from its files alone (the sweep writing it is
+    not disturbed)."""
+    import time
+
+    from dynloss_jax import results
+    from dynloss_jax.progress import describe_status
+
+    if not (path / results.CONFIG).exists():
+        raise results.RunFolderError(f"{path}: no {results.CONFIG} — not a run folder")
+    config = results.read_json(path / results.CONFIG)
+    progress = None if config.get("complete") else results.read_progress(path)
+    print(describe_status(path, config, progress, now=time.time()))
     return 0
 
 
@@ -294,7 +427,7 @@ def _rerun(args) -> int:
     from dynloss_jax.progress import ProgressBar
     from dynloss_jax.strategy import Strategy, default_strategy
 
-    old = results.load_run(args.run)
+    old = results.load_run(args.run, unfinished=False)
     config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()
     changed = differences(old.config.get("environment"), environment())
     if changed:

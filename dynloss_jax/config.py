@@ -211,7 +211,10 @@ class SweepConfig:
     train_seed: int = setting(0, SEED, "seed of the training spiral")
     val_seed: int = setting(1, SEED, "seed of the validation spiral")
     chunk_steps: int = setting(
-        5000, integer(1), "steps between checkpoints (rounded to divide the run)"
+        5000,
+        integer(1),
+        "steps per chunk, the longest compiled piece; λ at an onset is measured at chunk ends "
+        "(rounded to divide the run; checkpoints follow --checkpoint-every)",
     )
 
     def __post_init__(self):

@@ -112,3 +112,45 @@ class ProgressBar:
         if done >= total:
             self.stream.write(f"(done in {format_duration(now - self.start)})\n")
         self.stream.flush()
+
+
+def describe_status(path, config: dict, progress: dict | None, now: float) -> str:
+    """What ``dynloss status`` prints for a results folder: from its ``config.json`` and, while
+    unfinished, its ``progress.json`` (which the sweep rewrites at each checkpoint and every few
+    seconds). The rate is run-steps per second of computing in the process that wrote it
+    (compilation left out); the time left is the run-steps to go at that rate."""
+    settings = config.get("settings") or {}
+    if config.get("complete"):
+        runs = 1
+        for values in (config.get("axes") or {}).values():
+            runs *= len(values)
+        return (
+            f"{path}: finished — {runs} runs of {settings.get('steps', 0):,} steps in "
+            f"{format_duration(config.get('runtime_s', float('nan')))}"
+        )
+    if not progress:
+        return f"{path}: unfinished — started, nothing saved yet"
+    done, total = progress["run_steps_done"], progress["run_steps_total"]
+    saved = progress["run_steps_saved"]
+    rate = progress.get("rate")
+    left = (total - done) / rate if rate else float("nan")
+    where = f"step {progress['step']:,} of {progress['steps']:,}"
+    if progress["programs"] > 1:
+        where += f" of program {progress['program'] + 1} of {progress['programs']}"
+    checkpoint = progress.get("checkpoint_at")
+    ago = format_duration(now - progress["updated_at"])
+    state = f"stopped by {progress['stopped_by']}" if progress.get("stopped_by") else "last update"
+    lines = [
+        f"{path}: unfinished — {state} {ago} ago",
+        f"  runs: {progress['runs']:,}, at {where}",
+        f"  done: {done:,} of {total:,} run-steps ({100 * done / total:.0f}%), "
+        f"{f'{rate:.3g}' if rate else '?'} run-steps/s, about {format_duration(left)} left",
+        "  last checkpoint: "
+        + (
+            f"{saved:,} run-steps, {format_duration(now - checkpoint)} ago"
+            if checkpoint is not None
+            else "none in this process yet"
+            + (f" ({saved:,} run-steps saved before)" if saved else "")
+        ),
+    ]
+    return "\n".join(lines)

@@ -8,23 +8,31 @@ A run folder holds
   ``complete: false``;
 * ``arrays.npz`` — arrays whose leading axes are the sweep grid
   ``(loss, width, eta, amplitude, period, seed)``, then e.g. ``record`` or ``eig``;
-* while unfinished, per compiled group g: ``checkpoint-g-chunk-c.npz`` (the records of chunk c)
-  and ``checkpoint-g-state.npz`` (the carry after the last finished chunk and ``chunks_done``);
-  removed when the sweep completes;
+* while unfinished, per compiled group g: ``checkpoint-g-chunk-c.npz`` (the records of the
+  c-th saved stretch of steps) and ``checkpoint-g-state.npz`` (the carry after the last saved
+  step, ``bounds`` — the steps where the saved stretches begin and end — and ``piece``, the
+  compiled length it ran with), and ``progress.json`` (run-steps done, rate, times of the last
+  update and checkpoint: what ``dynloss status`` shows); removed when the sweep completes;
 * extra array files an experiment adds (:func:`save_extra`: ``NAME.npz`` with its checksum and
   metadata in ``NAME.json``), and PNG figures.
 
-Every write is atomic (temporary file, fsync, rename), so an interrupted process leaves either
-the old file or the new one, never half of one. :func:`load_run` refuses folders whose arrays do
-not match their recorded checksum.
+Every write is atomic (temporary file, fsync, rename), so an interrupted process — or a reader
+while it runs — sees either the old file or the new one, never half of one. A write that fails
+(a full disk, a read-only folder) raises :class:`WriteFailed`, one line naming the folder and
+the cause, and leaves the previous checkpoint as it was. :func:`load_run` refuses folders whose
+arrays do not match their recorded checksum, and reads an unfinished folder as far as its
+checkpoints go.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +40,50 @@ import numpy as np
 from dynloss_jax.config import GRID_AXES, ConfigError
 from dynloss_jax.run import Run
 
-__all__ = ["ARRAYS", "CONFIG", "GRID_AXES", "Run", "RunFolderError", "load_run", "save_run"]
+__all__ = [
+    "ARRAYS",
+    "CONFIG",
+    "GRID_AXES",
+    "Run",
+    "RunFolderError",
+    "WriteFailed",
+    "load_run",
+    "save_run",
+]
 CONFIG = "config.json"
 ARRAYS = "arrays.npz"
+PROGRESS = "progress.json"
 
 
 class RunFolderError(ValueError):
     """A results folder that is missing, unfinished, truncated or altered."""
+
+
+class WriteFailed(OSError):
+    """A write into a results folder failed (full disk, read-only folder, ...). Its message is
+    one line naming the folder, what was being written and the cause; the files written before
+    are intact, since every write is atomic."""
+
+    def __init__(self, folder, what: str, cause: OSError):
+        code = errno.errorcode.get(cause.errno, "") if cause.errno else ""
+        reason = cause.strerror or str(cause) or type(cause).__name__
+        super().__init__(cause.errno, f"cannot write {what} to {folder}: {reason}")
+        self.folder, self.what, self.cause = Path(folder), what, cause
+        self.message = f"cannot write {what} to {folder}: {reason}" + (f" ({code})" if code else "")
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextlib.contextmanager
+def _writing(folder, what: str):
+    """Turns an ``OSError`` raised inside the block into :class:`WriteFailed`."""
+    try:
+        yield
+    except WriteFailed:
+        raise
+    except OSError as e:
+        raise WriteFailed(folder, what, e) from e
 
 
 def _atomic_write(path, write) -> str:
@@ -116,12 +161,13 @@ def read_npz(path, expected_sha256: str | None = None) -> dict:
 def save_run(path, config: dict, arrays: dict, array_axes: dict) -> None:
     """Writes ``arrays.npz`` then ``config.json`` (with the arrays' checksum) into ``path``."""
     path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    digest = atomic_write_npz(path / ARRAYS, arrays)
-    config = dict(config, array_axes=array_axes)
-    config["checksums"] = {ARRAYS: digest}
-    config["checksums"][CONFIG] = _config_digest(config)
-    write_json(path / CONFIG, config)
+    with _writing(path, "the results"):
+        path.mkdir(parents=True, exist_ok=True)
+        digest = atomic_write_npz(path / ARRAYS, arrays)
+        config = dict(config, array_axes=array_axes)
+        config["checksums"] = {ARRAYS: digest}
+        config["checksums"][CONFIG] = _config_digest(config)
+        write_json(path / CONFIG, config)
 
 
 def _config_digest(config: dict) -> str:
@@ -131,14 +177,31 @@ def _config_digest(config: dict) -> str:
     return sha256(json.dumps(body, sort_keys=True).encode())
 
 
-def load_run(path) -> Run:
-    """Loads a finished run folder, verifying the checksum of its arrays."""
+def load_run(path, *, unfinished: bool = True) -> Run:
+    """Loads a run folder, verifying the checksum of its arrays.
+
+    An unfinished folder (a sweep still running, stopped or killed) is read as far as its
+    checkpoints go when ``unfinished`` (the default; :func:`dynloss_jax.sweep.load_unfinished`
+    says how): the arrays have the shapes of the finished run, steps not reached are NaN, and
+    ``run.arrays["steps_done"]`` holds the steps each run has saved. With ``unfinished=False``
+    such a folder is refused, as where a finished run is needed (a rerun, a figure).
+    """
     path = Path(path)
     if not (path / CONFIG).exists():
-        raise RunFolderError(f"{path}: no {CONFIG} — not a run folder, or the run never finished")
+        raise RunFolderError(f"{path}: no {CONFIG} — not a run folder, or the run never started")
     config = read_json(path / CONFIG)
     if not config.get("complete"):
-        raise RunFolderError(f"{path}: the run is unfinished; continue it with --resume")
+        if not unfinished:
+            raise RunFolderError(f"{path}: the run is unfinished; continue it with --resume")
+        from dynloss_jax.sweep import load_unfinished  # the sweep knows how runs are grouped
+
+        try:
+            return load_unfinished(path, config)
+        except RunFolderError:
+            # the sweep may have finished (and removed its checkpoints) while we read
+            config = read_json(path / CONFIG)
+            if not config.get("complete"):
+                raise
     checksums = config.get("checksums", {})
     expected = checksums.get(ARRAYS)
     if expected is None or CONFIG not in checksums:
@@ -231,14 +294,18 @@ def _padded(layout: dict) -> str:
 
 def start_folder(out, settings: dict, layout: dict, *, resume: bool) -> None:
     """Marks ``out`` as an unfinished run (settings, layout, ``complete: false``), removing the
-    checkpoints of an earlier start; a resumed folder is left as it is."""
+    checkpoints of an earlier start; a resumed folder keeps its checkpoints. Either way the
+    temporary files of a process killed mid-write are removed."""
     out = Path(out)
-    if resume and (out / CONFIG).exists():
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    for f in [*out.glob("checkpoint-*.npz"), out / ARRAYS]:
-        f.unlink(missing_ok=True)
-    write_json(out / CONFIG, {"settings": settings, "layout": layout, "complete": False})
+    with _writing(out, "the run's start"):
+        for f in out.glob(".*.tmp"):
+            f.unlink(missing_ok=True)
+        if resume and (out / CONFIG).exists():
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        for f in [*out.glob("checkpoint-*.npz"), out / ARRAYS, out / PROGRESS]:
+            f.unlink(missing_ok=True)
+        write_json(out / CONFIG, {"settings": settings, "layout": layout, "complete": False})
 
 
 def _state_file(out, group: int) -> Path:
@@ -249,35 +316,72 @@ def _chunk_file(out, group: int, chunk: int) -> Path:
     return Path(out) / f"checkpoint-{group}-chunk-{chunk}.npz"
 
 
-def write_checkpoint(out, group: int, chunk: int, records: dict, state: dict) -> None:
-    """Saves chunk ``chunk`` of group ``group``: its records, then the carry after it. The state
-    file is written last, so it never points at a chunk that is not on disk."""
-    atomic_write_npz(_chunk_file(out, group, chunk), records)
-    atomic_write_npz(_state_file(out, group), {**state, "chunks_done": np.asarray(chunk + 1)})
+def write_checkpoint(
+    out, group: int, records: dict, state: dict, bounds: list[int], piece: int
+) -> None:
+    """Saves the records of group ``group`` from step ``bounds[-2]`` to ``bounds[-1]`` (its
+    ``len(bounds) - 1``-th saved stretch), then the carry at step ``bounds[-1]`` with ``bounds``
+    and ``piece`` (the compiled length that reached it). The state file is written last, so it
+    never points at records that are not on disk; a failed write leaves the previous one."""
+    index = len(bounds) - 2
+    with _writing(out, f"a checkpoint (program {group}, step {bounds[-1]:,})"):
+        atomic_write_npz(_chunk_file(out, group, index), records)
+        atomic_write_npz(
+            _state_file(out, group),
+            {**state, "bounds": np.asarray(bounds, np.int64), "piece": np.asarray(piece)},
+        )
 
 
-def read_checkpoint(out, group: int, n_chunks: int):
-    """``(chunks_done, state, records_of_each_chunk)`` of group ``group``, or ``None`` when the
-    group has no checkpoint. Raises :class:`RunFolderError` for an inconsistent one."""
+def read_checkpoint(out, group: int, steps: int, chunk: int):
+    """``(bounds, piece, state, records_of_each_stretch)`` of group ``group`` (see
+    :func:`write_checkpoint`), or ``None`` when the group has no checkpoint. Reads the format of
+    earlier versions too (``chunks_done`` chunks of ``chunk`` steps). Raises
+    :class:`RunFolderError` for an inconsistent one."""
     path = _state_file(out, group)
     if not path.exists():
         return None
     state = read_npz(path)
-    try:
-        chunks_done = int(state.pop("chunks_done"))
-    except KeyError:
-        raise RunFolderError(f"{out}: checkpoint {group} is incomplete (no chunks_done)") from None
-    if not 0 <= chunks_done <= n_chunks:
-        raise RunFolderError(f"{out}: checkpoint {group} says {chunks_done} chunks done")
-    chunks = [read_npz(_chunk_file(out, group, c)) for c in range(chunks_done)]
-    return chunks_done, state, chunks
+    if "bounds" in state:
+        bounds = [int(b) for b in state.pop("bounds")]
+        piece = int(state.pop("piece", chunk))
+    elif "chunks_done" in state:
+        bounds = [c * chunk for c in range(int(state.pop("chunks_done")) + 1)]
+        piece = chunk
+    else:
+        raise RunFolderError(f"{out}: checkpoint {group} is incomplete (no bounds)")
+    if (
+        bounds[0] != 0
+        or any(b <= a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+        or bounds[-1] > steps
+    ):
+        raise RunFolderError(f"{out}: checkpoint {group} has inconsistent bounds {bounds}")
+    if piece < 1 or bounds[-1] % piece:
+        raise RunFolderError(
+            f"{out}: checkpoint {group} stopped at step {bounds[-1]}, "
+            f"not a multiple of its compiled length {piece}"
+        )
+    chunks = [read_npz(_chunk_file(out, group, c)) for c in range(len(bounds) - 1)]
+    return bounds, piece, state, chunks
+
+
+def write_progress(out, progress: dict) -> None:
+    """Writes ``progress.json`` (what ``dynloss status`` reads), with the time of writing."""
+    with _writing(out, "progress.json"):
+        write_json(Path(out) / PROGRESS, {**progress, "updated_at": time.time()})
+
+
+def read_progress(out) -> dict | None:
+    """``progress.json`` of an unfinished folder, ``None`` when there is none."""
+    path = Path(out) / PROGRESS
+    return read_json(path) if path.exists() else None
 
 
 def finish_folder(out, config: dict, arrays: dict, array_axes: dict) -> None:
-    """Writes the finished run (:func:`save_run`) and removes its checkpoints."""
+    """Writes the finished run (:func:`save_run`) and removes its checkpoints. Should a write
+    fail, the checkpoints stay, and a resume writes the results again from them."""
     save_run(out, config, arrays, array_axes)
-    for f in Path(out).glob("checkpoint-*.npz"):
-        f.unlink()
+    for f in [*Path(out).glob("checkpoint-*.npz"), Path(out) / PROGRESS]:
+        f.unlink(missing_ok=True)
 
 
 # --- extra arrays an experiment keeps beside a run ---------------------------------------------

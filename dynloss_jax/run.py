@@ -22,6 +22,10 @@ class Run:
     period, seed)``; ``axes[name]`` the axis names of array ``name`` — the sweep axes first, then
     e.g. ``record`` (at ``arrays["record_step"]``), ``eig`` (at ``arrays["eig_step"]``), ``k`` or
     ``class``. :meth:`sel` narrows the sweep axes by value; :meth:`summary` averages over seeds.
+
+    A Run read from an unfinished folder (:attr:`complete` false) holds the records saved so far:
+    the arrays have the finished run's shapes, steps not reached are NaN (−1 for integers), and
+    ``arrays["steps_done"]`` (sweep axes) is the last saved step of each run.
     """
 
     path: Path | None
@@ -30,14 +34,22 @@ class Run:
     axes: dict
     coords: dict
 
+    @property
+    def complete(self) -> bool:
+        """False for a run read from an unfinished folder (see ``steps_done``)."""
+        return bool(self.config.get("complete", True))
+
     def __getitem__(self, name):
         return self.arrays[name]
 
     def __repr__(self) -> str:
         sweep = ", ".join(f"{a}={v}" for a, v in self.coords.items())
+        unfinished = ""
+        if not self.complete and "steps_done" in self.arrays:
+            unfinished = f"unfinished, steps done up to {int(self.arrays['steps_done'].max())}; "
         return (
             f"Run({str(self.path) if self.path is not None else 'in memory'}: {sweep}; "
-            f"arrays: {', '.join(self.arrays)})"
+            f"{unfinished}arrays: {', '.join(self.arrays)})"
         )
 
     def sel(self, **values) -> Run:

@@ -29,7 +29,7 @@ from dynloss_jax.config import GRID_AXES, ConfigError, SweepConfig
 from dynloss_jax.run import Run
 from dynloss_jax.strategy import Strategy, default_strategy, gather
 
-__all__ = ["ConfigError", "SweepConfig", "run_sweep"]
+__all__ = ["ConfigError", "Stopped", "SweepConfig", "load_unfinished", "run_sweep"]
 
 
 def _provenance(strategy: Strategy) -> dict:
@@ -124,6 +124,59 @@ def _no_batched_density_on_cpu(config: SweepConfig, strategy: Strategy) -> Strat
     return strategy
 
 
+CHECKPOINT_EVERY = 300.0  # default seconds of work between two checkpoints
+PIECE_SECONDS = 5.0  # a compiled piece runs at most about this long: a stop waits for no more
+PROGRESS_EVERY = 10.0  # seconds between two updates of progress.json (beside each checkpoint)
+
+
+class Stopped(Exception):
+    """:func:`run_sweep` stopped because ``stop()`` asked it to, after saving a checkpoint.
+
+    ``reason`` is what ``stop()`` returned; ``program`` (from 0) and ``step`` where it stopped,
+    of ``programs`` and ``steps``; ``done`` and ``total`` run-steps; ``saved`` whether a
+    checkpoint holds that point (``False`` only for a folderless sweep, or a stop before the
+    first step)."""
+
+    def __init__(self, reason, *, program, programs, step, steps, done, total, saved):
+        self.reason, self.program, self.programs = reason, program, programs
+        self.step, self.steps, self.done, self.total, self.saved = step, steps, done, total, saved
+        super().__init__(self.where())
+
+    def where(self) -> str:
+        place = f"step {self.step:,} of {self.steps:,}"
+        if self.programs > 1:
+            place += f" of program {self.program + 1} of {self.programs}"
+        return f"{place} ({self.done:,} of {self.total:,} run-steps)"
+
+
+def shorter_piece(piece: int, block: int, seconds: float, target: float) -> int:
+    """The compiled length to use after a piece of ``piece`` steps took ``seconds``: ``piece``
+    itself unless that is over twice ``target``, else the longest divisor of ``piece`` that is a
+    multiple of ``block`` and should take at most ``target`` (at least ``block``). A divisor, so
+    that every step reached so far is still a multiple of the new length and the pieces stay
+    aligned with the chunks; shortening only when far over, as each new length compiles anew."""
+    if seconds <= 2 * target or piece <= block:
+        return piece
+    per_step = seconds / piece
+    best = block
+    for m in range(1, piece // block + 1):
+        p = m * block
+        if piece % p == 0 and p * per_step <= target:
+            best = p
+    return best
+
+
+def _wait(tree) -> None:
+    """Returns once every array of ``tree`` is computed, sleeping in short steps meanwhile: a
+    blocking wait would hold back Python's signal handlers until the piece ends, and a second
+    SIGTERM must act at once."""
+    pause = 0.001
+    for leaf in jax.tree.leaves(tree):
+        while hasattr(leaf, "is_ready") and not leaf.is_ready():
+            time.sleep(pause)
+            pause = min(2 * pause, 0.05)
+
+
 def run_sweep(
     config: SweepConfig,
     out=None,
@@ -133,19 +186,33 @@ def run_sweep(
     strategy: Strategy | None = None,
     progress: Callable[[int, int], None] | None = None,
     command: list[str] | None = None,
+    checkpoint_every: float = CHECKPOINT_EVERY,
+    stop: Callable[[], object] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> Run:
     """Runs every configuration of ``config``; returns the :class:`~dynloss_jax.run.Run` (also
-    written to ``out`` when given). ``progress(done, total)`` is called after each chunk with
-    counts of run-steps (and ``progress.compiled(seconds)``, if it has that method, after each
-    compilation). ``resume`` continues an unfinished ``out`` folder from its last checkpoint
-    (with the layout it was started with); an existing non-empty ``out`` is otherwise refused
-    unless ``overwrite``."""
+    written to ``out`` when given). ``progress(done, total)`` is called after each compiled
+    piece with counts of run-steps (and ``progress.compiled(seconds)``, if it has that method,
+    after each compilation). ``resume`` continues an unfinished ``out`` folder from its last
+    checkpoint (with the layout it was started with); an existing non-empty ``out`` is otherwise
+    refused unless ``overwrite``.
+
+    Each program runs in compiled pieces of at most ``config.chunk`` steps, shortened (a new
+    compilation) when one takes much longer than :data:`PIECE_SECONDS` or ``checkpoint_every``;
+    Hessian measurements at an onset run at the ends of whole chunks, so the pieces change no
+    number. A checkpoint is written when the next piece would end more than ``checkpoint_every``
+    seconds after the last one (0: after every piece), at the end of each program, and when
+    ``stop()`` returns something true — checked between pieces; the sweep then raises
+    :class:`Stopped` carrying that value. ``clock`` measures the pieces (tests pass a fake one).
+    """
     config.validate()
+    if not checkpoint_every >= 0:  # NaN too
+        raise ConfigError("checkpoint_every", checkpoint_every, "must be >= 0 seconds")
     strategy = _no_batched_density_on_cpu(config, strategy or default_strategy())
     layout = strategy.layout()
     out = None if out is None else Path(out)
     settings = config.settings()
-    writer = jax.process_index() == 0
+    writer = out is not None and jax.process_index() == 0
     if out is not None:
         results.check_out_folder(
             out, resume=resume, overwrite=overwrite, settings=settings, layout=layout
@@ -156,14 +223,49 @@ def run_sweep(
     started = time.time()
 
     data = config.arrays()
-    chunk = config.chunk
-    n_chunks = config.steps // chunk
+    chunk, steps = config.chunk, config.steps
     programs = config.programs(strategy.pad_widths)
     cell_runs = len(config.runs()["seed"])
-    total = sum(len(p["cells"]) for p in programs) * cell_runs * config.steps
-    done = 0
-    compile_s = []
+    total = sum(len(p["cells"]) for p in programs) * cell_runs * steps
+    target = min(PIECE_SECONDS, checkpoint_every) if checkpoint_every > 0 else PIECE_SECONDS
+    meter = {"done": 0, "saved": 0, "computed": 0, "seconds": 0.0, "checkpoint_at": None}
+    written = [-float("inf")]  # clock() of the last progress.json
 
+    def report(gi: int, step: int, *, force: bool = False, stopped_by=None) -> None:
+        if not writer or not (force or clock() - written[0] >= PROGRESS_EVERY):
+            return
+        written[0] = clock()
+        rate = meter["computed"] / meter["seconds"] if meter["seconds"] > 0 else None
+        results.write_progress(
+            out,
+            {
+                "run_steps_done": meter["done"],
+                "run_steps_saved": meter["saved"],
+                "run_steps_total": total,
+                "runs": total // steps,
+                "program": gi,
+                "programs": len(programs),
+                "step": step,
+                "steps": steps,
+                "rate": rate,
+                "checkpoint_at": meter["checkpoint_at"],
+                "started_at": started,
+                "stopped_by": None if stopped_by is None else str(stopped_by),
+            },
+        )
+
+    def save(gi, step, state, n_runs, bounds, piece, pending) -> None:
+        """Writes the pending pieces' records and the state at ``step`` (``bounds`` grows)."""
+        if writer and pending:
+            bounds.append(step)
+            records = {k: np.concatenate([p[k] for p in pending], axis=1) for k in pending[0]}
+            state = _flatten("state", gather(state, n_runs))
+            results.write_checkpoint(out, gi, records, state, bounds, piece)
+            meter["saved"], meter["checkpoint_at"] = meter["done"], time.time()
+            report(gi, step, force=True)
+
+    compile_s = []
+    piece = chunk  # the compiled length; only ever shortened, to a divisor
     collected = _Collector(config, cell_runs)
     for gi, group in enumerate(programs):
         spec = config.run_spec(**group)
@@ -173,42 +275,80 @@ def run_sweep(
             )
         )
         n_runs = cell_runs * len(group["cells"])
-        with _CompileClock() as clock:  # counts compile events only, not the running
-            init, advance, finalize = engine.compiled(spec, chunk, strategy)
+        with _CompileClock() as compiling:  # counts compile events only, not the running
+            init, _, finalize = engine.compiled(spec, chunk, strategy)
             onset = engine.compiled_onset(spec, strategy)
             state = init(hyper, data)
-            saved = (
-                None if out is None or not resume else results.read_checkpoint(out, gi, n_chunks)
+            loaded = (
+                None
+                if not resume or out is None
+                else results.read_checkpoint(out, gi, steps, chunk)
             )
-            chunks_done = 0
-            if saved is not None:
-                chunks_done, flat_state, pieces = saved
+            bounds = [0]
+            if loaded is not None:
+                bounds, piece, flat_state, stretches = loaded
                 state = strategy.pad_runs(
                     _unflatten("state", state, _check_runs(out, gi, flat_state, n_runs))
                 )
-                for c, piece in enumerate(pieces):
-                    collected.chunk(group["cells"], c, piece)
-                done += chunks_done * chunk * n_runs
-            for c in range(chunks_done, n_chunks):
-                state, records, eig_records, spectra = advance(state, hyper, data)
-                state = onset(state, hyper, data)
-                if c == chunks_done and progress is not None and hasattr(progress, "compiled"):
-                    progress.compiled(clock.seconds)
-                piece = _flatten("records", gather(records, n_runs))
-                if eig_records is not None:
-                    piece.update(_flatten("eig", gather(eig_records, n_runs)))
-                for kind, rec in spectra.items():
-                    piece.update(_flatten(kind, gather(rec, n_runs)))
-                collected.chunk(group["cells"], c, piece)
-                if out is not None and writer:
-                    results.write_checkpoint(
-                        out, gi, c, piece, _flatten("state", gather(state, n_runs))
+                for a, b, stretch in zip(bounds[:-1], bounds[1:], stretches, strict=True):
+                    collected.chunk(group["cells"], a, b - a, stretch)
+                meter["done"] += bounds[-1] * n_runs
+                meter["saved"] = meter["done"]
+            step, pending, reported = bounds[-1], [], 0.0
+            saved_at = clock()
+
+            while step < steps:
+                reason = stop() if stop is not None else None
+                if reason:
+                    save(gi, step, state, n_runs, bounds, piece, pending)
+                    report(gi, step, force=True, stopped_by=reason)
+                    raise Stopped(
+                        reason,
+                        program=gi,
+                        programs=len(programs),
+                        step=step,
+                        steps=steps,
+                        done=meter["done"],
+                        total=total,
+                        saved=writer and meter["saved"] == meter["done"] and meter["done"] > 0,
                     )
-                done += chunk * n_runs
+                t0, c0 = clock(), compiling.seconds
+                advance = engine.compiled(spec, piece, strategy)[1]
+                state, records, eig_records, spectra = advance(state, hyper, data)
+                if stop is not None:
+                    _wait((state, records, eig_records, spectra))
+                step += piece
+                if step % chunk == 0:  # where the uninterrupted run measures λ at an onset
+                    state = onset(state, hyper, data)
+                part = _flatten("records", gather(records, n_runs))
+                if eig_records is not None:
+                    part.update(_flatten("eig", gather(eig_records, n_runs)))
+                for kind, rec in spectra.items():
+                    part.update(_flatten(kind, gather(rec, n_runs)))
+                collected.chunk(group["cells"], step - piece, piece, part)
+                pending.append(part)
+                seconds = max(clock() - t0 - (compiling.seconds - c0), 0.0)
+                meter["done"] += piece * n_runs
+                meter["computed"] += piece * n_runs
+                meter["seconds"] += seconds
                 if progress is not None:
-                    progress(done, total)
+                    if hasattr(progress, "compiled") and compiling.seconds > reported:
+                        progress.compiled(compiling.seconds - reported)
+                        reported = compiling.seconds
+                    progress(meter["done"], total)
+                if (
+                    step == steps
+                    or checkpoint_every <= 0
+                    or clock() - saved_at + seconds > checkpoint_every
+                ):
+                    save(gi, step, state, n_runs, bounds, piece, pending)
+                    pending, saved_at = [], clock()
+                else:
+                    report(gi, step)
+                if step < steps:
+                    piece = shorter_piece(piece, spec.block, seconds, target)
             final = finalize(state, hyper, data)
-        compile_s.append(round(clock.seconds, 3))
+        compile_s.append(round(compiling.seconds, 3))
         collected.final(group["cells"], gather(state, n_runs), gather(final, n_runs))
 
     arrays, axes = collected.arrays, collected.axes
@@ -226,9 +366,57 @@ def run_sweep(
         "complete": True,
     }
     run = Run(out, {**run_config, "array_axes": axes}, arrays, axes, dict(run_config["axes"]))
-    if out is not None and writer:
+    if writer:
         results.finish_folder(out, run_config, arrays, axes)
     return run
+
+
+def load_unfinished(out, saved: dict) -> Run:
+    """The records an unfinished folder holds, as a :class:`Run` with the arrays of the finished
+    run's shapes: steps not reached are NaN (−1 for integers), ``record_step`` and the other step
+    axes are complete, ``steps_done`` (grid-shaped) is the last saved step of each run, and
+    ``diverged`` / ``diverged_step`` say what is known at that step. The values at end of run
+    (``final_*``, the onsets) are absent. Reads only files: a running sweep is not disturbed
+    (each file it writes appears whole), so this is how to look at a sweep while it runs."""
+    try:
+        config = SweepConfig.from_settings(saved["settings"])
+        programs = config.programs(bool((saved.get("layout") or {}).get("pad_widths")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise results.RunFolderError(f"{out}: unreadable settings in its config ({e})") from None
+    cell_runs = len(config.runs()["seed"])
+    collected = _Collector(config, cell_runs)
+    grid = config.grid_shape
+    collected.arrays.update(
+        steps_done=np.zeros(grid, np.int64),
+        diverged=np.zeros(grid, bool),
+        diverged_step=np.full(grid, -1, np.int32),
+    )
+    collected.axes.update({k: list(GRID_AXES) for k in ("steps_done", "diverged", "diverged_step")})
+    for gi, group in enumerate(programs):
+        loaded = results.read_checkpoint(out, gi, config.steps, config.chunk)
+        if loaded is None:
+            continue
+        bounds, _, state, stretches = loaded
+        for a, b, stretch in zip(bounds[:-1], bounds[1:], stretches, strict=True):
+            collected.chunk(group["cells"], a, b - a, stretch)
+        n_runs = cell_runs * len(group["cells"])
+        collected._fill(group["cells"], "steps_done", np.full(n_runs, bounds[-1]), [])
+        for name in ("diverged", "diverged_step"):
+            if f"state.{name}" in state:
+                collected._fill(group["cells"], name, state[f"state.{name}"], [])
+    every = {
+        "record_step": config.record_every,
+        "eig_step": config.eig_every,
+        "density_step": config.density_every,
+        "trace_step": config.trace_every,
+    }
+    for name, k in every.items():
+        if name in collected.arrays:
+            a = collected.arrays[name]
+            collected.arrays[name] = (k * np.arange(a.size)).astype(a.dtype)
+    coords = config.coords
+    run_config = {**saved, "axes": coords, "array_axes": collected.axes}
+    return Run(Path(out), run_config, collected.arrays, collected.axes, dict(coords))
 
 
 def _check_runs(out, group: int, flat_state: dict, n_runs: int) -> dict:
@@ -271,17 +459,19 @@ class _Collector:
     by chunk, so the host holds each record once (no per-chunk lists, no concatenated copies)."""
 
     def __init__(self, config: SweepConfig, n_runs: int):
-        self.n_chunks = config.steps // config.chunk
+        self.steps = config.steps
         self.n_runs = n_runs  # runs per (loss, width) cell
         self.grid = config.grid_shape
         self.arrays: dict = {}
         self.axes: dict = {}
 
-    def _fill(self, cells, name: str, a, axes, where=None):
+    def _fill(self, cells, name: str, a, axes, where=None, length=None):
         """Writes a program's per-run array ``a`` (runs of ``cells`` one after another, then
         the trailing axes) into the grid array ``name``; ``where`` slices the first trailing
-        axis (a chunk's records)."""
-        trailing = a.shape[1:] if where is None else (self.n_chunks * a.shape[1], *a.shape[2:])
+        axis (the records of ``length`` steps)."""
+        trailing = (
+            a.shape[1:] if where is None else (self.steps * a.shape[1] // length, *a.shape[2:])
+        )
         if name not in self.arrays:
             self.arrays[name] = np.full(self.grid + tuple(trailing), _blank(a.dtype), a.dtype)
             self.axes[name] = list(GRID_AXES) + axes
@@ -293,19 +483,21 @@ class _Collector:
             else:
                 view[:, where] = part
 
-    def chunk(self, cells, c: int, piece: dict) -> None:
+    def chunk(self, cells, start: int, length: int, piece: dict) -> None:
+        """Files the records of steps ``start`` to ``start + length`` (a multiple of every
+        measurement interval, as are the pieces and chunks of a sweep)."""
         for key, a in piece.items():
-            per_chunk = a.shape[1]
-            where = slice(c * per_chunk, (c + 1) * per_chunk)
+            n = a.shape[1]
+            where = slice(start * n // length, (start + length) * n // length)
             if key in _STEPS:
                 name, axes = _STEPS[key]
                 if name not in self.arrays:
-                    self.arrays[name] = np.full(self.n_chunks * per_chunk, -1, a.dtype)
+                    self.arrays[name] = np.full(self.steps * n // length, -1, a.dtype)
                     self.axes[name] = axes
                 self.arrays[name][where] = a[0]
                 continue
             name, axes = _RECORDS[key]
-            self._fill(cells, name, a, axes, where)
+            self._fill(cells, name, a, axes, where, length)
 
     def final(self, cells, state, final) -> None:
         values = {

@@ -13,9 +13,14 @@ An experiment module defines ``OUT`` (default results folder), ``PNG``, ``LABEL`
   their folders (Fig. 2's landscape snapshots), so that ``--replot`` needs none.
 
 :func:`main` then gives every experiment ``--quick`` (a reduced run, ≤ 3 minutes on 2 CPU
-cores), ``--out``, ``--quiet``, ``--overwrite`` and ``--replot`` (redraw the figure from an
-existing results folder without training). ``DYNLOSS_SMOKE=1`` shrinks ``--quick`` further for
-the test suite.
+cores), ``--out``, ``--quiet``, ``--overwrite``, ``--replot`` (redraw the figure from an
+existing results folder without training), ``--resume`` and ``--checkpoint-every``.
+``DYNLOSS_SMOKE=1`` shrinks ``--quick`` further for the test suite.
+
+As with ``dynloss train``, SIGTERM or SIGINT stops the sweep in progress at its next save point
+with a checkpoint, prints one line (which sweep, where, the command to resume) and exits with
+143 or 130; a second signal stops at once. ``--resume`` then loads the finished sweeps and
+continues the unfinished one. A failed write exits with 1 and one line naming the folder.
 """
 
 from __future__ import annotations
@@ -58,6 +63,14 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         help="continue an interrupted run: finished sweeps are loaded, unfinished ones resumed",
     )
     p.add_argument(
+        "--checkpoint-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="checkpoint when this much work would otherwise be lost (0: after every piece; "
+        "default 300); changes no result",
+    )
+    p.add_argument(
         "--pad-widths",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -77,11 +90,11 @@ def settings(args, full: dict, quick: dict, smoke_preset: dict) -> dict:
     return preset
 
 
-def _command() -> list[str]:
+def _command(argv=None) -> list[str]:
     """How this experiment was launched, as ``python -m experiments.<name> <flags>``."""
     spec = getattr(sys.modules["__main__"], "__spec__", None)
     module = spec.name if spec is not None else Path(sys.argv[0]).stem
-    return ["python", "-m", module, *sys.argv[1:]]
+    return ["python", "-m", module, *(sys.argv[1:] if argv is None else argv)]
 
 
 def sweep(config, out: Path, args, label: str):
@@ -114,15 +127,24 @@ def sweep(config, out: Path, args, label: str):
             return load_run(out)
         resume = True  # an unfinished folder, or refused by run_sweep if its settings differ
     started = time.perf_counter()
-    run_sweep(
-        config,
-        out,
-        resume=resume,
-        overwrite=args.overwrite,
-        strategy=strategy,
-        progress=ProgressBar(label, quiet=args.quiet),
-        command=_command(),
-    )
+    from dynloss_jax.sweep import CHECKPOINT_EVERY, Stopped
+
+    every = args.checkpoint_every
+    try:
+        run_sweep(
+            config,
+            out,
+            resume=resume,
+            overwrite=args.overwrite,
+            strategy=strategy,
+            progress=ProgressBar(label, quiet=args.quiet),
+            command=_command(),
+            checkpoint_every=CHECKPOINT_EVERY if every is None else every,
+            stop=getattr(args, "stop", None),
+        )
+    except Stopped as e:
+        e.folder = out  # which sweep of the experiment
+        raise
     if not args.quiet:
         print(f"{label}: {time.perf_counter() - started:.1f} s -> {out}", file=sys.stderr)
     return load_run(out)  # figures are drawn from what was written
@@ -160,9 +182,9 @@ def load_runs(out: Path) -> dict:
     from dynloss_jax import results
 
     if (out / results.CONFIG).exists():
-        return {"": results.load_run(out)}
+        return {"": results.load_run(out, unfinished=False)}
     runs = {
-        sub.name: results.load_run(sub)
+        sub.name: results.load_run(sub, unfinished=False)
         for sub in sorted(out.glob("*"))
         if (sub / results.CONFIG).exists()
     }
@@ -185,26 +207,53 @@ def main(exp: ModuleType, argv=None) -> int:
     the figure, prints the table. Bad settings or a damaged folder: one line, exit code 2."""
     setup()
     from dynloss_jax import results
+    from dynloss_jax.cli import GracefulStop, resume_command
     from dynloss_jax.config import ConfigError
+    from dynloss_jax.sweep import Stopped
 
     p = parser(exp.__doc__, exp.OUT)
     exp.add_flags(p)
     args = p.parse_args(argv)
     out = Path(args.out)
-    name = (exp.__spec__.name if exp.__spec__ else exp.__name__).rsplit(".", 1)[-1]
+    module = exp.__spec__.name if exp.__spec__ else exp.__name__
+    name = module.rsplit(".", 1)[-1]
+    given = sys.argv[1:] if argv is None else list(argv)
+    again = resume_command(["python", "-m", module], given)
     started, load_before = time.time(), os.getloadavg()
+    args.stop = GracefulStop(
+        lambda signal_name: (
+            f"{name}: stopped at once by {signal_name}; the folders under {out} "
+            f"keep their last checkpoints: continue with: {again}"
+        )
+    )
     try:
-        if args.replot:
-            runs = load_runs(out)
-        else:
-            s = settings_of(exp, args)
-            runs = run_all(exp, s, out, args)
-            if hasattr(exp, "after_runs"):  # work on the finished runs, kept beside them
-                exp.after_runs(runs, s, args)
+        with args.stop:
+            if args.replot:
+                runs = load_runs(out)
+            else:
+                s = settings_of(exp, args)
+                runs = run_all(exp, s, out, args)
+                if hasattr(exp, "after_runs"):  # work on the finished runs, kept beside them
+                    exp.after_runs(runs, s, args)
         summary = exp.summarise(runs)
     except (ConfigError, results.RunFolderError) as e:
         print(f"{name}: error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:
+        saved = "checkpoint written" if e.saved else "nothing to save yet"
+        print(
+            f"{name}: stopped by {e.reason} in {e.folder} at {e.where()}; {saved}; "
+            f"continue with: {again}",
+            file=sys.stderr,
+        )
+        return args.stop.exit_code
+    except results.WriteFailed as e:
+        print(
+            f"{name}: error: {e}; the last checkpoint is intact: once the cause is fixed, "
+            f"continue with: {again}",
+            file=sys.stderr,
+        )
+        return 1
     if not args.replot:
         results.write_json(out / SUMMARY, summary)
         results.write_json(out / RUN_INFO, run_info(started, load_before))

@@ -9,6 +9,8 @@ fig3's panel (a) and the (A, T) scan use the same static settings in smoke mode 
 
 import dataclasses
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -313,11 +315,13 @@ def test_sm_refuses_a_period_that_does_not_divide_the_run(tmp_path, capsys, smok
 def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
     tmp_path, capsys, monkeypatch, smoke
 ):
-    """An experiment interrupted in its second sweep, then run again with ``--resume``: the
-    finished sweep is loaded, not rerun; the unfinished one continues from its last checkpoint
-    (not from the start) to the arrays of an uninterrupted run, bit for bit."""
+    """An experiment stopped by SIGTERM in its second sweep (the signal sent to this process
+    after two chunks), then run again with ``--resume``: the stop wrote a checkpoint, printed one
+    line naming the sweep and the command to resume, and returned 143; the finished sweep is
+    loaded, not rerun; the unfinished one continues from its checkpoint (not from the start) to
+    the arrays of an uninterrupted run, bit for bit."""
     real_config_of = fig4_instability.config_of
-    monkeypatch.setattr(  # several chunks per sweep, so there is a checkpoint to resume from
+    monkeypatch.setattr(  # several chunks per sweep, so there is a point to stop at
         fig4_instability,
         "config_of",
         lambda *a: dataclasses.replace(real_config_of(*a), chunk_steps=200),
@@ -326,30 +330,35 @@ def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
     assert fig4_instability.main([*args, "--out", str(tmp_path / "whole")]) == 0
     capsys.readouterr()
     real = sweep.run_sweep
-    calls = []
-
-    class Interrupt(Exception):
-        pass
+    calls, chunk = [], []
 
     def interrupted(config, out, progress=None, **kw):
         calls.append((out.name, kw["resume"]))
         if out.name != "dce_eta_2" or kw["resume"]:
             return real(config, out, progress=progress, **kw)
+        chunk.append(config.chunk)
 
-        def stop_after_two_chunks(done, total):
-            if done >= 2 * config.chunk * config.seeds:
-                raise Interrupt
+        def signal_after_two_chunks(done, total):
+            if done == 2 * config.chunk * config.seeds:
+                os.kill(os.getpid(), signal.SIGTERM)  # the experiment's handler takes it
 
-        return real(config, out, progress=stop_after_two_chunks, **kw)
+        return real(config, out, progress=signal_after_two_chunks, **kw)
 
     monkeypatch.setattr(dynloss_jax, "run_sweep", interrupted)
     out = tmp_path / "interrupted"
-    with pytest.raises(Interrupt):
-        fig4_instability.main([*args, "--out", str(out)])
-    assert len(list((out / "dce_eta_2").glob("checkpoint-0-chunk-*.npz"))) == 2
+    assert fig4_instability.main([*args, "--out", str(out)]) == 143
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fig4_instability: stopped by SIGTERM in "), err
+    assert f"dce_eta_2 at step {2 * chunk[0]:,} of" in err[0]
+    assert err[0].endswith(
+        f"python -m experiments.fig4_instability {' '.join(args)} --out {out} --resume"
+    )
+    stopped = load_run(out / "dce_eta_2")  # read as far as the checkpoint goes
+    assert not stopped.complete and int(stopped["steps_done"].max()) == 2 * chunk[0]
     calls.clear()
     assert fig4_instability.main([*args, "--out", str(out), "--resume"]) == 0
-    assert calls == [("dce_eta_2", True)]  # dce_eta_1 was finished: loaded, not rerun
+    # dce_eta_1 was finished: loaded, not rerun; the dense sweep after it had not started
+    assert calls == [("dce_eta_2", True), ("dense_dce_eta_2", False)]
     for name in ("dce_eta_1", "dce_eta_2"):
         want = load_run(tmp_path / "whole" / name).arrays
         got = load_run(out / name).arrays

@@ -223,7 +223,7 @@ def test_interrupted_padded_sweep_resumes_bit_identically_and_refuses_another_la
 
     out = tmp_path / "interrupted"
     with pytest.raises(Interrupt):
-        run_sweep(config, out, strategy=padded, progress=stop_after_two_chunks)
+        run_sweep(config, out, strategy=padded, progress=stop_after_two_chunks, checkpoint_every=0)
     with pytest.raises(ConfigError, match="--pad-widths"):
         run_sweep(config, out, resume=True, strategy=Strategy(1, 2, pad_widths=False))
     run_sweep(config, out, resume=True, strategy=padded)

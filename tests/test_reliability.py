@@ -1,18 +1,24 @@
 """Reliability: bad input refused before anything happens, diverged runs isolated, an interrupted
-sweep resumed bit-identically, damaged results refused, and runs reproduced from their folder.
+sweep resumed bit-identically, a signalled one stopped with a checkpoint, a folder read while its
+sweep runs, a full disk survived, damaged results refused, and runs reproduced from their folder.
 
 The small sweeps use the static settings of ``test_engine.py`` so their programs are compiled once
-per test session; the kill-and-resume test needs a real process and a run of several chunks.
+per test session; the kill and signal tests need real processes and runs of several chunks.
 """
 
+import contextlib
+import errno
 import io
+import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -220,7 +226,7 @@ def test_summaries_exclude_diverged_runs_and_the_table_says_so(diverging, capsys
 
 KILL = (
     "--loss dce --width 8 --eta 1 --amplitude 5 --period 5000 --seeds 2 --steps "
-    "20000 --record-every 100 --chunk-steps 1000 --quiet --no-plot"
+    "20000 --record-every 100 --chunk-steps 1000 --checkpoint-every 0 --quiet --no-plot"
 ).split()
 
 
@@ -252,8 +258,8 @@ def test_killed_sweep_resumes_bit_identically(capsys, tmp_path):
     assert saved["complete"] is False and 1 <= len(chunks) < 20
     assert not (killed / "arrays.npz").exists()
     with pytest.raises(RunFolderError, match="unfinished"):
-        load_run(killed)
-    code, _, err = dynloss(capsys, "plot", killed)
+        load_run(killed, unfinished=False)
+    code, _, err = dynloss(capsys, "rerun", killed)  # a rerun needs a finished run
     assert code == 2 and "--resume" in err
 
     # resuming with other settings is refused, and touches nothing
@@ -273,6 +279,265 @@ def test_killed_sweep_resumes_bit_identically(capsys, tmp_path):
     # a finished run has nothing to resume
     code, _, err = dynloss(capsys, "train", *KILL, "--out", killed, "--resume")
     assert code == 2 and "finished" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# A graceful stop: SIGTERM / SIGINT to a running ``dynloss train``, read while it runs, resumed.
+# Two processes at once (float64 stopped by SIGTERM with a checkpoint after every piece, read
+# while it runs; float32 stopped by SIGINT before its first timed checkpoint), compared with
+# uninterrupted runs made here.
+
+STOP = (
+    "--loss dce --width 8 --eta 1 --amplitude 5 --period 500 --seeds 2 --steps 6000 "
+    "--record-every 100 --eig-every 100 --num-matvecs 6 --chunk-steps 500 --quiet --no-plot"
+).split()
+STOPS = {  # name: (signal, extra flags)
+    "term": (signal.SIGTERM, ["--checkpoint-every", "0"]),
+    "int": (signal.SIGINT, ["--dtype", "float32"]),
+}
+
+
+@pytest.fixture(scope="module")
+def stopped(tmp_path_factory):
+    """Each process signalled once its first piece has run; the float64 folder is also read
+    (``load_run``, ``dynloss status``) while its sweep runs. Returns, per name, the folder, a copy
+    of it as the stop left it, the exit code, stderr, what was read live, and whether a
+    checkpoint existed when the signal was sent."""
+    root = tmp_path_factory.mktemp("stop")
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "dynloss_jax", "train", *STOP, *extra, "--out", root / name],
+            cwd=root,
+            env=dict(os.environ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for name, (_, extra) in STOPS.items()
+    }
+    got = {name: {"out": root / name} for name in STOPS}
+    deadline = time.monotonic() + 300
+    try:
+        waiting = dict(STOPS)
+        while waiting:
+            for name, (sig, _) in list(waiting.items()):
+                out, proc = root / name, procs[name]
+                assert proc.poll() is None, proc.communicate()
+                if not (out / "progress.json").exists():  # written after the first piece
+                    continue
+                if name == "term":  # read while it runs: nothing here touches the process
+                    got[name]["live"] = load_run(out)
+                    got[name]["status"] = io.StringIO()
+                    with contextlib.redirect_stdout(got[name]["status"]):
+                        assert main(["status", str(out)]) == 0
+                got[name]["checkpoint_before"] = (out / "checkpoint-0-state.npz").exists()
+                proc.send_signal(sig)
+                del waiting[name]
+            assert time.monotonic() < deadline, "the runs did not start within 300 s"
+            time.sleep(0.002)
+        for name, proc in procs.items():
+            _, err = proc.communicate(timeout=300)
+            got[name].update(code=proc.returncode, err=err.decode())
+            shutil.copytree(root / name, root / f"{name}-as-stopped")
+            got[name]["as_stopped"] = root / f"{name}-as-stopped"
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return got
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("straight")
+    for name, (_, extra) in STOPS.items():
+        assert main(["train", *STOP, *extra, "--out", str(root / name)]) == 0
+    return {name: root / name for name in STOPS}
+
+
+def stop_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("dynloss:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", list(STOPS))
+def test_a_signal_stops_the_run_with_a_checkpoint_and_one_line(stopped, name):
+    sig = STOPS[name][0]
+    got = stopped[name]
+    assert got["code"] == 128 + sig, got["err"]
+    line = stop_line(got["err"])
+    m = re.match(rf"dynloss: stopped by {sig.name} at step ([\d,]+) of 6,000 ", line)
+    assert m, line
+    step = int(m.group(1).replace(",", ""))
+    assert 0 < step < 6_000  # mid-run: the signal arrived before the end
+    assert f"checkpoint in {got['out']}" in line
+    assert line.endswith(f"--out {got['out']} --resume")
+    run = load_run(got["as_stopped"])
+    assert not run.complete and np.all(run["steps_done"] == step)
+    if name == "int":  # no timed checkpoint was due yet: the stop itself wrote this one
+        assert not got["checkpoint_before"]
+        assert sorted(p.name for p in got["as_stopped"].glob("checkpoint-*")) == [
+            "checkpoint-0-chunk-0.npz",
+            "checkpoint-0-state.npz",
+        ]
+
+
+@pytest.mark.parametrize("name", list(STOPS))
+def test_resume_after_a_signal_is_bit_identical(stopped, uninterrupted, name, capsys):
+    extra = STOPS[name][1]
+    code, _, _ = dynloss(capsys, "train", *STOP, *extra, "--out", stopped[name]["out"], "--resume")
+    assert code == 0
+    want = npz(uninterrupted[name] / "arrays.npz")
+    assert want["loss"].dtype == (np.float32 if name == "int" else np.float64)
+    assert_identical(npz(stopped[name]["out"] / "arrays.npz"), want)
+
+
+def assert_partial_equals_finished(partial, finished):
+    """Shapes as the finished run's; NaN beyond each run's saved step; equal before it."""
+    done = partial["steps_done"]
+    assert done.shape == finished["final_val_acc"].shape
+    for key in ("record_step", "eig_step"):
+        np.testing.assert_array_equal(partial[key], finished[key])
+    for key in ("loss", "static_loss", "train_acc", "val_acc", "gamma", "lam", "residual"):
+        a, b = partial[key], finished[key]
+        assert a.shape == b.shape and a.dtype == b.dtype, key
+        steps = finished["record_step" if key not in ("lam", "residual") else "eig_step"]
+        for index in np.ndindex(done.shape):
+            reached = steps < done[index]
+            np.testing.assert_array_equal(a[index][reached], b[index][reached], err_msg=key)
+            assert np.all(np.isnan(a[index][~reached])), key
+    for key in ("final_val_acc", "instability_step"):
+        assert key not in partial.arrays  # known only at the end
+
+
+def test_load_run_reads_a_folder_while_its_sweep_runs(stopped, uninterrupted):
+    live = stopped["term"]["live"]  # read while the process ran
+    assert not live.complete and "unfinished" in repr(live)
+    assert 0 < live["steps_done"].max() < 6_000
+    finished = load_run(uninterrupted["term"])
+    assert_partial_equals_finished(live, finished)
+    assert_partial_equals_finished(load_run(stopped["term"]["as_stopped"]), finished)
+    np.testing.assert_array_equal(live["diverged"], finished["diverged"])
+
+
+def test_status_and_plot_of_an_unfinished_folder(stopped, uninterrupted, capsys, tmp_path):
+    text = stopped["term"]["status"].getvalue()  # printed while the sweep ran
+    out = stopped["term"]["out"]
+    assert text.startswith(f"{out}: unfinished — last update ")
+    m = re.search(r"done: ([\d,]+) of 12,000 run-steps \(\d+%\), ([^ ]+) run-steps/s, about ", text)
+    assert m and 0 < int(m.group(1).replace(",", "")) < 12_000, text
+    assert float(m.group(2)) > 0 and "left" in text
+    assert "runs: 2, at step " in text and "last checkpoint: " in text and " ago" in text
+    code, stdout, _ = dynloss(capsys, "status", stopped["term"]["as_stopped"])
+    assert code == 0 and "unfinished — stopped by SIGTERM " in stdout, stdout
+    code, stdout, _ = dynloss(capsys, "status", uninterrupted["term"])
+    assert code == 0 and "finished — 2 runs of 6,000 steps" in stdout
+    code, stdout, err = dynloss(
+        capsys, "plot", stopped["term"]["as_stopped"], "--png", tmp_path / "partial.png"
+    )
+    assert code == 0 and "unfinished run" in stdout, err
+    assert (tmp_path / "partial.png").stat().st_size > 10_000
+
+
+def test_a_second_signal_stops_at_once(monkeypatch, capsys):
+    """The first signal is only noted (the sweep asks ``stop()`` between pieces); the second ends
+    the process on the spot (``os._exit``, here caught) with the shell's code for the signal."""
+    from dynloss_jax import cli
+
+    exits = []
+    monkeypatch.setattr(cli.os, "_exit", lambda code: exits.append(code))
+    stop = cli.GracefulStop(lambda name: f"dynloss: stopped at once by {name}")
+    before = signal.getsignal(signal.SIGTERM)
+    with stop:
+        assert stop() is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop() == "SIGTERM" and stop.exit_code == 143 and exits == []
+        os.kill(os.getpid(), signal.SIGINT)
+        assert exits == [130]
+    assert "dynloss: stopped at once by SIGINT" in capsys.readouterr().err
+    assert signal.getsignal(signal.SIGTERM) is before  # handlers restored
+
+
+# ---------------------------------------------------------------------------------------------
+# A failed write (a full disk) leaves the previous checkpoint, says so in one line, and resumes.
+
+
+def no_space_at(monkeypatch, target: str, after: int):
+    """``atomic_write_npz`` raises ENOSPC when writing a file named ``target``, after ``after``
+    successful writes of such files."""
+    real, seen = results.atomic_write_npz, []
+
+    def write(path, arrays):
+        if target in Path(path).name:
+            seen.append(path)
+            if len(seen) > after:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path) + ".tmp")
+        return real(path, arrays)
+
+    monkeypatch.setattr(results, "atomic_write_npz", write)
+
+
+@pytest.mark.parametrize("target,after", [("state", 2), ("arrays", 0)], ids=["checkpoint", "final"])
+def test_a_full_disk_keeps_the_last_checkpoint_and_resume_continues(
+    finished, target, after, monkeypatch, capsys, tmp_path
+):
+    out = tmp_path / "run"
+    flags = [*TINY, "--checkpoint-every", "0"]
+    with monkeypatch.context() as m:
+        no_space_at(m, target, after)
+        code, _, err = dynloss(capsys, "train", *flags, "--out", out)
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1, err
+    assert f"to {out}: No space left on device (ENOSPC)" in err
+    assert err.strip().endswith(f"--out {out} --resume")
+    # the last good checkpoint: the first of two programs whole (its four runs at step 40) when
+    # the second one's first checkpoint failed, both when the final arrays.npz could not be
+    # written
+    run = load_run(out)
+    assert not run.complete
+    reached = sorted(run["steps_done"].ravel())
+    assert reached == ([40] * 8 if target == "arrays" else [0] * 4 + [40] * 4), reached
+    assert not list(out.glob(".*.tmp"))  # no half-written file left behind
+    code, _, _ = dynloss(capsys, "train", *flags, "--out", out, "--resume")
+    assert code == 0
+    assert_identical(npz(out / "arrays.npz"), npz(finished / "arrays.npz"))
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces: the compiled length shortens when a piece runs long, and changes no number.
+
+
+def test_shorter_piece_is_a_divisor_that_fits_the_target():
+    from dynloss_jax.sweep import shorter_piece
+
+    assert shorter_piece(5000, 100, 9.0, 5.0) == 5000  # under twice the target: kept
+    assert shorter_piece(5000, 100, 20.0, 5.0) == 1000  # 4 ms a step: 1250 fit, 1000 divides
+    assert shorter_piece(5000, 100, 1e6, 5.0) == 100  # never below one block
+    assert shorter_piece(100, 100, 1e6, 5.0) == 100
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_shortened_pieces_change_no_number(dtype, tmp_path):
+    """A clock on which every piece seems to take 100 s: the first piece (a whole chunk of 20
+    steps) makes the sweep recompile for pieces of one block (4 steps), with a checkpoint after
+    each; the arrays equal those of whole chunks bit for bit."""
+    clock = iter(itertools.count(0.0, 100.0)).__next__
+    config = SweepConfig(
+        **{**SMALL, "width": (4,), "eta": (0.5, 2.0), "eig_every": 4, "num_matvecs": 6},
+        dtype=dtype,
+    )
+    reports = []
+    pieces = run_sweep(
+        config,
+        tmp_path / "run",
+        checkpoint_every=0,
+        clock=clock,
+        progress=lambda done, total: reports.append(done),
+    )
+    assert reports == [40, 48, 56, 64, 72, 80]  # two runs: 20 steps, then 4 at a time
+    whole = run_sweep(config)
+    assert_identical(pieces.arrays, whole.arrays)
 
 
 # ---------------------------------------------------------------------------------------------
