@@ -244,9 +244,11 @@ def plot(runs: dict, summary: dict, path):
     return fig
 
 
-def accuracy_panel(ax, run, rows, title: str) -> None:
-    """Validation accuracy against width (log axis), one line per loss with s.e.m. bars, from
-    the rows of :func:`summarise` for ``run``."""
+def accuracy_panel(
+    ax, run, rows, title: str, prefix: str = "", ylabel: str = "validation accuracy"
+) -> None:
+    """Accuracy against width (log axis), one line per loss with s.e.m. bars, from the rows of
+    :func:`summarise` for ``run`` (``prefix`` picks e.g. the ``train_`` entries of a row)."""
     widths = [r["width"] for r in rows]
     n_losses = len(run.coords["loss"])
     for li, loss in enumerate(run.coords["loss"]):
@@ -254,8 +256,8 @@ def accuracy_panel(ax, run, rows, title: str) -> None:
         shift = 1 + 0.025 * (li - (n_losses - 1) / 2)  # keep error bars apart
         ax.errorbar(
             [w * shift for w in widths],
-            [r[loss][0] for r in rows],
-            yerr=[r[loss][1] for r in rows],
+            [r[prefix + loss][0] for r in rows],
+            yerr=[r[prefix + loss][1] for r in rows],
             color=color,
             marker=marker,
             ms=5,
@@ -268,7 +270,7 @@ def accuracy_panel(ax, run, rows, title: str) -> None:
     ax.set_xticklabels([str(w) for w in widths])
     ax.minorticks_off()
     ax.set_xlabel("network width (hidden units)")
-    ax.set_ylabel("validation accuracy")
+    ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=9, loc="left")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")

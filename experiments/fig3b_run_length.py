@@ -135,43 +135,18 @@ def plot(runs: dict, summary: dict, path):
     """Validation (top) and training (bottom) accuracy against width, one column per length."""
     import matplotlib.pyplot as plt
 
-    from experiments.fig3_width_sweep import STYLES
+    from experiments.fig3_width_sweep import accuracy_panel
 
     keys = list(summary)
     fig, axes = plt.subplots(
         2, len(keys), figsize=(4.6 * len(keys), 7.4), squeeze=False, constrained_layout=True
     )
     for col, key in enumerate(keys):
-        run, rows = runs[key], summary[key]["rows"]
-        widths = [r["width"] for r in rows]
-        losses = list(run.coords["loss"])
-        for row_i, prefix in enumerate(("", "train_")):
-            ax = axes[row_i, col]
-            for li, loss in enumerate(losses):
-                color, marker, label = STYLES[loss]
-                shift = 1 + 0.025 * (li - (len(losses) - 1) / 2)
-                ax.errorbar(
-                    [w * shift for w in widths],
-                    [r[prefix + loss][0] for r in rows],
-                    yerr=[r[prefix + loss][1] for r in rows],
-                    color=color,
-                    marker=marker,
-                    ms=4,
-                    lw=1.3,
-                    capsize=3,
-                    label=label,
-                )
-            ax.set_xscale("log")
-            ax.set_xticks(widths)
-            ax.set_xticklabels([str(w) for w in widths])
-            ax.minorticks_off()
-            ax.grid(alpha=0.3)
-            ax.set_xlabel("network width")
-            ax.set_ylabel(("training" if prefix else "validation") + " accuracy")
-            if row_i == 0:
-                ax.set_title(f"{summary[key]['steps']} steps", fontsize=10, loc="left")
-        if col == 0:
-            axes[0, 0].legend(fontsize=7, loc="best")
+        for row_i, (prefix, what) in enumerate((("", "validation"), ("train_", "training"))):
+            title = f"{summary[key]['steps']} steps" if row_i == 0 else ""
+            accuracy_panel(
+                axes[row_i, col], runs[key], summary[key]["rows"], title, prefix, f"{what} accuracy"
+            )
     s = runs[keys[0]].config["settings"]
     fig.suptitle(
         f"MSE family, η = {s['eta'][0]:g}, A = {s['amplitude'][0]:g}, T = {s['period'][0]}, "
