@@ -19,6 +19,16 @@ Settings (decided here, flags to change them):
 * width 32 — small enough that static CE leaves room to improve (Fig. 3's regime where the paper
   finds the largest gain), and ~4× cheaper per step than width 100; 10 seeds.
 
+Two readings of accuracy: after the static last period (the heatmap (a), as Fig. 3), and at the
+end of the last *dynamical* period, before the static one could undo any forgetting ((b),
+``*_dynamic`` in ``summary.json``; read from the validation curve at step steps − T, so
+``--record-every`` must divide steps − T).
+
+Forgetting looked for at long periods (``docs/results/sm_amplitude_period/long_periods/``):
+A ≥ 100 is already near the A → ∞ limit (peak Γ = 3A/(A + 2)), so the open direction is T.
+``--amplitudes 10 100 --periods 10000 20000 40000 --steps 280000 --seeds 8``: every class is
+emphasised at least twice at T = 40 000 (six dynamical periods, then the static one).
+
 ``--quick``: A ∈ {1, 5, 25, 100}, T ∈ {250, 1000, 4000}, 16 000 steps, 4 seeds.
 
 Runtime (2 shared CPU cores, float64; noisy): ``--quick`` ≈ 50 s (768 000 run-steps at width
