@@ -271,6 +271,8 @@ def summarise(runs: dict) -> dict:
     eta, period = run.coords["eta"][0], run.coords["period"][0]
     steps, lam = run["eig_step"], np.squeeze(run["lam"], axis=tuple(range(6)))
     loss = np.squeeze(run["loss"], axis=tuple(range(6)))
+    train_acc = np.squeeze(run["train_acc"], axis=tuple(range(6)))
+    record_step = np.asarray(run["record_step"])
     rows = []
     for i, t in enumerate(snaps["step_S"]):
         window = t + np.arange(snaps["replay_loss_SxL"].shape[1])
@@ -285,6 +287,8 @@ def summarise(runs: dict) -> dict:
                 "replay_max_rel_diff": float(np.max(np.abs(replay - recorded) / np.abs(recorded))),
                 "max_abs_a": float(np.abs(snaps["proj_a_SxL"][i]).max()),
                 "max_abs_b": float(np.abs(snaps["proj_b_SxL"][i]).max()),
+                # training accuracy at the last record at or before the snapshot
+                "train_acc": float(train_acc[np.searchsorted(record_step, t, "right") - 1]),
             }
         )
     return {
@@ -295,6 +299,7 @@ def summarise(runs: dict) -> dict:
         "instability_step": int(np.squeeze(run["instability_step"])),
         "instability_lam": float(np.squeeze(run["instability_lam"])),
         "snapshots": rows,
+        "train_acc_final": float(train_acc[-1]),
     }
 
 
@@ -312,8 +317,9 @@ def table(runs: dict, summary: dict) -> str:
             f"t = {r['step']}: λ1, λ2 = {r['lam1']:.3f}, {r['lam2']:.3f}; F_t(x_t) = "
             f"{r['loss']:.5g}; replay vs recorded F over the window: max rel. diff "
             f"{r['replay_max_rel_diff']:.1e}; next steps span |a| ≤ {r['max_abs_a']:.3f}, "
-            f"|b| ≤ {r['max_abs_b']:.3f}"
+            f"|b| ≤ {r['max_abs_b']:.3f}; training accuracy {r['train_acc']:.3f}"
         )
+    lines.append(f"training accuracy at the end: {summary['train_acc_final']:.3f}")
     return "\n".join(lines)
 
 

@@ -31,9 +31,8 @@ emphasised at least twice at T = 40 000 (six dynamical periods, then the static 
 
 ``--quick``: A ∈ {1, 5, 25, 100}, T ∈ {250, 1000, 4000}, 16 000 steps, 4 seeds.
 
-Runtime (2 shared CPU cores, float64; noisy): ``--quick`` ≈ 50 s (768 000 run-steps at width
-32, one compilation). Full: 25 M run-steps at ~10 000–20 000 run-steps/s ≈ 30–45 min on the CPU;
-on a GPU all 420 runs are one vmapped program (expected a few minutes, not measured).
+Runtime (2 shared CPU cores, float64): the full scan 11.7 min, the long-period one 6.2 min
+(their ``run_info.json``); on a GPU all runs of a scan are one vmapped program (not measured).
 
     python -m experiments.sm_amplitude_period --quick   # -> results/sm_amplitude_period/
     python -m experiments.sm_amplitude_period --width 100 --seeds 20
