@@ -136,8 +136,8 @@ def test_where_the_onset_falls_against_the_first_lambda1_above_2_over_eta():
     1 % a step above the run's own floor, finds it 25–70 steps before the crossing, at
     η·λ1/2 between 0.45 and 0.75, and the crossing lies after its reported interval; the
     second-difference rule at 1e-5·|F| waits until the zigzag is larger, at most 12 steps
-    before the crossing, at 0.8–1.0. DMSE2 (seed 4), whose Γ is not what drives its sharpening, has its
-    onset one step after the crossing, inside the reported interval."""
+    before the crossing, at 0.8–1.0. DMSE2 (seed 4) has its onset within 3 steps of the
+    crossing, inside the reported interval."""
     config = SweepConfig(
         **{**CASES["dce"], "seeds": 4},
         record_every=1,
