@@ -241,9 +241,9 @@ class State(NamedTuple):
     onset_lam_K: jax.Array  # λ1, λ2 of F at the onset step, at onset_w_N (NaN until measured)
     onset_residual_K: jax.Array
     watchers: tuple  # the states of the watched rules, RunSpec.watch
-    watch_w_WxN: jax.Array  # w at each watched rule's onset
-    watch_lam_WxK: jax.Array  # λ1, λ2 there (NaN until measured)
-    watch_residual_WxK: jax.Array
+    watch_w_WxN: jax.Array | None  # w at each watched rule's onset (None without any)
+    watch_lam_WxK: jax.Array | None  # λ1, λ2 there (NaN until measured)
+    watch_residual_WxK: jax.Array | None
     stopped_step: jax.Array  # with stop_at_onset: where the run stopped, −1 while running
     opt_state: tuple = ()  # the optax state of RunSpec.optimizer (no arrays for gd)
 
@@ -418,10 +418,14 @@ def init_state(spec: RunSpec, hyper: Hyper) -> State:
         onset_w_N=jnp.zeros_like(w),
         onset_lam_K=jnp.full((N_TOP,), jnp.nan, dtype),
         onset_residual_K=jnp.full((N_TOP,), jnp.nan, dtype),
+        # None, not an empty array, without watched rules: lax.map's batching cannot reshape
+        # arrays of size zero
         watchers=tuple(d.init(dtype) for d in spec.detectors[1:]),
-        watch_w_WxN=jnp.zeros((len(spec.watch), w.shape[0]), dtype),
-        watch_lam_WxK=jnp.full((len(spec.watch), N_TOP), jnp.nan, dtype),
-        watch_residual_WxK=jnp.full((len(spec.watch), N_TOP), jnp.nan, dtype),
+        watch_w_WxN=jnp.zeros((len(spec.watch), w.shape[0]), dtype) if spec.watch else None,
+        watch_lam_WxK=jnp.full((len(spec.watch), N_TOP), jnp.nan, dtype) if spec.watch else None,
+        watch_residual_WxK=(
+            jnp.full((len(spec.watch), N_TOP), jnp.nan, dtype) if spec.watch else None
+        ),
         stopped_step=jnp.full((), -1, jnp.int32),
         opt_state=_optimizer(spec, hyper).init(w),
     )

@@ -146,7 +146,8 @@ def test_optimizer_state_and_spectrum_records_resume_bit_identically(tmp_path):
         batch_points=10,
     )
     with pytest.raises(_Stop):
-        run_sweep(config, tmp_path / "cut", progress=_stop_after(2))
+        # a checkpoint after every piece, so that the cut leaves one to resume from
+        run_sweep(config, tmp_path / "cut", progress=_stop_after(2), checkpoint_every=0)
     assert (tmp_path / "cut" / "checkpoint-0-state.npz").exists()
     resumed = run_sweep(config, tmp_path / "cut", resume=True)
     straight = run_sweep(config, tmp_path / "straight")
