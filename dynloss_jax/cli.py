@@ -138,7 +138,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
                 _flag(f.name), action="store_true", default=None, help=f.metadata["help"]
             )
             continue
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        shown = (" ".join(map(str, default)) or "none") if isinstance(default, tuple) else default
         kw = {"int": {"type": _integer(allowed)}, "real": {"type": _real(allowed)}}.get(
             rule.kind, {}
         )
