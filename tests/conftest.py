@@ -8,3 +8,15 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compiled_programs():
+    """Drops JAX's compiled programs after each test module. One pytest process compiles a
+    few thousand programs over the suite; holding them all grew the process past 5 GB, and a
+    whole-suite run once crashed inside XLA's compiler near its end (a test that passes on
+    its own). Programs are still shared within a module, where tests reuse them."""
+    yield
+    jax.clear_caches()
