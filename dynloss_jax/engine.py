@@ -466,10 +466,10 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     detector = rules[0].update(state.detector, loss_seen, t)
     found = (detector.onset >= 0) & (state.detector.onset < 0)
     watchers = tuple(
-        d.update(ws, loss_seen, t) for d, ws in zip(rules[1:], state.watchers, strict=False)
+        d.update(ws, loss_seen, t) for d, ws in zip(rules[1:], state.watchers, strict=True)
     )
     watch_w = state.watch_w_WxN
-    for i, (new, old) in enumerate(zip(watchers, state.watchers, strict=False)):
+    for i, (new, old) in enumerate(zip(watchers, state.watchers, strict=True)):
         hit = (new.onset >= 0) & (old.onset < 0)
         watch_w = watch_w.at[i].set(jnp.where(hit, w_hist[new.onset % history], watch_w[i]))
     state = state._replace(

@@ -257,16 +257,6 @@ def get_detector(spec: str = DEFAULT) -> Detector:
     return _difference(1 if name == "first_difference" else 2, p["tol"], int(n))
 
 
-def detector_init(dtype=jnp.float64, detector: str = DEFAULT):
-    """Empty state of ``detector``; its NaN history makes the first steps fail the tests."""
-    return get_detector(detector).init(dtype)
-
-
-def detector_update(state, loss, step, detector: str = DEFAULT):
-    """Feeds F(``step``) to ``detector``; steps must be consecutive (0, 1, 2, …)."""
-    return get_detector(detector).update(state, loss, step)
-
-
 def first_instability(loss_T, detector: str = DEFAULT, *, interval: bool = False):
     """Onset step of a loss series ``loss_T`` sampled at steps 0..T−1 under ``detector``, or −1;
     with ``interval=True`` the triple (onset, lo, hi).

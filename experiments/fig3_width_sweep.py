@@ -150,25 +150,31 @@ def config_of(s: dict, panel: str):
 def summarise(runs: dict) -> dict:
     """Per panel, one row per width: final validation accuracy of each loss (mean, sem, n over
     seeds), and for each dynamical loss the paired difference to its static loss (mean, sem)."""
+    return {panel: width_rows(run) for panel, run in sorted(runs.items())}
+
+
+def width_rows(run, train: bool = False) -> list[dict]:
+    """One row per width of ``run``: final validation accuracy of each loss (mean, sem, n over
+    seeds), with ``train`` also the training accuracy (``train_<loss>``), and for each
+    dynamical loss the paired validation difference to its static loss (mean, sem)."""
     from dynloss_jax.losses import STATIC_OF
 
-    out = {}
-    for panel, run in sorted(runs.items()):
-        losses = list(run.coords["loss"])
-        rows = []
-        for width in run.coords["width"]:
-            at = run.sel(width=width)
-            row = {"width": int(width)}
-            for loss in losses:
-                mean, sem, n = at.sel(loss=loss).summary("final_val_acc")
-                row[loss] = (float(mean.item()), float(sem.item()), int(n.item()))
-                static = STATIC_OF[loss]
-                if static != loss and static in losses:
-                    mean, sem, _ = at.paired("final_val_acc", "loss", loss, static)
-                    row[f"{loss}-{static}"] = (float(mean.item()), float(sem.item()))
-            rows.append(row)
-        out[panel] = rows
-    return out
+    losses = list(run.coords["loss"])
+    metrics = [("final_val_acc", "")] + ([("final_train_acc", "train_")] if train else [])
+    rows = []
+    for width in run.coords["width"]:
+        at = run.sel(width=width)
+        row = {"width": int(width)}
+        for loss in losses:
+            for metric, prefix in metrics:
+                mean, sem, n = at.sel(loss=loss).summary(metric)
+                row[prefix + loss] = (float(mean.item()), float(sem.item()), int(n.item()))
+            static = STATIC_OF[loss]
+            if static != loss and static in losses:
+                mean, sem, _ = at.paired("final_val_acc", "loss", loss, static)
+                row[f"{loss}-{static}"] = (float(mean.item()), float(sem.item()))
+        rows.append(row)
+    return rows
 
 
 def table(runs: dict, summary: dict) -> str:

@@ -89,26 +89,12 @@ def _steps(key: str) -> int:
 def summarise(runs: dict) -> dict:
     """Per run length (key ``steps_<n>``), one row per width: validation and training accuracy
     of each loss (mean, sem, n) and the paired differences dynamical − MSE (mean, sem)."""
-    from dynloss_jax.losses import STATIC_OF
+    from experiments.fig3_width_sweep import width_rows
 
     out = {}
     for key, run in sorted(runs.items(), key=lambda kv: _steps(kv[0])):
-        losses = list(run.coords["loss"])
-        rows = []
-        for width in run.coords["width"]:
-            at = run.sel(width=width)
-            row = {"width": int(width)}
-            for loss in losses:
-                for metric, name in (("final_val_acc", loss), ("final_train_acc", f"train_{loss}")):
-                    mean, sem, n = at.sel(loss=loss).summary(metric)
-                    row[name] = (float(mean.item()), float(sem.item()), int(n.item()))
-                static = STATIC_OF[loss]
-                if static != loss and static in losses:
-                    mean, sem, _ = at.paired("final_val_acc", "loss", loss, static)
-                    row[f"{loss}-{static}"] = (float(mean.item()), float(sem.item()))
-            rows.append(row)
-        seeds = run.coords["seed"]
-        out[key] = {"steps": _steps(key), "seeds": [int(s) for s in seeds], "rows": rows}
+        seeds = [int(s) for s in run.coords["seed"]]
+        out[key] = {"steps": _steps(key), "seeds": seeds, "rows": width_rows(run, train=True)}
     return out
 
 
