@@ -41,9 +41,10 @@ string, ``"name"`` or ``"name:key=value,…"`` (:func:`get_detector`):
     The rule in force until the calibrated one: with e_t = F(t) − 2F(t−1) + F(t−2),
     step t extends when e_t·e_{t−1} < 0, |e_{t−1}|, |e_t| > tol·|F(t)| and
     |e_t| − |e_{t−2}| > tol·|F(t)|; n consecutive such steps confirm, the onset is t − n.
-    Its one global tolerance decides where it fires: the jitter of a ReLU network's F
-    (units crossing their kinks) is ~1e-6 to 3e-5·|F| depending on the run, the same order as
-    the tolerance, so the ratio η·λ1/2 at its onsets moves with ``tol``.
+    Its one global tolerance decides where it fires: the jitter a ReLU network's F carries
+    (units crossing their kinks) differs from run to run, and on Fig. 4's runs the mean
+    η·λ1/2 at its onsets moves from 0.70–0.92 to 0.94–1.04 between tol = 1e-6 and 1e-4
+    (``docs/results/fig4_instability/sensitivity.json``).
 
 ``first_difference`` (key ``tol``, default 1e-5; ``n`` = 6)
     The rule SPEC first wrote: with d_t = F(t) − F(t−1), step t extends when

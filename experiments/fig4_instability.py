@@ -24,7 +24,7 @@ steps from its onset to the first step with λ1 > 2/η.
 
 Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps
 for DCE, 30 seeds per condition. DMSE1 and DMSE2 runs are capped at 10 000/η steps
-(``--steps-eta-mse``): their first instabilities come at ≈ 2 500/η steps or earlier, and a run
+(``--steps-eta-mse``): their median onset steps are at most 2 434/η (``summary.json``), and a run
 that never fired would otherwise cost 2·10⁶ steps; runs without an onset are counted. The total
 number of steps depends on η, and the step count (like the loss) is static in a compiled
 program, so each (loss, η) is its own sweep, written to ``<out>/<loss>_eta_<η>/``.
