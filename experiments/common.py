@@ -14,7 +14,8 @@ An experiment module defines ``OUT`` (default results folder), ``PNG``, ``LABEL`
 
 :func:`main` then gives every experiment ``--quick`` (a reduced run, ≤ 3 minutes on 2 CPU
 cores), ``--out``, ``--quiet``, ``--overwrite``, ``--replot`` (redraw the figure from an
-existing results folder without training), ``--resume`` and ``--checkpoint-every``.
+existing results folder without training), ``--resume``, ``--checkpoint-every`` and ``--dtype``
+(every sweep in float32 instead of float64: the precision study of ``benchmarks.gpu_check``).
 ``DYNLOSS_SMOKE=1`` shrinks ``--quick`` further for the test suite.
 
 As with ``dynloss train``, SIGTERM or SIGINT stops the sweep in progress at its next save point
@@ -69,6 +70,12 @@ def parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="checkpoint when this much work would otherwise be lost (0: after every piece; "
         "default 300); changes no result",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default=None,
+        help="precision of every sweep (default: each sweep's own, float64)",
     )
     p.add_argument(
         "--pad-widths",
@@ -194,8 +201,14 @@ def load_runs(out: Path) -> dict:
 
 
 def run_all(exp: ModuleType, s: dict, out: Path, args) -> dict:
-    """Runs every sweep of ``exp.configs(s)`` (each validated before the first one starts)."""
-    configs = {key: config.validate() for key, config in exp.configs(s).items()}
+    """Runs every sweep of ``exp.configs(s)`` (each validated before the first one starts),
+    in ``--dtype`` when given."""
+    from dataclasses import replace
+
+    configs = exp.configs(s)
+    if getattr(args, "dtype", None):
+        configs = {key: replace(config, dtype=args.dtype) for key, config in configs.items()}
+    configs = {key: config.validate() for key, config in configs.items()}
     return {
         key: sweep(config, out / key if key else out, args, _label(exp, key))
         for key, config in configs.items()

@@ -365,3 +365,18 @@ def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
         for key, a in want.items():
             np.testing.assert_array_equal(got[key], a, err_msg=f"{name} {key}")
     assert fig4_instability.main([*args, "--out", str(out), "--resume", "--overwrite"]) == 2
+
+
+def test_dtype_flag_sets_the_precision_of_every_sweep(monkeypatch):
+    """``--dtype float32`` reaches every sweep of an experiment; without it each keeps its own."""
+    seen = {}
+    monkeypatch.setattr(
+        common, "sweep", lambda config, out, args, label: seen.update({out: config})
+    )
+    exp = fig4_instability
+    for flag, dtype in ((["--dtype", "float32"], "float32"), ([], "float64")):
+        args = common.parser(exp.__doc__, exp.OUT).parse_args(["--out", "x", *flag])
+        seen.clear()
+        common.run_all(exp, exp.SMOKE, common.Path("x"), args)
+        assert len(seen) == len(exp.configs(exp.SMOKE)) > 1
+        assert {c.dtype for c in seen.values()} == {dtype}
