@@ -1,0 +1,144 @@
+"""The flows against answers known by hand: the eigen-solver against a dense Hessian, the
+central flow of a model whose sharpness is driven in time (closed form), the order of the
+Runge–Kutta scheme, and the stable flow's sharpness-limited step."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dynloss_jax import flows
+
+ETA, C0, EPS, OMEGA = 0.1, 4.0, 0.2, 0.5
+
+
+def curvature(t):
+    """c(t) = c0 (1 + ε sin ωt): the sharpness along x is driven in time."""
+    return C0 * (1.0 + EPS * jnp.sin(OMEGA * t))
+
+
+def driven(w, t):
+    """L(x, y, t) = ½ c(t)(1 + y) x² − y. On x = 0, λ1 = c(t)(1 + y) along x and −∇L = (0, 1)
+    pushes it up; the central flow holds c(t)(1 + y) = 2/η, so y(t) = 2/(η c(t)) − 1, and
+    dy/dt = 1 − ½σ²c gives σ² = 2/c + 4c'/(η c³)."""
+    x, y = w
+    return 0.5 * curvature(t) * (1.0 + y) * x**2 - y
+
+
+def exact_y(t):
+    return 2.0 / (ETA * curvature(t)) - 1.0
+
+
+def exact_sigma2(t):
+    c = curvature(t)
+    dc = C0 * EPS * OMEGA * jnp.cos(OMEGA * t)
+    return 2.0 / c + 4.0 * dc / (ETA * c**3)
+
+
+def run_driven(substeps, n_steps=200, **kw):
+    w0 = jnp.array([0.0, float(exact_y(0.0))])
+    U0 = jnp.array([[1.0], [0.0]])
+    f = jax.jit(
+        lambda w0, U0: flows.run_flows(
+            driven,
+            w0,
+            U0,
+            eta=ETA,
+            n_steps=n_steps,
+            substeps=substeps,
+            eig_iterations=0,
+            solve=flows.closed_form_k1,
+            **kw,
+        )
+    )
+    return f(w0, U0)
+
+
+def test_central_flow_of_a_driven_sharpness_follows_the_closed_form():
+    state, rec = run_driven(4)
+    t_end = ETA * 200
+    assert float(state.w_central[0]) == 0.0
+    assert float(state.w_central[1]) == pytest.approx(float(exact_y(t_end)), abs=1e-10)
+    t = ETA * np.arange(200)
+    np.testing.assert_allclose(rec.trace_X, exact_sigma2(t), rtol=1e-9)
+    np.testing.assert_allclose(rec.lam_central[:, 0], 2.0 / ETA, rtol=1e-10)
+    assert (np.asarray(rec.active) == 1).all()
+    # the prediction of GD's time-averaged loss: L + ½σ²λ with λ = 2/η
+    y = np.asarray(exact_y(t))
+    np.testing.assert_allclose(rec.predicted, -y + exact_sigma2(t) / ETA, rtol=1e-8)
+
+
+def test_without_the_time_term_the_sharpness_leaves_two_over_eta():
+    """Dropping ∂_tF from the drive (the static flow applied to the frozen loss) lets λ drift
+    off 2/η as c(t) moves: the time term is what holds it."""
+    _, rec = run_driven(4, time_term=False)
+    drift = np.abs(np.asarray(rec.lam_central[:, 0]) * ETA / 2 - 1).max()
+    assert drift > 1e-2
+
+
+def test_central_flow_converges_at_fourth_order():
+    ends = [float(run_driven(n)[0].w_central[1]) for n in (1, 2, 4)]
+    exact = float(exact_y(ETA * 200))
+    e1, e2, e4 = (abs(e - exact) for e in ends)
+    assert 10 < e1 / e2 < 20 and 10 < e2 / e4 < 20  # 2⁴ = 16
+
+
+def quartic(w, t):
+    """A static loss with several directions of different curvature and a cubic coupling."""
+    d = jnp.arange(1, w.shape[0] + 1, dtype=w.dtype) ** 2
+    return 0.5 * jnp.sum(d * w**2) + 0.1 * jnp.sum(w**3) * jnp.sum(w) + 0.0 * t
+
+
+def test_top_eigs_warm_subspace_iteration_matches_the_dense_hessian():
+    w = jax.random.normal(jax.random.key(0), (12,), jnp.float64) * 0.3
+    U0 = jnp.linalg.qr(jax.random.normal(jax.random.key(1), (12, 3), jnp.float64))[0]
+    lam, U, res = flows.top_eigs(quartic, w, 0.0, U0, iterations=300)
+    dense = np.linalg.eigvalsh(np.asarray(jax.hessian(quartic)(w, 0.0)))[::-1][:3]
+    np.testing.assert_allclose(lam, dense, rtol=1e-9)
+    assert float(res.max()) < 1e-6
+    # warm start: a few iterations from the converged vectors keep them
+    lam2, _, res2 = flows.top_eigs(quartic, w, 0.0, U, iterations=2)
+    np.testing.assert_allclose(lam2, dense, rtol=1e-12)
+    assert float(res2.max()) < 1e-6
+
+
+def test_stable_flow_converges_and_keeps_its_step_below_the_limit():
+    """The stable flow (gradient flow) on the quartic model from a point where λ1 > 2/η:
+    sharpness-limited steps keep dt·λ1 ≤ 1, and the end point converges at fourth order."""
+    w0 = jnp.full(6, 0.4, jnp.float64)
+    U0 = jnp.eye(6, 1, dtype=jnp.float64)
+
+    def end(substeps):
+        state, rec = jax.jit(
+            lambda w0, U0: flows.run_flows(
+                quartic,
+                w0,
+                U0,
+                eta=0.5,
+                n_steps=20,
+                substeps=substeps,
+                max_substeps=256,
+                eig_iterations=0,
+                solve=flows.closed_form_k1,
+            )
+        )(w0, U0)
+        return np.asarray(state.w_stable), rec
+
+    _, rec = end(1)  # the step is set by the sharpness: n = ⌈η·λ1⌉ > 1
+    assert float(rec.lam_stable[0, 0]) > 2 / 0.5  # the flow starts beyond GD's edge
+    assert float(np.max(rec.stability)) <= 1.0 + 1e-12
+    assert float(np.min(rec.stability)) > 0.5
+    # with more substeps than the sharpness asks for, the end point converges at 4th order
+    a, b, c = (end(n)[0] for n in (40, 80, 160))
+    assert 10 < np.abs(a - b).max() / np.abs(b - c).max() < 20
+
+
+def test_closed_form_k1_is_the_complementarity_solution():
+    a = jnp.array([[-3.0]])
+    b = jnp.array([[2.0]])
+    X, res = flows.closed_form_k1(a, b, jnp.array([True]))
+    assert float(X[0, 0]) == 1.5 and float(res) == 0.0
+    X, res = flows.closed_form_k1(-a, b, jnp.array([True]))
+    assert float(X[0, 0]) == 0.0 and float(res) == 0.0
+    X, _ = flows.closed_form_k1(a, b, jnp.array([False]))
+    assert float(X[0, 0]) == 0.0
