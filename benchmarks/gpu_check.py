@@ -558,6 +558,27 @@ def _headline(part: str, e: dict) -> str:
     return f"{e['programs']} programs, {e['seconds']:.1f} s"
 
 
+def compare_summaries(f64_path, f32_path, out) -> int:
+    """The f32 study of two stored experiment summaries (Fig. 4's have ``rows``, Fig. 3's a
+    panel ``a``), printed and written to ``out``."""
+    a, b = (json.loads(Path(p).read_text()) for p in (f64_path, f32_path))
+    name = "fig4" if "rows" in a else "fig3a"
+    study = f32_study(
+        {name: {"status": "done", "summary": a}, f"{name}_f32": {"status": "done", "summary": b}}
+    )
+    report = {
+        "command": "python -m benchmarks.gpu_check " + " ".join(sys.argv[1:]),
+        "float64": str(f64_path),
+        "float32": str(f32_path),
+        **study,
+    }
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1) + "\n")
+    s = study[name]
+    print(f"{name}: largest |f32 − f64| {s['max_abs_z']:.2f} combined s.e.m. over {s['compared']}")
+    return 0
+
+
 def write_reference() -> int:
     """Computes the reference sweep on this machine into ``REFERENCE`` (meant for a CPU)."""
     from experiments.common import setup
@@ -584,6 +605,13 @@ def main(argv=None) -> int:
     size.add_argument("--tiny", action="store_true", help="tiny sizes (default on a CPU)")
     size.add_argument("--full", action="store_true", help="full sizes (default on accelerators)")
     p.add_argument("--write-reference", action="store_true", help=write_reference.__doc__)
+    p.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("F64_SUMMARY", "F32_SUMMARY"),
+        help="only compare two stored summary.json files of Fig. 3 or Fig. 4 (float64, "
+        "float32) as the f32 study does, and write the result to --out",
+    )
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--events", help=argparse.SUPPRESS)
@@ -593,6 +621,8 @@ def main(argv=None) -> int:
         return worker(json.loads(args.worker), args.events, args.mode)
     if args.write_reference:
         return write_reference()
+    if args.compare:
+        return compare_summaries(*args.compare, args.out)
     if not args.budget > 0:
         p.error("--budget must be a positive number of seconds")
     mode = "tiny" if args.tiny else "full" if args.full else "auto"

@@ -108,3 +108,14 @@ def test_f32_study_in_units_of_the_combined_error():
     assert s["rows"][0]["dce"]["z"] == 0.0
     assert s["max_abs_z"] == pytest.approx(1.0) and s["compared"] == 2
     assert "fig4" not in gpu_check.f32_study(parts)
+
+
+def test_stored_fig4_precision_study_recomputes_from_the_stored_summaries(tmp_path):
+    folder = gpu_check.ROOT / "docs" / "results" / "fig4_instability"
+    out = tmp_path / "study.json"
+    f64, f32 = folder / "summary.json", folder / "float32" / "summary.json"
+    assert gpu_check.main(["--compare", str(f64), str(f32), "--out", str(out)]) == 0
+    new = json.loads(out.read_text())["fig4"]
+    stored = json.loads((folder / "float32" / "f32_vs_f64.json").read_text())["fig4"]
+    assert new == stored and new["compared"] == 12
+    assert all(r["found_f32"] == r["runs"] == 60 for r in new["rows"])
