@@ -109,17 +109,20 @@ def central_velocity(
         F = U_NxK.T @ HU
         return 0.5 * (F + F.T)
 
+    i, j = _svec_pairs(k)
     g = jax.grad(loss_fn)(w_N, t)
     F, dF_dt = jax.jvp(lambda s: block(w_N, s), (t,), (jnp.ones_like(t),))
-    dF_dw = jax.jacrev(block)(w_N, t)  # (K, K, N)
-    drive = (dF_dt if time_term else 0.0) - jnp.einsum("ijn,n->ij", dF_dw, g)
-    i, j = _svec_pairs(k)
+    dF_dw_MxN = jax.jacrev(lambda w: block(w, t)[i, j])(w_N)  # the pairs i ≤ j only
+    drive_M = (dF_dt[i, j] if time_term else 0.0) - dF_dw_MxN @ g
+    drive = jnp.zeros((k, k), w_N.dtype).at[i, j].set(drive_M).at[j, i].set(drive_M)
     scale = jnp.where(i == j, 1.0, jnp.sqrt(2.0)).astype(w_N.dtype)
-    G_MxN = dF_dw[i, j] * scale[:, None]  # svec basis: ⟨X, F⟩ = svec(X)·svec(F)
+    G_MxN = dF_dw_MxN * scale[:, None]  # svec basis: ⟨X, F⟩ = svec(X)·svec(F)
     beta_MxM = 0.5 * G_MxN @ G_MxN.T
     alpha = -drive + kappa * (2.0 / eta * jnp.eye(k, dtype=w_N.dtype) - F)
     X, residual = solve(alpha, beta_MxM, mask)
-    velocity = -g - 0.5 * jnp.einsum("ij,ijn->n", X, dF_dw)
+    # ∇⟨X, F⟩ = Σ_ij X_ij ∇F_ij = Σ_{i≤j} (2 − δ_ij) X_ij ∇F_ij
+    weight_M = jnp.where(i == j, 1.0, 2.0).astype(w_N.dtype) * X[i, j]
+    velocity = -g - 0.5 * weight_M @ dF_dw_MxN
     return velocity, Critical(lam_K, U_NxK, mask, X, residual, F)
 
 
@@ -177,23 +180,25 @@ def run_flows(
     kappa: float = 0.0,
     solve: Callable,
     time_term: bool = True,
+    state: FlowState | None = None,
+    first_step=0,
 ):
     """GD, its midpoints, the stable flow and the central flow from ``w0`` for ``n_steps`` GD
-    steps; returns the :class:`FlowRecord` of every step (leading axis ``n_steps``) and the
-    final :class:`FlowState`. ``loss_fn(w_N, t)`` takes time t = η·step; ``U0`` (N × K) starts
-    the eigenvector iterations. The central flow takes ``substeps`` RK4 steps per GD step; the
-    stable flow, whose λ1 is not held at 2/η, takes n = max(substeps, ⌈η·λ1⌉) of them (at most
-    ``max_substeps``), so that dt·λ1 ≤ 1 (RK4 is stable to 2.785). ``threshold`` c marks the
-    eigenvalues above c/η in the records (``above``). Pure: jit and vmap it from outside."""
+    steps; returns the final :class:`FlowState` and the :class:`FlowRecord` of every step
+    (leading axis ``n_steps``). A long run goes in pieces: pass the returned ``state`` and the
+    next ``first_step`` (``w0`` and ``U0`` are then ignored). ``loss_fn(w_N, t)`` takes time
+    t = η·step; ``U0`` (N × K) starts the eigenvector iterations. The central flow takes
+    ``substeps`` RK4 steps per GD step; the stable flow, whose λ1 is not held at 2/η, takes
+    n = max(substeps, ⌈η·λ1⌉) of them (at most ``max_substeps``), so that dt·λ1 ≤ 1 (RK4 is
+    stable to 2.785). ``threshold`` c marks the eigenvalues above c/η in the records
+    (``above``). Pure: jit and vmap it from outside."""
     dt = eta / substeps
 
     def eigs(w, t, U):
         return top_eigs(loss_fn, w, t, U, eig_iterations)
 
-    def central_rhs(state, t):
-        w, U = state
-        lam, U, _ = eigs(w, t, U)
-        v, crit = central_velocity(
+    def central(w, t, U, lam):
+        return central_velocity(
             loss_fn,
             w,
             t,
@@ -205,7 +210,6 @@ def run_flows(
             solve=solve,
             time_term=time_term,
         )
-        return v, crit
 
     def step(state: FlowState, k):
         t = eta * k.astype(w0_N.dtype)
@@ -230,12 +234,13 @@ def run_flows(
         w_stable = jax.lax.while_loop(
             lambda c: c[0] < n_stable, stable_body, (jnp.zeros((), jnp.int32), state.w_stable)
         )[1]
-        # central flow: the eigenvectors are refreshed at each stage from the step's start
-        _, crit = central_rhs((state.w_central, state.U_central), t)
-        U_c = crit.U_NxK
+        # central flow: the critical eigenvectors (and which take part) from the step's start,
+        # held for its substeps; F, ∇F and ∂_tF are evaluated at every stage
+        lam_c, U_c, _ = eigs(state.w_central, t, state.U_central)
+        _, crit = central(state.w_central, t, U_c, lam_c)
 
         def central_f(w, s):
-            return central_rhs((w, U_c), s)[0]
+            return central(w, s, U_c, lam_c)[0]
 
         w_central = jax.lax.fori_loop(
             0,
@@ -264,8 +269,9 @@ def run_flows(
         new = FlowState(w_next, state.w_gd, w_stable, w_central, U_gd, U_s, U_c)
         return new, record
 
-    state = FlowState(w0_N, w0_N, w0_N, w0_N, U0_NxK, U0_NxK, U0_NxK)
-    return jax.lax.scan(step, state, jnp.arange(n_steps))
+    if state is None:
+        state = FlowState(w0_N, w0_N, w0_N, w0_N, U0_NxK, U0_NxK, U0_NxK)
+    return jax.lax.scan(step, state, first_step + jnp.arange(n_steps))
 
 
 def closed_form_k1(alpha_1x1, beta_1x1, mask_1):
