@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dynloss_jax.data import DATASETS, MissingExtraError
+from dynloss_jax.data import DATASETS, Data, MissingExtraError, make_data
 from dynloss_jax.instability import DEFAULT as DEFAULT_DETECTOR
 from dynloss_jax.instability import NAMES as DETECTORS
 from dynloss_jax.instability import get_detector
@@ -328,7 +328,7 @@ class SweepConfig:
             },
         }
         if self.layer_sharpness:
-            from dynloss_jax.engine import layer_blocks
+            from dynloss_jax.tracking import layer_blocks
 
             out["blocks"] = layer_blocks(self.run_spec(loss=self.loss[0], width=self.width[0]))[0]
         return out
@@ -353,7 +353,7 @@ class SweepConfig:
         index, width index) grid cells the program runs, in its run order (each cell holds the
         runs of :meth:`runs`). Unpadded: one per (loss, width). With
         ``pad_widths``: one per loss family, ``loss`` and ``width`` tuples when it has several
-        (for :class:`~dynloss_jax.engine.RunSpec`)."""
+        (for :class:`~dynloss_jax.spec.RunSpec`)."""
         if not pad_widths:
             return [
                 dict(loss=loss, width=int(width), cells=[(li, wi)])
@@ -397,9 +397,9 @@ class SweepConfig:
         return {name: [p[i] for p in product] for i, name in enumerate(names)}
 
     def run_spec(self, *, loss, width, cells=None):
-        """The static :class:`~dynloss_jax.engine.RunSpec` of one (loss, width) group, or of a
+        """The static :class:`~dynloss_jax.spec.RunSpec` of one (loss, width) group, or of a
         padded program (tuples; ``cells`` is accepted so a program dict can be passed as is)."""
-        from dynloss_jax.engine import RunSpec
+        from dynloss_jax.spec import RunSpec
 
         data = self.dataset()
         group = {
@@ -429,10 +429,8 @@ class SweepConfig:
             split_seed=self.split_seed,
         )
 
-    def arrays(self):
-        """The training and validation sets as :class:`~dynloss_jax.engine.Data`."""
-        from dynloss_jax.engine import make_data
-
+    def arrays(self) -> Data:
+        """The training and validation sets as :class:`~dynloss_jax.data.Data`."""
         d = self.dataset()
         return make_data(d.x_train, d.y_train, d.x_val, d.y_val, dtype=self.dtype)
 

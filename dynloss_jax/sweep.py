@@ -27,6 +27,7 @@ import numpy as np
 from dynloss_jax import engine, environment, results
 from dynloss_jax.config import GRID_AXES, ConfigError, SweepConfig
 from dynloss_jax.run import Run
+from dynloss_jax.spec import make_hyper
 from dynloss_jax.strategy import Strategy, default_strategy, gather
 
 __all__ = ["ConfigError", "Stopped", "SweepConfig", "load_unfinished", "run_sweep"]
@@ -270,9 +271,7 @@ def run_sweep(
     for gi, group in enumerate(programs):
         spec = config.run_spec(**group)
         hyper = strategy.pad_runs(
-            engine.make_hyper(
-                **config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype
-            )
+            make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)
         )
         n_runs = cell_runs * len(group["cells"])
         with _CompileClock() as compiling:  # counts compile events only, not the running

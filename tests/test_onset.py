@@ -15,6 +15,7 @@ import pytest
 from dynloss_jax import SweepConfig, engine, run_sweep
 from dynloss_jax.losses import get_loss
 from dynloss_jax.schedule import gamma
+from dynloss_jax.spec import RunSpec, make_hyper
 
 CASES = {
     "dce": dict(
@@ -59,7 +60,7 @@ def stopped(request):
     """The compiled engine run with stop_at_onset, its final state kept."""
     config = SweepConfig(**CASES[request.param], record_every=1, stop_at_onset=True).validate()
     spec = config.run_spec(**config.programs()[0])
-    hyper = engine.make_hyper(**config.runs())
+    hyper = make_hyper(**config.runs())
     data = config.arrays()
     init, advance, _ = engine.compiled(spec, config.steps)
     state, records, _, _ = advance(init(hyper, data), hyper, data)
@@ -82,11 +83,11 @@ def test_the_onset_parameters_are_those_of_the_onset_step(stopped):
     the same run without stopping."""
     config, state, _ = stopped
     full = config.run_spec(**config.programs()[0])
-    full = engine.RunSpec(**{**full.__dict__, "stop_at_onset": False})
+    full = RunSpec(**{**full.__dict__, "stop_at_onset": False})
     data = config.arrays()
     runs = config.runs()
     for i, t0 in enumerate(state.detector.onset):
-        hyper = engine.make_hyper(**{k: [v[i]] for k, v in runs.items()})
+        hyper = make_hyper(**{k: [v[i]] for k, v in runs.items()})
         init, advance, _ = engine.compiled(full, int(t0))
         after, _, _, _ = advance(init(hyper, data), hyper, data)
         np.testing.assert_allclose(
