@@ -1,8 +1,10 @@
 """What a compiled program is given: the static :class:`RunSpec` of a group of runs, the swept
 :class:`Hyper` values of each run, and the static tables of a padded program.
 
-Changing anything in a :class:`RunSpec` recompiles; everything a sweep varies within a program is
-a :class:`Hyper` array.
+A :class:`RunSpec` is the settings of :class:`~dynloss_jax.config.ProgramSettings` (declared
+once there, with their defaults; a sweep's comes from :meth:`RunSpec.from_config`) and the
+group's loss, width, length and data shape. Changing any of it recompiles; everything a sweep
+varies within a program is a :class:`Hyper` array.
 
 **Padding.** A :class:`RunSpec` whose ``width`` is a tuple pads every run's network to the
 largest width; the real width of a run is ``Hyper.width_index``. :func:`padding_tables` says
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynloss_jax import instability, optim
+from dynloss_jax.config import ProgramSettings, SweepConfig
 from dynloss_jax.losses import STATIC_OF, get_loss
 from dynloss_jax.model import embedding, flat_model
 
@@ -30,42 +33,21 @@ BATCH_STREAM = 0x6261  # mini-batches
 SPECTRUM_STREAM = 0x7370  # probes of the density and trace
 
 
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RunSpec(ProgramSettings):
     """Everything static about a group of runs: changing any field recompiles.
 
-    ``loss`` and ``width`` may be tuples: the losses of one family and the widths of one padded
-    program, each run choosing its own through ``Hyper.member`` and ``Hyper.width_index``.
+    Besides the settings of :class:`~dynloss_jax.config.ProgramSettings`: ``loss`` and
+    ``width``, which may be tuples (the losses of one family and the widths of one padded
+    program, each run choosing its own through ``Hyper.member`` and ``Hyper.width_index``), the
+    run length ``n_steps``, and the shape of the data, ``n_classes`` and ``n_inputs``.
     """
 
     loss: str | tuple[str, ...]
     width: int | tuple[int, ...]
     n_steps: int
     n_classes: int = 3
-    depth: int = 1
-    init: str = "glorot"
-    dtype: str = "float64"
-    record_every: int = 1
-    eig_every: int = 0  # 0: no Hessian tracking
-    num_matvecs: int = 16
-    static_last_period: bool = False
-    waveform: str = "triangle"  # shape of Γ over a period (schedule.WAVEFORMS)
     n_inputs: int = 2  # features of the data
-    stop_at_onset: bool = False  # a run ends at its first instability
-    onset_matvecs: int = 40  # Lanczos steps for λ1, λ2 at the onset step
-    detector: str = instability.DEFAULT  # the onset rule (instability.get_detector)
-    watch: tuple[str, ...] = ()  # further rules watched in the same run, each with its λ
-    watch_steps: int = 0  # with stop_at_onset and watch: steps a run goes on after its onset
-    optimizer: str = "gd"  # optim.HYPERPARAMS; its hyperparameters are Hyper.opt_hp
-    batch_points: int = 0  # training points per step (0: the full batch)
-    order_seed: int = -1  # seed of a random class order of Γ (−1: 0, 1, …, C−1)
-    density_every: int = 0  # spectral density (SLQ) every k steps (0: off)
-    density_matvecs: int = 32
-    density_probes: int = 4
-    trace_every: int = 0  # Hutch++ trace every k steps (0: off)
-    trace_samples: int = 30
-    layer_sharpness: bool = False  # λ1 of each parameter block at every eig measurement
-    layer_matvecs: int = 16
 
     def __post_init__(self):
         for name in self.losses:
@@ -103,6 +85,22 @@ class RunSpec:
             raise ValueError("layer_sharpness is measured with λ1: it needs eig_every > 0")
         if self.n_steps % self.block:
             raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of {self.block}")
+
+    @classmethod
+    def from_config(cls, config: SweepConfig, *, loss, width, cells=None) -> RunSpec:
+        """The spec of one (loss, width) group of a sweep, or of a padded program (tuples;
+        ``cells`` is accepted so that a program of :meth:`SweepConfig.programs` can be passed
+        as is), with the data's shape from ``config.dataset()``."""
+        data = config.dataset()
+        settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(ProgramSettings)}
+        return cls(
+            loss=loss,
+            width=width,
+            n_steps=config.steps,
+            n_classes=data.y_train.shape[1],
+            n_inputs=data.x_train.shape[1],
+            **settings,
+        )
 
     @property
     def interval(self) -> int:

@@ -49,7 +49,7 @@ from dynloss_jax import (
     tracking,
 )
 from dynloss_jax.plotting import density_image
-from dynloss_jax.spec import make_hyper
+from dynloss_jax.spec import RunSpec, make_hyper
 from dynloss_jax.strategy import default_strategy
 
 SMOKE = os.environ.get("SMOKE") == "1"  # a short version of every cell
@@ -233,7 +233,7 @@ print(f"{'full H':>15}: max λ1 = {np.nanmax(lam[:, 0]):.3f}, above 2/η {above:
 # %%
 checks = [T, 3 * T // 2, 19 * T // 10, 29 * T // 10]
 group = config.programs()[0]
-spec = config.run_spec(**group)
+spec = RunSpec.from_config(config, **group)
 strategy = default_strategy()  # what run_sweep used
 hyper = strategy.pad_runs(
     make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)

@@ -295,7 +295,7 @@ def test_float32_runs_and_equals_a_float32_python_loop():
 )
 def test_bad_run_spec_raises(kw, match):
     with pytest.raises(ValueError, match=match):
-        RunSpec(**{**dict(loss="dce", width=3, n_steps=20), **kw})
+        RunSpec(**{**dict(loss="dce", width=3, n_steps=20, record_every=1), **kw})
 
 
 def test_chunk_must_be_a_multiple_of_the_interval():
@@ -326,7 +326,7 @@ def test_bad_data_raise():
         make_data(x, y, *spiral(points_per_class=4, n_classes=4, seed=1))
     # labels with more classes than the run has are refused when the program is traced
     x4, y4 = spiral(points_per_class=4, n_classes=4)
-    spec = RunSpec(loss="dce", width=3, n_steps=2)
+    spec = RunSpec(loss="dce", width=3, n_steps=2, record_every=1)
     data = make_data(x4, y4, x4, y4)
     hyper = Hyper(1.0, 5.0, 10, 0)
     state = jax.eval_shape(lambda: engine.init_state(spec, hyper))

@@ -44,7 +44,7 @@ CASES = {
 
 
 def _dense_top2(config, w_N, t0):
-    spec = config.run_spec(**config.programs()[0])
+    spec = RunSpec.from_config(config, **config.programs()[0])
     data = config.arrays()
     g = gamma(int(t0), n_classes=3, amplitude=config.amplitude[0], period=config.period[0])
 
@@ -59,7 +59,7 @@ def _dense_top2(config, w_N, t0):
 def stopped(request):
     """The compiled engine run with stop_at_onset, its final state kept."""
     config = SweepConfig(**CASES[request.param], record_every=1, stop_at_onset=True).validate()
-    spec = config.run_spec(**config.programs()[0])
+    spec = RunSpec.from_config(config, **config.programs()[0])
     hyper = make_hyper(**config.runs())
     data = config.arrays()
     init, advance, _ = engine.compiled(spec, config.steps)
@@ -82,7 +82,7 @@ def test_the_onset_parameters_are_those_of_the_onset_step(stopped):
     """w at the onset, kept from the last steps' history, equals the parameters after t0 steps of
     the same run without stopping."""
     config, state, _ = stopped
-    full = config.run_spec(**config.programs()[0])
+    full = RunSpec.from_config(config, **config.programs()[0])
     full = RunSpec(**{**full.__dict__, "stop_at_onset": False})
     data = config.arrays()
     runs = config.runs()

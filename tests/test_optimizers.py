@@ -72,7 +72,9 @@ def _python_loop(name, *, loss="dce", width=4, seed=0, amplitude=10.0, period=10
 
 
 def _engine(name, *, loss="dce", width=4, seed=0, amplitude=10.0, period=10, batch=0):
-    spec = RunSpec(loss=loss, width=width, n_steps=STEPS, optimizer=name, batch_points=batch)
+    spec = RunSpec(
+        loss=loss, width=width, n_steps=STEPS, record_every=1, optimizer=name, batch_points=batch
+    )
     hyper = make_hyper(
         eta=[ETA[name]], amplitude=[amplitude], period=[period], seed=[seed], opt_hp=HP
     )
@@ -232,8 +234,8 @@ def _two_chunks(spec, hyper, chunk):
 
 def test_adaptive_lambda_is_that_of_the_preconditioned_dense_hessian():
     spec = RunSpec(
-        loss="dce", width=3, n_steps=20, eig_every=10, num_matvecs=21, optimizer="adam",
-        layer_sharpness=True, layer_matvecs=9,
+        loss="dce", width=3, n_steps=20, record_every=1, eig_every=10, num_matvecs=21,
+        optimizer="adam", layer_sharpness=True, layer_matvecs=9,
     )  # fmt: skip
     hyper = make_hyper(eta=[0.01], amplitude=[10.0], period=[20], seed=[0], opt_hp=HP)
     data, after, eig_records, _ = _two_chunks(spec, hyper, 10)
@@ -257,9 +259,9 @@ def test_adaptive_lambda_is_that_of_the_preconditioned_dense_hessian():
 def _spectrum_case():
     n = flat_model(3).n_params  # 21
     spec = RunSpec(
-        loss="dce", width=3, n_steps=20, eig_every=10, density_every=10, trace_every=10,
-        density_matvecs=n, density_probes=64, trace_samples=12, layer_sharpness=True,
-        layer_matvecs=9,
+        loss="dce", width=3, n_steps=20, record_every=1, eig_every=10, density_every=10,
+        trace_every=10, density_matvecs=n, density_probes=64, trace_samples=12,
+        layer_sharpness=True, layer_matvecs=9,
     )  # fmt: skip
     hyper = make_hyper(eta=[0.5], amplitude=[10.0], period=[20], seed=[1])
     data, after, eig_records, spectra = _two_chunks(spec, hyper, 10)
@@ -300,7 +302,9 @@ def test_in_run_trace_and_layer_sharpness_are_the_dense_ones():
 
 @pytest.mark.slow
 def test_padded_program_gives_the_unpadded_layer_sharpness():
-    base = dict(loss="dce", n_steps=20, eig_every=10, layer_sharpness=True, layer_matvecs=9)
+    base = dict(
+        loss="dce", n_steps=20, record_every=1, eig_every=10, layer_sharpness=True, layer_matvecs=9
+    )
     hyper = make_hyper(eta=[0.5], amplitude=[10.0], period=[20], seed=[1])
     data = _data(6)
     alone = engine.compiled(RunSpec(width=3, **base), 20)
@@ -314,7 +318,7 @@ def test_padded_program_gives_the_unpadded_layer_sharpness():
 
 
 def test_a_diverging_momentum_run_leaves_its_neighbour_untouched():
-    spec = RunSpec(loss="dmse2", width=4, n_steps=STEPS, optimizer="momentum")
+    spec = RunSpec(loss="dmse2", width=4, n_steps=STEPS, record_every=1, optimizer="momentum")
     data = _data()
     init, advance, _ = engine.compiled(spec, STEPS)
     both = make_hyper(
