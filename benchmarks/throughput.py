@@ -237,7 +237,8 @@ def worker_roofline(w: dict) -> dict:
     import jax.numpy as jnp
 
     from dynloss_jax import engine
-    from dynloss_jax.data import spiral
+    from dynloss_jax.data import make_data, spiral
+    from dynloss_jax.spec import RunSpec, make_hyper
     from dynloss_jax.strategy import Strategy
 
     width = w["width"]
@@ -245,18 +246,16 @@ def worker_roofline(w: dict) -> dict:
     for dtype in ("float64", "float32"):
         for ppc in (10, 100, 1000):
             x, y = spiral(ppc, seed=0)
-            data = engine.make_data(x, y, x, y, dtype)
+            data = make_data(x, y, x, y, dtype)
             steps = max(200, 200_000 // ppc)
-            spec = engine.RunSpec(
+            spec = RunSpec(
                 loss=w["loss"],
                 width=width,
                 n_steps=steps,
                 dtype=dtype,
                 record_every=w["record_every"],
             )
-            hyper = engine.make_hyper(
-                eta=[1.0], amplitude=[70.0], period=[5000], seed=[0], dtype=dtype
-            )
+            hyper = make_hyper(eta=[1.0], amplitude=[70.0], period=[5000], seed=[0], dtype=dtype)
             init, advance, _ = engine.compiled(spec, steps, Strategy(1, 1))
             state = init(hyper, data)
             _, wall, cpu = _time_repeats(_run_blocking, w["repeats"], advance, state, hyper, data)

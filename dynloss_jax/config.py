@@ -7,9 +7,11 @@ and allowed range) and a help text in its metadata; from them come
   :class:`ConfigError` (a ``ValueError`` naming the setting, its value and the allowed range);
 * the ``dynloss train`` flags, their help and one-line errors (:mod:`dynloss_jax.cli` reads
   :func:`fields`);
-* the static description of a compiled program (:meth:`SweepConfig.run_spec`), the swept
-  per-run arrays (:meth:`SweepConfig.runs`, by name) and the data (:meth:`SweepConfig.dataset`,
-  :meth:`SweepConfig.arrays`).
+* the swept per-run arrays (:meth:`SweepConfig.runs`, by name) and the data
+  (:meth:`SweepConfig.dataset`, :meth:`SweepConfig.arrays`);
+* the static description of a compiled program: the settings of :class:`ProgramSettings`, which
+  :class:`SweepConfig` and the engine's :class:`~dynloss_jax.spec.RunSpec` share (a sweep's
+  ``RunSpec`` comes from :meth:`~dynloss_jax.spec.RunSpec.from_config`).
 
 Adding a setting is adding a field here and using it where it acts.
 
@@ -26,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from dynloss_jax.data import DATASETS, MissingExtraError
+from dynloss_jax.data import DATASETS, Data, MissingExtraError, make_data
 from dynloss_jax.instability import DEFAULT as DEFAULT_DETECTOR
 from dynloss_jax.instability import NAMES as DETECTORS
 from dynloss_jax.instability import get_detector
@@ -116,20 +118,11 @@ def setting(default, rule: Rule, help: str, *, cli: bool = True):
     return dataclasses.field(default=default, metadata={"rule": rule, "help": help, "cli": cli})
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepConfig:
-    """Every setting of a sweep. Tuple fields are swept (Cartesian product with the seeds)."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProgramSettings:
+    """The settings a compiled program is built from: static, so changing one recompiles. Both
+    :class:`SweepConfig` and the engine's :class:`~dynloss_jax.spec.RunSpec` are made of them."""
 
-    loss: tuple[str, ...] = setting(("dce",), choice(LOSSES), "loss(es): " + " ".join(LOSSES))
-    width: tuple[int, ...] = setting((100,), integer(1), "hidden units per layer")
-    eta: tuple[float, ...] = setting((1.0,), real(0, strict=True), "learning rate(s) η")
-    amplitude: tuple[float, ...] = setting(
-        (70.0,), real(1, strict=False, note=" (1 = static loss)"), "amplitude A >= 1 of Γ"
-    )
-    period: tuple[int, ...] = setting((5000,), integer(1, " (steps)"), "period T of Γ in steps")
-    seeds: int = setting(1, integer(1), "number of seeds (first-seed, first-seed + 1, ...)")
-    first_seed: int = setting(0, SEED, "first network seed")
-    steps: int = setting(10_000, integer(1), "GD steps of every run")
     record_every: int = setting(5, integer(1), "loss and accuracy every k steps")
     eig_every: int = setting(0, integer(0, " (0 = off)"), "Hessian λ1, λ2 every k steps")
     num_matvecs: int = setting(16, integer(1), "Lanczos steps per measurement")
@@ -164,11 +157,6 @@ class SweepConfig:
         choice(HYPERPARAMS),
         "optimiser (optax): " + " ".join(HYPERPARAMS) + "; λ is of P^-1 H for adam and rmsprop",
     )
-    beta: float = setting(0.9, fraction(), "momentum β of momentum and nesterov")
-    b1: float = setting(0.9, fraction(), "Adam β₁")
-    b2: float = setting(0.999, fraction(), "Adam β₂")
-    eps: float = setting(1e-8, real(0, strict=False), "ε of adam and rmsprop")
-    decay: float = setting(0.9, fraction(), "RMSProp decay ρ")
     batch_points: int = setting(
         0,
         integer(0, " (0 = full batch)"),
@@ -193,6 +181,29 @@ class SweepConfig:
     depth: int = setting(1, integer(1), "hidden layers")
     init: str = setting("glorot", choice(INITS), "initialisation: " + " or ".join(INITS))
     dtype: str = setting("float64", choice(DTYPES), "float64 or float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepConfig(ProgramSettings):
+    """Every setting of a sweep: those of its programs (:class:`ProgramSettings`) and the grid,
+    the run length, the optimiser's hyperparameters, the data and the chunks. Tuple fields are
+    swept (Cartesian product with the seeds)."""
+
+    loss: tuple[str, ...] = setting(("dce",), choice(LOSSES), "loss(es): " + " ".join(LOSSES))
+    width: tuple[int, ...] = setting((100,), integer(1), "hidden units per layer")
+    eta: tuple[float, ...] = setting((1.0,), real(0, strict=True), "learning rate(s) η")
+    amplitude: tuple[float, ...] = setting(
+        (70.0,), real(1, strict=False, note=" (1 = static loss)"), "amplitude A >= 1 of Γ"
+    )
+    period: tuple[int, ...] = setting((5000,), integer(1, " (steps)"), "period T of Γ in steps")
+    seeds: int = setting(1, integer(1), "number of seeds (first-seed, first-seed + 1, ...)")
+    first_seed: int = setting(0, SEED, "first network seed")
+    steps: int = setting(10_000, integer(1), "GD steps of every run")
+    beta: float = setting(0.9, fraction(), "momentum β of momentum and nesterov")
+    b1: float = setting(0.9, fraction(), "Adam β₁")
+    b2: float = setting(0.999, fraction(), "Adam β₂")
+    eps: float = setting(1e-8, real(0, strict=False), "ε of adam and rmsprop")
+    decay: float = setting(0.9, fraction(), "RMSProp decay ρ")
     data: str = setting(
         "spiral",
         choice(DATASETS),
@@ -311,12 +322,12 @@ class SweepConfig:
 
     def describe_measurements(self) -> dict:
         """What the recorded λ are of and the edge-of-stability line they meet (for
-        ``config.json`` and plots): ``lam_operator``, ``threshold`` (label and one value per η),
-        and with ``layer_sharpness`` the block names."""
+        ``config.json`` and plots): ``lam_operator`` and ``threshold`` (label and one value per
+        η)."""
         from dynloss_jax import optim
 
         adaptive = self.optimizer in optim.ADAPTIVE
-        out = {
+        return {
             "lam_operator": "P^-1/2 H P^-1/2 (frozen preconditioner)" if adaptive else "H",
             "threshold": {
                 "optimizer": self.optimizer,
@@ -327,11 +338,6 @@ class SweepConfig:
                 ],
             },
         }
-        if self.layer_sharpness:
-            from dynloss_jax.engine import layer_blocks
-
-            out["blocks"] = layer_blocks(self.run_spec(loss=self.loss[0], width=self.width[0]))[0]
-        return out
 
     # --- what the engine and the results folder are built from ---------------------------
 
@@ -353,7 +359,7 @@ class SweepConfig:
         index, width index) grid cells the program runs, in its run order (each cell holds the
         runs of :meth:`runs`). Unpadded: one per (loss, width). With
         ``pad_widths``: one per loss family, ``loss`` and ``width`` tuples when it has several
-        (for :class:`~dynloss_jax.engine.RunSpec`)."""
+        (for :class:`~dynloss_jax.spec.RunSpec`)."""
         if not pad_widths:
             return [
                 dict(loss=loss, width=int(width), cells=[(li, wi)])
@@ -396,26 +402,6 @@ class SweepConfig:
         product = list(itertools.product(self.eta, self.amplitude, self.period, self.seed_values))
         return {name: [p[i] for p in product] for i, name in enumerate(names)}
 
-    def run_spec(self, *, loss, width, cells=None):
-        """The static :class:`~dynloss_jax.engine.RunSpec` of one (loss, width) group, or of a
-        padded program (tuples; ``cells`` is accepted so a program dict can be passed as is)."""
-        from dynloss_jax.engine import RunSpec
-
-        data = self.dataset()
-        group = {
-            "loss": loss,
-            "width": width,
-            "n_steps": self.steps,
-            "n_classes": data.y_train.shape[1],
-            "n_inputs": data.x_train.shape[1],
-        }
-        shared = {
-            f.name: getattr(self, f.name)
-            for f in dataclasses.fields(RunSpec)
-            if f.name in _NAMES and f.name not in group
-        }
-        return RunSpec(**group, **shared)
-
     def dataset(self):
         """The :class:`~dynloss_jax.data.Dataset` of these settings (NumPy, with ``info``)."""
         from dynloss_jax.data import load_dataset
@@ -429,10 +415,8 @@ class SweepConfig:
             split_seed=self.split_seed,
         )
 
-    def arrays(self):
-        """The training and validation sets as :class:`~dynloss_jax.engine.Data`."""
-        from dynloss_jax.engine import make_data
-
+    def arrays(self) -> Data:
+        """The training and validation sets as :class:`~dynloss_jax.data.Data`."""
         d = self.dataset()
         return make_data(d.x_train, d.y_train, d.x_val, d.y_val, dtype=self.dtype)
 
@@ -449,7 +433,8 @@ class SweepConfig:
 
     def settings(self) -> dict:
         return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in fields()
         }
 
     @classmethod
@@ -458,8 +443,12 @@ class SweepConfig:
 
 
 def fields() -> tuple[dataclasses.Field, ...]:
-    """The settings of :class:`SweepConfig`, in order, with ``metadata`` rule/help/cli."""
-    return dataclasses.fields(SweepConfig)
+    """The settings of :class:`SweepConfig` with ``metadata`` rule/help/cli, in the order of the
+    flags and of ``config.json``: its own first (the grid comes first), then
+    :class:`ProgramSettings`."""
+    inherited = len(dataclasses.fields(ProgramSettings))
+    own = dataclasses.fields(SweepConfig)
+    return own[inherited:] + own[:inherited]
 
 
 def _is_tuple(f: dataclasses.Field) -> bool:

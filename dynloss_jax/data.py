@@ -18,6 +18,8 @@ import functools
 import random
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 DATASETS = ("spiral", "wine", "iris", "digits", "mnist1d")
@@ -75,6 +77,27 @@ class Dataset(NamedTuple):
     x_val: np.ndarray
     y_val: np.ndarray
     info: dict
+
+
+class Data(NamedTuple):
+    """The arrays a run trains and is validated on, in its dtype (shapes as in :class:`Dataset`)."""
+
+    x_train: jax.Array
+    y_train: jax.Array
+    x_val: jax.Array
+    y_val: jax.Array
+
+
+def make_data(x_train, y_train, x_val, y_val, dtype="float64") -> Data:
+    """Raises ``ValueError`` unless x are (P, D), y one-hot (P, C), with D and C shared."""
+    check_data(x_train, y_train)
+    check_data(x_val, y_val)
+    if np.shape(x_train)[1] != np.shape(x_val)[1] or np.shape(y_train)[1] != np.shape(y_val)[1]:
+        raise ValueError(
+            f"train and validation data differ in shape: x {np.shape(x_train)} vs "
+            f"{np.shape(x_val)}, y {np.shape(y_train)} vs {np.shape(y_val)}"
+        )
+    return Data(*(jnp.asarray(a, dtype=dtype) for a in (x_train, y_train, x_val, y_val)))
 
 
 def stratified_split(labels, val_fraction, seed):

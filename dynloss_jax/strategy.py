@@ -26,7 +26,7 @@ fills the chip, and several devices share the runs through the mesh.
 **Widths and losses in one program** (``pad_widths``). Each (loss, width) of a sweep is
 otherwise its own compiled program (Fig. 3 full: 45). With ``pad_widths`` every run is padded to
 the sweep's largest width and the losses of one family (CE with DCE; MSE with the DMSE losses)
-share a program, the member chosen per run (``engine.RunSpec``): one program per loss family.
+share a program, the member chosen per run (``spec.RunSpec``): one program per loss family.
 That is the accelerator default, where compilation would otherwise dominate and the wider
 batch fills the chip — a choice from the CPU measurement below, not yet measured on a GPU or
 TPU. On a CPU a padded run costs what the widest run costs, so it stays off there: for Fig. 3

@@ -24,9 +24,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from dynloss_jax import engine, environment, results
+from dynloss_jax import engine, environment, results, tracking
 from dynloss_jax.config import GRID_AXES, ConfigError, SweepConfig
 from dynloss_jax.run import Run
+from dynloss_jax.spec import RunSpec, make_hyper
 from dynloss_jax.strategy import Strategy, default_strategy, gather
 
 __all__ = ["ConfigError", "Stopped", "SweepConfig", "load_unfinished", "run_sweep"]
@@ -268,11 +269,9 @@ def run_sweep(
     piece = chunk  # the compiled length; only ever shortened, to a divisor
     collected = _Collector(config, cell_runs)
     for gi, group in enumerate(programs):
-        spec = config.run_spec(**group)
+        spec = RunSpec.from_config(config, **group)
         hyper = strategy.pad_runs(
-            engine.make_hyper(
-                **config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype
-            )
+            make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)
         )
         n_runs = cell_runs * len(group["cells"])
         with _CompileClock() as compiling:  # counts compile events only, not the running
@@ -359,7 +358,7 @@ def run_sweep(
         "layout": layout,
         "data": config.dataset().info,
         "programs": len(programs),
-        **config.describe_measurements(),
+        **_measurements(config),
         "compile_s": compile_s,
         "command": command if command is not None else sys.argv,
         "runtime_s": round(time.time() - started, 3),
@@ -369,6 +368,17 @@ def run_sweep(
     if writer:
         results.finish_folder(out, run_config, arrays, axes)
     return run
+
+
+def _measurements(config: SweepConfig) -> dict:
+    """What the recorded λ are of and the line they meet
+    (:meth:`~dynloss_jax.config.SweepConfig.describe_measurements`), and with
+    ``layer_sharpness`` the names of the parameter blocks (``blocks``)."""
+    out = config.describe_measurements()
+    if config.layer_sharpness:
+        spec = RunSpec.from_config(config, loss=config.loss[0], width=config.width[0])
+        out["blocks"] = tracking.layer_blocks(spec)[0]
+    return out
 
 
 def load_unfinished(out, saved: dict) -> Run:

@@ -159,14 +159,17 @@ def compute_snapshots(run, s: dict) -> dict:
     from dynloss_jax import SweepConfig, engine, landscape
     from dynloss_jax.losses import get_loss
     from dynloss_jax.schedule import gamma
+    from dynloss_jax.spec import RunSpec, make_hyper
     from dynloss_jax.strategy import Strategy
 
     config = SweepConfig.from_settings(run.config["settings"])
     # the same program without λ tracking and recording every step: the trajectory is the same
-    spec = dataclasses.replace(config.run_spec(**config.programs()[0]), record_every=1, eig_every=0)
+    spec = dataclasses.replace(
+        RunSpec.from_config(config, **config.programs()[0]), record_every=1, eig_every=0
+    )
     dtype = config.dtype
     strategy = Strategy(**run.config["strategy"])
-    hyper = strategy.pad_runs(engine.make_hyper(**config.runs(), dtype=dtype))
+    hyper = strategy.pad_runs(make_hyper(**config.runs(), dtype=dtype))
     data = config.arrays()
     model, loss_fn = spec.model, get_loss(spec.loss)
     init, step, _ = engine.compiled(spec, 1, strategy)

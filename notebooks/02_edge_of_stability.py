@@ -38,6 +38,8 @@ import numpy as np
 
 import dynloss_jax
 from dynloss_jax import SweepConfig, engine, gamma, get_loss, landscape, run_sweep, spiral
+from dynloss_jax.data import make_data
+from dynloss_jax.spec import RunSpec, make_hyper
 
 SMOKE = os.environ.get("SMOKE") == "1"  # a short version of every cell
 dynloss_jax.use_cpu_cores()  # every CPU core as a JAX device (before JAX's first computation)
@@ -179,13 +181,11 @@ plt.show()
 
 # %%
 s = run.config["settings"]
-spec = engine.RunSpec(loss="dce", width=100, n_steps=config.steps, record_every=1)
-hyper = jax.tree.map(
-    lambda a: a[0], engine.make_hyper(eta=[eta], amplitude=[70.0], period=[T], seed=[0])
-)
+spec = RunSpec(loss="dce", width=100, n_steps=config.steps, record_every=1)
+hyper = jax.tree.map(lambda a: a[0], make_hyper(eta=[eta], amplitude=[70.0], period=[T], seed=[0]))
 x, y = spiral(s["points_per_class"], seed=s["train_seed"])
 xv, yv = spiral(s["points_per_class"], seed=s["val_seed"])
-data = engine.make_data(x, y, xv, yv)
+data = make_data(x, y, xv, yv)
 model, dce = spec.model, get_loss("dce")
 NEXT = 20
 EXTENT = 1.0  # a, b ∈ [−EXTENT, EXTENT], as in the paper

@@ -46,8 +46,10 @@ from dynloss_jax import (
     get_loss,
     run_sweep,
     spectral_density,
+    tracking,
 )
 from dynloss_jax.plotting import density_image
+from dynloss_jax.spec import RunSpec, make_hyper
 from dynloss_jax.strategy import default_strategy
 
 SMOKE = os.environ.get("SMOKE") == "1"  # a short version of every cell
@@ -231,10 +233,10 @@ print(f"{'full H':>15}: max λ1 = {np.nanmax(lam[:, 0]):.3f}, above 2/η {above:
 # %%
 checks = [T, 3 * T // 2, 19 * T // 10, 29 * T // 10]
 group = config.programs()[0]
-spec = config.run_spec(**group)
+spec = RunSpec.from_config(config, **group)
 strategy = default_strategy()  # what run_sweep used
 hyper = strategy.pad_runs(
-    engine.make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)
+    make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)
 )
 data = config.arrays()
 init, advance, _ = engine.compiled(spec, config.chunk, strategy)
@@ -267,7 +269,7 @@ print(f"replay vs recorded loss: max |difference| = {mismatch:.1e}")
 model, dce = spec.model, get_loss("dce")
 x_train, y_train = data.x_train, data.y_train
 N = model.n_params
-names, masks_LxN = engine.layer_blocks(spec)
+names, masks_LxN = tracking.layer_blocks(spec)
 K, MIN_RATIO, FRESH_PROBES = 10, 2.0, 64
 
 

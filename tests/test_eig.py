@@ -14,10 +14,11 @@ import pytest
 from jax.experimental.sparse.linalg import lobpcg_standard
 
 from dynloss_jax import eig, engine, top_hessian_eigenvalues
-from dynloss_jax.data import spiral
+from dynloss_jax.data import make_data, spiral
 from dynloss_jax.losses import get_loss
 from dynloss_jax.model import flat_model
 from dynloss_jax.schedule import gamma
+from dynloss_jax.spec import RunSpec, make_hyper
 
 M = 16  # the engine's default number of Hessian-vector products per measurement
 TOL = {"float64": 1e-13, "float32": 1e-6}  # measured: <= 2e-15 and <= 7e-7 (README)
@@ -350,7 +351,7 @@ def _engine_measurements(num_matvecs):
     measurement are available for the references.
     """
     every, n_steps = 5, 60
-    spec = engine.RunSpec(
+    spec = RunSpec(
         loss="dce",
         width=8,
         n_steps=n_steps,
@@ -360,8 +361,8 @@ def _engine_measurements(num_matvecs):
     )
     x, y = spiral()
     xv, yv = spiral(seed=1)
-    data = engine.make_data(x, y, xv, yv)
-    hyper = engine.make_hyper(eta=[1.0, 1.0], amplitude=[70.0, 70.0], period=[20, 20], seed=[0, 4])
+    data = make_data(x, y, xv, yv)
+    hyper = make_hyper(eta=[1.0, 1.0], amplitude=[70.0, 70.0], period=[20, 20], seed=[0, 4])
     init, advance, _ = engine.compiled(spec, every)
     state = init(hyper, data)
     steps, ws, lam, res = [], [], [], []

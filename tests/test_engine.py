@@ -13,6 +13,8 @@ import pytest
 from shared import SMALL
 
 from dynloss_jax import engine, flat_model, spiral
+from dynloss_jax.data import make_data
+from dynloss_jax.spec import Hyper, RunSpec, make_hyper
 from dynloss_jax.strategy import Strategy
 from dynloss_jax.sweep import SweepConfig, run_sweep
 
@@ -119,14 +121,12 @@ def layers(model, w):
 @pytest.mark.parametrize("name", ["dce", pytest.param("dmse2", marks=pytest.mark.slow)])
 def test_compiled_run_equals_python_loop(name):
     width, n_steps, chunk = 4, 30, 10
-    spec = engine.RunSpec(
-        loss=name, width=width, n_steps=n_steps, record_every=2, static_last_period=True
-    )
+    spec = RunSpec(loss=name, width=width, n_steps=n_steps, record_every=2, static_last_period=True)
     x, y = spiral(points_per_class=4, seed=0)
     xv, yv = spiral(points_per_class=4, seed=1)
-    data = engine.make_data(x, y, xv, yv)
+    data = make_data(x, y, xv, yv)
     runs = [(0.5, 5.0, 10, 0), (0.3, 3.0, 7, 1)]  # (η, A, T, seed)
-    hyper = engine.make_hyper(
+    hyper = make_hyper(
         **dict(zip(("eta", "amplitude", "period", "seed"), zip(*runs, strict=True), strict=True))
     )
     init, advance, final = engine.compiled(spec, chunk)
@@ -295,19 +295,19 @@ def test_float32_runs_and_equals_a_float32_python_loop():
 )
 def test_bad_run_spec_raises(kw, match):
     with pytest.raises(ValueError, match=match):
-        engine.RunSpec(**{**dict(loss="dce", width=3, n_steps=20), **kw})
+        RunSpec(**{**dict(loss="dce", width=3, n_steps=20, record_every=1), **kw})
 
 
 def test_chunk_must_be_a_multiple_of_the_interval():
-    spec = engine.RunSpec(loss="dce", width=3, n_steps=20, record_every=4)
+    spec = RunSpec(loss="dce", width=3, n_steps=20, record_every=4)
     with pytest.raises(ValueError, match="multiple of 4"):
         engine.compiled(spec, 6)
 
 
 def test_per_run_values_must_be_one_length():
     with pytest.raises(ValueError, match="one length"):
-        engine.make_hyper(eta=[1.0, 2.0], amplitude=[5.0], period=[10], seed=[0])
-    hyper = engine.make_hyper(
+        make_hyper(eta=[1.0, 2.0], amplitude=[5.0], period=[10], seed=[0])
+    hyper = make_hyper(
         eta=[1.0, 2.0], amplitude=[5, 6], period=[10, 20], seed=[0, 1], dtype="float32"
     )
     assert hyper.eta.dtype == np.float32 and hyper.period.dtype == np.int32
@@ -317,18 +317,18 @@ def test_bad_data_raise():
     x, y = spiral(points_per_class=4, seed=0)
     xv, yv = spiral(points_per_class=4, seed=1)
     with pytest.raises(ValueError, match="data must be"):
-        engine.make_data(x[:-1], y, xv, yv)
+        make_data(x[:-1], y, xv, yv)
     bad = y.copy()
     bad[0] = [0, 2, 0]
     with pytest.raises(ValueError, match="one-hot"):
-        engine.make_data(x, bad, xv, yv)
+        make_data(x, bad, xv, yv)
     with pytest.raises(ValueError, match="differ"):
-        engine.make_data(x, y, *spiral(points_per_class=4, n_classes=4, seed=1))
+        make_data(x, y, *spiral(points_per_class=4, n_classes=4, seed=1))
     # labels with more classes than the run has are refused when the program is traced
     x4, y4 = spiral(points_per_class=4, n_classes=4)
-    spec = engine.RunSpec(loss="dce", width=3, n_steps=2)
-    data = engine.make_data(x4, y4, x4, y4)
-    hyper = engine.Hyper(1.0, 5.0, 10, 0)
+    spec = RunSpec(loss="dce", width=3, n_steps=2, record_every=1)
+    data = make_data(x4, y4, x4, y4)
+    hyper = Hyper(1.0, 5.0, 10, 0)
     state = jax.eval_shape(lambda: engine.init_state(spec, hyper))
     with pytest.raises(ValueError, match="classes"):
         jax.eval_shape(lambda s: engine.advance_one(spec, 2, s, hyper, data), state)

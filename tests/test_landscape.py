@@ -15,6 +15,7 @@ from dynloss_jax import engine, landscape, load_run
 from dynloss_jax.data import spiral
 from dynloss_jax.losses import get_loss
 from dynloss_jax.model import flat_model
+from dynloss_jax.spec import RunSpec, make_hyper
 
 
 def _orthonormal(key, n, k):
@@ -386,7 +387,7 @@ def test_fig2_smoke_writes_a_consistent_folder(fig2_folder):
             snaps["replay_loss_SxL"][i][seen], recorded[window[seen]], rtol=1e-12
         )
     # Projected steps: the first step's displacement is −η∇F_t(x_t), projected on v1 and v2.
-    spec = engine.RunSpec(loss="dce", width=smoke["width"], n_steps=smoke["steps"])
+    spec = RunSpec(loss="dce", width=smoke["width"], n_steps=smoke["steps"], record_every=1)
     x, y = spiral()
     from dynloss_jax.schedule import gamma
 
@@ -472,11 +473,11 @@ def test_fig1_smoke_lam_is_the_dense_hessian_at_step_0(fig1_folder):
     assert not run["diverged"].any()
     # Step 0: λ1 is the top eigenvalue of the dense Hessian of CE at the initial parameters.
     width = smoke["widths"][0]
-    spec = engine.RunSpec(loss="ce", width=width, n_steps=smoke["steps"])
+    spec = RunSpec(loss="ce", width=width, n_steps=smoke["steps"], record_every=1)
     x, y = spiral()
     for seed in range(smoke["seeds"]):
         hyper = jax.tree.map(
-            lambda a: a[0], engine.make_hyper(eta=[1.0], amplitude=[1.0], period=[100], seed=[seed])
+            lambda a: a[0], make_hyper(eta=[1.0], amplitude=[1.0], period=[100], seed=[seed])
         )
         w0 = engine.init_state(spec, hyper).w_N
 

@@ -15,6 +15,7 @@ import pytest
 from dynloss_jax import SweepConfig, engine, run_sweep
 from dynloss_jax.losses import get_loss
 from dynloss_jax.schedule import gamma
+from dynloss_jax.spec import RunSpec, make_hyper
 
 CASES = {
     "dce": dict(
@@ -43,7 +44,7 @@ CASES = {
 
 
 def _dense_top2(config, w_N, t0):
-    spec = config.run_spec(**config.programs()[0])
+    spec = RunSpec.from_config(config, **config.programs()[0])
     data = config.arrays()
     g = gamma(int(t0), n_classes=3, amplitude=config.amplitude[0], period=config.period[0])
 
@@ -58,8 +59,8 @@ def _dense_top2(config, w_N, t0):
 def stopped(request):
     """The compiled engine run with stop_at_onset, its final state kept."""
     config = SweepConfig(**CASES[request.param], record_every=1, stop_at_onset=True).validate()
-    spec = config.run_spec(**config.programs()[0])
-    hyper = engine.make_hyper(**config.runs())
+    spec = RunSpec.from_config(config, **config.programs()[0])
+    hyper = make_hyper(**config.runs())
     data = config.arrays()
     init, advance, _ = engine.compiled(spec, config.steps)
     state, records, _, _ = advance(init(hyper, data), hyper, data)
@@ -81,12 +82,12 @@ def test_the_onset_parameters_are_those_of_the_onset_step(stopped):
     """w at the onset, kept from the last steps' history, equals the parameters after t0 steps of
     the same run without stopping."""
     config, state, _ = stopped
-    full = config.run_spec(**config.programs()[0])
-    full = engine.RunSpec(**{**full.__dict__, "stop_at_onset": False})
+    full = RunSpec.from_config(config, **config.programs()[0])
+    full = RunSpec(**{**full.__dict__, "stop_at_onset": False})
     data = config.arrays()
     runs = config.runs()
     for i, t0 in enumerate(state.detector.onset):
-        hyper = engine.make_hyper(**{k: [v[i]] for k, v in runs.items()})
+        hyper = make_hyper(**{k: [v[i]] for k, v in runs.items()})
         init, advance, _ = engine.compiled(full, int(t0))
         after, _, _, _ = advance(init(hyper, data), hyper, data)
         np.testing.assert_allclose(

@@ -12,13 +12,14 @@ import optax
 import pytest
 from shared import dynloss
 
-from dynloss_jax import engine, optim
-from dynloss_jax.data import spiral
+from dynloss_jax import engine, objective, optim, tracking
+from dynloss_jax.data import make_data, spiral
 from dynloss_jax.losses import get_loss
 from dynloss_jax.model import flat_model
 from dynloss_jax.plotting import plot_run
 from dynloss_jax.results import load_run
 from dynloss_jax.schedule import gamma
+from dynloss_jax.spec import RunSpec, make_hyper
 from dynloss_jax.sweep import SweepConfig, run_sweep
 
 STEPS = 30
@@ -37,7 +38,7 @@ OPTAX = {  # optax itself, not through dynloss_jax.optim
 def _data(points=8):
     x, y = spiral(points, seed=0)
     xv, yv = spiral(points, seed=1)
-    return engine.make_data(x, y, xv, yv)
+    return make_data(x, y, xv, yv)
 
 
 def _python_loop(name, *, loss="dce", width=4, seed=0, amplitude=10.0, period=10, batch=0):
@@ -71,8 +72,10 @@ def _python_loop(name, *, loss="dce", width=4, seed=0, amplitude=10.0, period=10
 
 
 def _engine(name, *, loss="dce", width=4, seed=0, amplitude=10.0, period=10, batch=0):
-    spec = engine.RunSpec(loss=loss, width=width, n_steps=STEPS, optimizer=name, batch_points=batch)
-    hyper = engine.make_hyper(
+    spec = RunSpec(
+        loss=loss, width=width, n_steps=STEPS, record_every=1, optimizer=name, batch_points=batch
+    )
+    hyper = make_hyper(
         eta=[ETA[name]], amplitude=[amplitude], period=[period], seed=[seed], opt_hp=HP
     )
     init, advance, _ = engine.compiled(spec, STEPS)
@@ -102,11 +105,11 @@ def test_mini_batches_equal_a_python_loop_with_the_same_keys():
 
 
 def test_batch_indices_are_distinct_reproducible_and_change_with_the_step():
-    idx = [np.asarray(engine.batch_indices(3, t, 24, 8)) for t in (0, 0, 1)]
+    idx = [np.asarray(objective.batch_indices(3, t, 24, 8)) for t in (0, 0, 1)]
     assert len(set(idx[0].tolist())) == 8 and idx[0].min() >= 0 and idx[0].max() < 24
     np.testing.assert_array_equal(idx[0], idx[1])
     assert not np.array_equal(np.sort(idx[0]), np.sort(idx[2]))
-    full = np.asarray(engine.batch_indices(3, 5, 24, 24))
+    full = np.asarray(objective.batch_indices(3, 5, 24, 24))
     np.testing.assert_array_equal(np.sort(full), np.arange(24))
 
 
@@ -208,7 +211,7 @@ def test_bad_new_settings_exit_2_naming_the_flag(capsys, tmp_path, flags, messag
 
 
 def _dense_hessian(spec, hyper, data, w, step):
-    g = engine._gamma_at(spec, step, hyper)
+    g = objective.gamma_at(spec, step, hyper)
 
     def f(w):
         return get_loss(spec.losses[0])(spec.model.apply(w, data.x_train), data.y_train, g)
@@ -230,11 +233,11 @@ def _two_chunks(spec, hyper, chunk):
 
 
 def test_adaptive_lambda_is_that_of_the_preconditioned_dense_hessian():
-    spec = engine.RunSpec(
-        loss="dce", width=3, n_steps=20, eig_every=10, num_matvecs=21, optimizer="adam",
-        layer_sharpness=True, layer_matvecs=9,
+    spec = RunSpec(
+        loss="dce", width=3, n_steps=20, record_every=1, eig_every=10, num_matvecs=21,
+        optimizer="adam", layer_sharpness=True, layer_matvecs=9,
     )  # fmt: skip
-    hyper = engine.make_hyper(eta=[0.01], amplitude=[10.0], period=[20], seed=[0], opt_hp=HP)
+    hyper = make_hyper(eta=[0.01], amplitude=[10.0], period=[20], seed=[0], opt_hp=HP)
     data, after, eig_records, _ = _two_chunks(spec, hyper, 10)
     H = _dense_hessian(spec, _single(hyper), data, after.w_N, 10)
     p = np.asarray(
@@ -246,7 +249,7 @@ def test_adaptive_lambda_is_that_of_the_preconditioned_dense_hessian():
     np.testing.assert_allclose(measured, lam[::-1][:2], rtol=1e-9)
     assert not np.allclose(measured[0], np.linalg.eigvalsh(H)[-1], rtol=1e-3)  # P mattered
     # per block: λ1 of the diagonal block of the preconditioned Hessian
-    blocks = engine.layer_blocks(spec)[1].astype(bool)
+    blocks = tracking.layer_blocks(spec)[1].astype(bool)
     Hp = r[:, None] * H * r[None, :]
     dense = [np.linalg.eigvalsh(Hp[np.ix_(m, m)])[-1] for m in blocks]
     np.testing.assert_allclose(np.asarray(eig_records.layer_lam_L[0, 0]), dense, rtol=1e-9)
@@ -255,12 +258,12 @@ def test_adaptive_lambda_is_that_of_the_preconditioned_dense_hessian():
 @functools.cache
 def _spectrum_case():
     n = flat_model(3).n_params  # 21
-    spec = engine.RunSpec(
-        loss="dce", width=3, n_steps=20, eig_every=10, density_every=10, trace_every=10,
-        density_matvecs=n, density_probes=64, trace_samples=12, layer_sharpness=True,
-        layer_matvecs=9,
+    spec = RunSpec(
+        loss="dce", width=3, n_steps=20, record_every=1, eig_every=10, density_every=10,
+        trace_every=10, density_matvecs=n, density_probes=64, trace_samples=12,
+        layer_sharpness=True, layer_matvecs=9,
     )  # fmt: skip
-    hyper = engine.make_hyper(eta=[0.5], amplitude=[10.0], period=[20], seed=[1])
+    hyper = make_hyper(eta=[0.5], amplitude=[10.0], period=[20], seed=[1])
     data, after, eig_records, spectra = _two_chunks(spec, hyper, 10)
     H = _dense_hessian(spec, _single(hyper), data, after.w_N, 10)
     return spec, H, eig_records, spectra
@@ -291,7 +294,7 @@ def test_in_run_trace_and_layer_sharpness_are_the_dense_ones():
     tr = spectra["trace"]
     estimate, se = float(tr.estimate[0, 0]), float(tr.standard_error[0, 0])
     assert se > 0 and abs(estimate - np.trace(H)) < 3 * se + 1e-9 * abs(np.trace(H))
-    blocks = engine.layer_blocks(spec)[1].astype(bool)
+    blocks = tracking.layer_blocks(spec)[1].astype(bool)
     dense = [np.linalg.eigvalsh(H[np.ix_(m, m)])[-1] for m in blocks]
     np.testing.assert_allclose(np.asarray(eig_records.layer_lam_L[0, 1]), dense, rtol=1e-9)
     assert len(set(np.round(dense, 6))) == len(dense)  # the blocks differ: no mix-up passes
@@ -299,24 +302,26 @@ def test_in_run_trace_and_layer_sharpness_are_the_dense_ones():
 
 @pytest.mark.slow
 def test_padded_program_gives_the_unpadded_layer_sharpness():
-    base = dict(loss="dce", n_steps=20, eig_every=10, layer_sharpness=True, layer_matvecs=9)
-    hyper = engine.make_hyper(eta=[0.5], amplitude=[10.0], period=[20], seed=[1])
+    base = dict(
+        loss="dce", n_steps=20, record_every=1, eig_every=10, layer_sharpness=True, layer_matvecs=9
+    )
+    hyper = make_hyper(eta=[0.5], amplitude=[10.0], period=[20], seed=[1])
     data = _data(6)
-    alone = engine.compiled(engine.RunSpec(width=3, **base), 20)
+    alone = engine.compiled(RunSpec(width=3, **base), 20)
     init, advance, _ = alone
     _, _, eig_alone, _ = advance(init(hyper, data), hyper, data)
     padded_hyper = hyper._replace(width_index=np.zeros(1, np.int32))
-    init, advance, _ = engine.compiled(engine.RunSpec(width=(3, 5), **base), 20)
+    init, advance, _ = engine.compiled(RunSpec(width=(3, 5), **base), 20)
     _, _, eig_padded, _ = advance(init(padded_hyper, data), padded_hyper, data)
     np.testing.assert_allclose(eig_padded.layer_lam_L, eig_alone.layer_lam_L, rtol=1e-10)
     assert jnp.all(jnp.isfinite(eig_padded.layer_lam_L))
 
 
 def test_a_diverging_momentum_run_leaves_its_neighbour_untouched():
-    spec = engine.RunSpec(loss="dmse2", width=4, n_steps=STEPS, optimizer="momentum")
+    spec = RunSpec(loss="dmse2", width=4, n_steps=STEPS, record_every=1, optimizer="momentum")
     data = _data()
     init, advance, _ = engine.compiled(spec, STEPS)
-    both = engine.make_hyper(
+    both = make_hyper(
         eta=[ETA["momentum"], 1e6], amplitude=[10.0] * 2, period=[10] * 2, seed=[0] * 2, opt_hp=HP
     )
     state, records, _, _ = advance(init(both, data), both, data)

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 
 from dynloss_jax import engine
-from dynloss_jax.data import spiral
+from dynloss_jax.data import Data, make_data, spiral
 from dynloss_jax.model import embedding, flat_model
+from dynloss_jax.spec import RunSpec, make_hyper
 from tests.shared import dynloss
 
 TOL = 1e-12
@@ -31,7 +32,7 @@ MSE_RUNS = dict(RUNS, eta=[0.05, 0.2])
 def _data():
     x, y = spiral(10, seed=0)
     xv, yv = spiral(10, seed=1)
-    return engine.make_data(x, y, xv, yv)
+    return make_data(x, y, xv, yv)
 
 
 def _program(spec, hyper, data):
@@ -47,19 +48,17 @@ def _compare(losses, widths, depth=1, runs=RUNS):
     data = _data()
     cells = [(m, i) for m in range(len(losses)) for i in range(len(widths))]
     n = len(runs["seed"])
-    merged = engine.make_hyper(
+    merged = make_hyper(
         **{k: v * len(cells) for k, v in runs.items()},
         member=[m for m, _ in cells for _ in range(n)],
         width_index=[i for _, i in cells for _ in range(n)],
     )
-    spec = engine.RunSpec(loss=tuple(losses), width=tuple(widths), depth=depth, **COMMON)
+    spec = RunSpec(loss=tuple(losses), width=tuple(widths), depth=depth, **COMMON)
     state, records, eigs, final = _program(spec, merged, data)
     checked = 0
     for c, (m, i) in enumerate(cells):
-        alone = engine.RunSpec(loss=losses[m], width=widths[i], depth=depth, **COMMON)
-        ref_state, ref_records, ref_eigs, ref_final = _program(
-            alone, engine.make_hyper(**runs), data
-        )
+        alone = RunSpec(loss=losses[m], width=widths[i], depth=depth, **COMMON)
+        ref_state, ref_records, ref_eigs, ref_final = _program(alone, make_hyper(**runs), data)
         rows = slice(c * n, (c + 1) * n)
         pairs = {
             **records._asdict(),
@@ -126,7 +125,7 @@ def test_depth_two_padded_equals_unpadded():
 
 def test_a_program_refuses_losses_of_two_families():
     with pytest.raises(ValueError, match="static loss"):
-        engine.RunSpec(loss=("ce", "mse"), width=(2, 3), n_steps=10)
+        RunSpec(loss=("ce", "mse"), width=(2, 3), n_steps=10)
 
 
 SWEEP = (
@@ -235,18 +234,18 @@ def test_interrupted_padded_sweep_resumes_bit_identically_and_refuses_another_la
 def test_float32_padded_equals_unpadded():
     """The same comparison in float32 over 60 steps, to float32 rounding."""
     data = _data()
-    data = engine.Data(*(a.astype(np.float32) for a in data))
+    data = Data(*(a.astype(np.float32) for a in data))
     common = dict(n_steps=60, record_every=4, eig_every=20, num_matvecs=10, dtype="float32")
     runs = dict(eta=[0.5, 1.0], amplitude=[10.0, 3.0], period=[60, 40], seed=[3, 7])
-    spec = engine.RunSpec(loss="dce", width=(3, 8), **common)
-    merged = engine.make_hyper(
+    spec = RunSpec(loss="dce", width=(3, 8), **common)
+    merged = make_hyper(
         **{k: v * 2 for k, v in runs.items()}, width_index=[0, 0, 1, 1], dtype="float32"
     )
     state, records, eigs, _ = _program(spec, merged, data)
     for c, (loss, width) in enumerate([("dce", 3), ("dce", 8)]):
-        alone = engine.RunSpec(loss=loss, width=width, **common)
+        alone = RunSpec(loss=loss, width=width, **common)
         ref_state, ref_records, ref_eigs, _ = _program(
-            alone, engine.make_hyper(**runs, dtype="float32"), data
+            alone, make_hyper(**runs, dtype="float32"), data
         )
         rows = slice(2 * c, 2 * c + 2)
         np.testing.assert_allclose(records.loss[rows], ref_records.loss, rtol=1e-5)

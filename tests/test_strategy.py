@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 
 from dynloss_jax import engine, strategy
-from dynloss_jax.data import spiral
+from dynloss_jax.data import make_data, spiral
+from dynloss_jax.spec import RunSpec, make_hyper
 from dynloss_jax.strategy import Strategy, default_strategy
 from dynloss_jax.sweep import SweepConfig, run_sweep
 
 RTOL = ATOL = 1e-12
-SPEC = engine.RunSpec(
+SPEC = RunSpec(
     loss="dce",
     width=6,
     n_steps=20,
@@ -37,15 +38,13 @@ SEED = [0, 1, 2, 3, 4]
 def _data():
     x, y = spiral(4, seed=0)
     xv, yv = spiral(4, seed=1)
-    return engine.make_data(x, y, xv, yv)
+    return make_data(x, y, xv, yv)
 
 
 def _run(batch_size, n_devices):
     """All five runs (padded to the device count, as the sweep pads) → host arrays, unpadded."""
     layout = Strategy(batch_size, n_devices)
-    hyper = layout.pad_runs(
-        engine.make_hyper(eta=ETA, amplitude=AMPLITUDE, period=PERIOD, seed=SEED)
-    )
+    hyper = layout.pad_runs(make_hyper(eta=ETA, amplitude=AMPLITUDE, period=PERIOD, seed=SEED))
     data = _data()
     init, advance, finalize = engine.compiled(SPEC, SPEC.n_steps, layout)
     state = init(hyper, data)

@@ -1,0 +1,164 @@
+"""Hessian measurements of a run at given points: λ1, λ2 and λ_min (with each parameter block's
+λ1) by warm-started Lanczos, the spectral density (stochastic Lanczos quadrature) and the trace
+(Hutch++), and λ1, λ2 at an onset step.
+
+Every measurement takes the operator as an argument — ``matvec`` (v ↦ H v at the point), or
+``operator(w_N, step)`` returning it where the point is chosen here — so that whatever produced
+the points (the training engine, with :func:`dynloss_jax.objective.hessian_operator`, or another
+integrator of the same run) measures them alike. ``spec`` and ``hyper`` give the Lanczos lengths,
+the run's seed for the probes, and in a padded program the run's real parameters: Lanczos then
+works in their subspace (masked start vector and products, restarts over the real coordinates in
+their unpadded order), so every number is that of the unpadded run to rounding. The records of a
+``diverged`` run are NaN.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dynloss_jax import eig, spectrum
+from dynloss_jax.config import N_TOP
+from dynloss_jax.spec import SPECTRUM_STREAM, Hyper, RunSpec, embed, padding_tables, real_mask
+
+
+class EigRecord(NamedTuple):
+    """Hessian spectrum of F_t at w_t every ``eig_every`` steps (NaN once the run diverged)."""
+
+    step: jax.Array  # t
+    lam_K: jax.Array  # λ1 ≥ λ2
+    lam_min: jax.Array
+    residual_K: jax.Array
+    residual_min: jax.Array
+    layer_lam_L: jax.Array | None = None  # λ1 of each parameter block (with layer_sharpness)
+
+
+class DensityRecord(NamedTuple):
+    """Stochastic Lanczos quadrature of the same operator every ``density_every`` steps."""
+
+    step: jax.Array
+    nodes_SxM: jax.Array  # per probe, ascending Ritz values
+    weights_SxM: jax.Array  # ≥ 0, each probe's row sums to 1
+
+
+class TraceRecord(NamedTuple):
+    """Hutch++ trace of the same operator every ``trace_every`` steps."""
+
+    step: jax.Array
+    estimate: jax.Array
+    standard_error: jax.Array
+
+
+def lanczos(spec: RunSpec, hyper: Hyper, matvec, v0_N, key, num_matvecs: int):
+    """:func:`dynloss_jax.eig.lanczos` for the top ``N_TOP`` eigenvalues, on the run's real
+    parameters; a zero ``v0_N`` starts from the unpadded run's random vector."""
+    if not spec.padded:
+        return eig.lanczos(matvec, v0_N, key, num_matvecs=num_matvecs, k=N_TOP)
+    mask = real_mask(spec, hyper)
+    start = embed(
+        spec, hyper, lambda i: jax.random.normal(key, (spec.positions(i).size,), spec.dtype)
+    )
+    v0_N = jnp.where(jnp.linalg.norm(v0_N) > 0, v0_N * mask, start)
+    coords = jnp.asarray(padding_tables(spec)[1])[hyper.width_index]
+    return eig.lanczos(
+        lambda v: mask * matvec(mask * v),
+        v0_N,
+        key,
+        num_matvecs=num_matvecs,
+        k=N_TOP,
+        coords_N=coords,
+    )
+
+
+def _nan_if(diverged, tree):
+    return jax.tree.map(lambda v: jnp.where(diverged, jnp.full_like(v, jnp.nan), v), tree)
+
+
+@functools.cache
+def layer_blocks(spec: RunSpec) -> tuple[list[str], np.ndarray]:
+    """Names and 0/1 masks ``(L, N)`` of the parameter blocks (one per weight or bias array)
+    of the program's network, for ``layer_sharpness``."""
+    model = spec.model
+    names = spectrum.block_names(model.unravel(np.zeros(model.n_params, spec.dtype)))
+    return names, spectrum.block_masks(model.leaf_shapes)
+
+
+def measure(spec: RunSpec, hyper: Hyper, matvec, step, eig_key, vectors_KxN, diverged):
+    """λ1, λ2, λ_min (and residuals) of ``matvec`` by ``num_matvecs`` Lanczos steps started from
+    the sum of ``vectors_KxN`` (the last measurement's Ritz vectors, zero at first) with the key
+    ``fold_in(eig_key, step)`` (``eig_key`` as raw key data); with ``layer_sharpness`` also λ1
+    of each parameter block.
+
+    Returns ``(vectors_KxN, record)``: the Ritz vectors that warm-start the next measurement
+    and the :class:`EigRecord` at ``step``.
+    """
+    v0 = jnp.sum(vectors_KxN, axis=0)
+    key = jax.random.fold_in(jax.random.wrap_key_data(eig_key), step)
+    res = lanczos(spec, hyper, matvec, v0, key, spec.num_matvecs)
+    vectors = jnp.nan_to_num(res.vectors_KxN)
+    layer = None
+    if spec.layer_sharpness:
+        masks_LxN = jnp.asarray(layer_blocks(spec)[1], spec.dtype)
+        if spec.padded:
+            masks_LxN = masks_LxN * real_mask(spec, hyper)
+        layer = spectrum.layer_sharpness_of(
+            matvec, masks_LxN, jax.random.fold_in(key, 1), num_matvecs=spec.layer_matvecs
+        )
+    record = EigRecord(
+        step,
+        *_nan_if(diverged, (res.top_K, res.lam_min, res.residual_K, res.residual_min)),
+        layer_lam_L=None if layer is None else _nan_if(diverged, layer),
+    )
+    return vectors, record
+
+
+def measure_spectrum(spec: RunSpec, hyper: Hyper, matvec, w_N, step, kinds, diverged) -> dict:
+    """The spectral density and/or trace (``kinds``) of ``matvec`` at the point ``w_N`` of
+    ``step``: ``{"density": DensityRecord, "trace": TraceRecord}``. Probes are drawn from the
+    run's seed and the step; in a padded program they live on the run's real parameters."""
+    mask = real_mask(spec, hyper)
+    if mask is not None:
+        matvec = functools.partial(lambda m, mv, v: m * mv(m * v), mask, matvec)
+    stream = jax.random.fold_in(jax.random.key(hyper.seed), SPECTRUM_STREAM)
+    key = jax.random.fold_in(stream, step)
+    out = {}
+    if "density" in kinds:
+        rho = spectrum.density_of(
+            matvec,
+            w_N,
+            jax.random.fold_in(key, 0),
+            num_matvecs=spec.density_matvecs,
+            num_probes=spec.density_probes,
+            mask_N=mask,
+        )
+        out["density"] = DensityRecord(step, *_nan_if(diverged, tuple(rho)))
+    if "trace" in kinds:
+        estimate, se = spectrum.trace_of(
+            matvec,
+            w_N,
+            jax.random.fold_in(key, 1),
+            num_samples=spec.trace_samples,
+            mask_N=mask,
+        )
+        out["trace"] = TraceRecord(step, *_nan_if(diverged, (estimate, se)))
+    return out
+
+
+def measure_onset(spec: RunSpec, hyper: Hyper, operator, eig_key, t0, w_N, lam_K, residual_K):
+    """``(lam_K, residual_K)``: λ1, λ2 (and residuals) of ``operator(w_N, t0)`` at an onset
+    step ``t0`` from ``onset_matvecs`` Lanczos steps — once: computed when ``t0 >= 0`` and
+    ``lam_K`` is still NaN, else ``lam_K``, ``residual_K`` are returned as they are (a
+    ``lax.cond``: map it over runs sequentially, so that it stays a branch)."""
+
+    def compute(_):
+        matvec = operator(w_N, t0)
+        key = jax.random.fold_in(jax.random.wrap_key_data(eig_key), t0 + (1 << 30))
+        res = lanczos(spec, hyper, matvec, jnp.zeros_like(w_N), key, spec.onset_matvecs)
+        return res.top_K, res.residual_K
+
+    need = (t0 >= 0) & jnp.isnan(lam_K[0])
+    return jax.lax.cond(need, compute, lambda _: (lam_K, residual_K), None)
