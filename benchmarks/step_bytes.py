@@ -454,13 +454,14 @@ def compile_step_program(runs: int, dtype: str, eig_every: int, steps: int, **ov
     import jax
 
     from dynloss_jax import engine
+    from dynloss_jax.spec import RunSpec, make_hyper
     from dynloss_jax.strategy import Strategy
 
     config = workload_config(runs, dtype, eig_every, steps, **over)
     (program,) = config.programs()
-    spec = config.run_spec(**program)
+    spec = RunSpec.from_config(config, **program)
     data = config.arrays()
-    hyper = engine.make_hyper(**config.program_runs(program), dtype=dtype)
+    hyper = make_hyper(**config.program_runs(program), dtype=dtype)
     init, advance, _ = engine.compiled(spec, steps, Strategy(batch_size=0, n_devices=1))
     state = jax.eval_shape(init, hyper, data)
     return advance.lower(state, hyper, data).compile(), spec, data
