@@ -32,7 +32,8 @@ starts JAX) gives each part a time box (``BOX_S``, scaled by ``--budget``) and k
 when a part overruns, records the part as ``timed_out`` with whatever it had finished, and starts
 a new worker for the parts left. The JSON is rewritten after every finished piece, so an
 interrupted check still leaves a file. On a CPU backend the check runs tiny sizes by default
-(``--tiny``; what the test suite runs); ``--full`` forces the full sizes.
+(``--tiny``: width 16, a few steps, the experiments' smoke presets; what the test suite runs);
+``--full`` forces the full sizes.
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ def part_default(tiny: bool, emit) -> dict:
     from benchmarks.throughput import worker_baseline, worker_engine
 
     if tiny:
-        w = _bench_workload(2, 100, 1, baseline_steps=20)
+        w = _bench_workload(2, 100, 1, baseline_steps=20, width=16)
     else:
         w = _bench_workload(8, 5000, 2, baseline_steps=300)
     out = {"workload": {k: w[k] for k in ("loss", "width", "seeds", "steps", "eig_every")}}
@@ -155,7 +156,7 @@ def part_default(tiny: bool, emit) -> dict:
 def part_big(tiny: bool, emit) -> dict:
     from benchmarks.throughput import worker_engine
 
-    w = _bench_workload(16, 100, 1) if tiny else _bench_workload(1024, 1000, 2)
+    w = _bench_workload(16, 100, 1, width=16) if tiny else _bench_workload(1024, 1000, 2)
     out = {"workload": {k: w[k] for k in ("loss", "width", "seeds", "steps", "eig_every")}}
     for name, extra in (
         ("f64", {}),
