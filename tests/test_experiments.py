@@ -20,6 +20,7 @@ from dynloss_jax import load_run, sweep
 from dynloss_jax.losses import STATIC_OF
 from experiments import (
     beyond_spiral,
+    central_flow,
     common,
     fig3_width_sweep,
     fig3b_run_length,
@@ -380,3 +381,33 @@ def test_dtype_flag_sets_the_precision_of_every_sweep(monkeypatch):
         common.run_all(exp, exp.SMOKE, common.Path("x"), args)
         assert len(seen) == len(exp.configs(exp.SMOKE)) > 1
         assert {c.dtype for c in seen.values()} == {dtype}
+
+
+def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
+    """The smoke preset meets the edge: the central flow's block activates and holds λ1 near
+    2/η, GD's λ1 crosses 2/η, and ``central_rel_err`` is recomputed from the stored arrays (a
+    moving average by convolution, not the module's cumulative sums)."""
+    run_then_replot(central_flow, tmp_path, capsys, monkeypatch)
+    s = central_flow.SMOKE
+    summary = json.loads((tmp_path / common.SUMMARY).read_text())
+    stored = np.load(tmp_path / central_flow.ARRAYS)
+    w, eta = s["window"], s["eta"]
+    for loss in ("ce", "dce"):
+        a = {k[len(loss) + 2 :]: stored[k] for k in stored.files if k.startswith(loss + "__")}
+        assert len(a["loss_gd"]) == central_flow.n_steps(s)
+        r = summary[loss]
+        onset = r["onset"]
+        assert onset["central_active"] > 0 and onset["gd_lam_above"] > 0
+        after = a["lam_central"][onset["central_active"] :, 0] * eta / 2
+        assert np.all(np.abs(after - 1) < 0.1)  # held at the edge once there
+        smooth = np.convolve(a["loss_gd"], np.ones(w) / w, mode="valid")
+        lo = w // 2
+        ref = np.full(len(a["loss_gd"]), np.nan)
+        ref[lo : lo + len(smooth)] = smooth
+        ok = np.isfinite(ref)
+        err = np.median(np.abs(a["predicted"][ok] - ref[ok]) / ref[ok])
+        assert r["central_rel_err"] == pytest.approx(err, rel=1e-10)
+        stable = np.median(np.abs(a["loss_stable"][ok] - ref[ok]) / ref[ok])
+        assert r["stable_rel_err"] == pytest.approx(stable, rel=1e-10)
+    # in CE the central flow predicts GD's average better than gradient flow does
+    assert summary["ce"]["central_rel_err"] < summary["ce"]["stable_rel_err"]

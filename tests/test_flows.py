@@ -142,3 +142,35 @@ def test_closed_form_k1_is_the_complementarity_solution():
     assert float(X[0, 0]) == 0.0 and float(res) == 0.0
     X, _ = flows.closed_form_k1(a, b, jnp.array([False]))
     assert float(X[0, 0]) == 0.0
+
+
+def test_two_critical_directions_each_follow_their_own_closed_form():
+    """Two copies of the driven model, x_d along which c_d(t)(1 + y_d) is held at 2/η, with
+    c_2 oscillating at another frequency: the block has K = 2, solved in-graph by
+    :func:`dynloss_jax.central_flow.solve`, and each y_d follows 2/(η c_d) − 1."""
+    from dynloss_jax import central_flow
+
+    def c2(t):
+        return 3.0 * (1.0 + 0.1 * jnp.cos(0.8 * t))  # |ċ| < η c²/2: held at the edge
+
+    def loss(w, t):
+        x1, y1, x2, y2 = w
+        return 0.5 * curvature(t) * (1.0 + y1) * x1**2 - y1 + 0.5 * c2(t) * (1.0 + y2) * x2**2 - y2
+
+    def solve(alpha, beta, mask):
+        p = central_flow.solve(alpha, beta, mask)
+        return p.X, p.residual
+
+    w0 = jnp.array([0.0, float(exact_y(0.0)), 0.0, 2.0 / (ETA * float(c2(0.0))) - 1.0])
+    U0 = jnp.eye(4)[:, :2]
+    state, rec = jax.jit(
+        lambda w0, U0: flows.run_flows(
+            loss, w0, U0, eta=ETA, n_steps=100, substeps=4, eig_iterations=0, solve=solve
+        )
+    )(w0, U0)
+    t_end = ETA * 100
+    assert float(state.w_central[1]) == pytest.approx(float(exact_y(t_end)), abs=1e-8)
+    assert float(state.w_central[3]) == pytest.approx(2.0 / (ETA * float(c2(t_end))) - 1, abs=1e-8)
+    assert (np.asarray(rec.active) == 2).all()
+    np.testing.assert_allclose(rec.lam_central, 2.0 / ETA, rtol=1e-8)
+    assert float(np.max(rec.residual)) < 1e-8
