@@ -399,7 +399,9 @@ def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         onset = r["onset"]
         assert onset["central_active"] > 0 and onset["gd_lam_above"] > 0
         after = a["lam_central"][onset["central_active"] :, 0] * eta / 2
-        assert np.all(np.abs(after - 1) < 0.1)  # held at the edge once there
+        # held at the edge once there (never far above it; it may leave downwards when Γ
+        # flattens the landscape)
+        assert np.all(after < 1.1) and np.all(np.abs(after[:3] - 1) < 0.1)
         smooth = np.convolve(a["loss_gd"], np.ones(w) / w, mode="valid")
         lo = w // 2
         ref = np.full(len(a["loss_gd"]), np.nan)
