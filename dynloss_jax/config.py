@@ -199,6 +199,18 @@ class SweepConfig(ProgramSettings):
     seeds: int = setting(1, integer(1), "number of seeds (first-seed, first-seed + 1, ...)")
     first_seed: int = setting(0, SEED, "first network seed")
     steps: int = setting(10_000, integer(1), "GD steps of every run")
+    steps_eta: float = setting(
+        0.0,
+        real(0, strict=False, note=" (0 = off)"),
+        "a run of learning rate η stops after steps_eta/η steps (rounded up to a whole "
+        "--eig-every, or --record-every, interval; at most --steps), so that runs of every η "
+        "share one program; later records NaN",
+    )
+    watch_steps_eta: float = setting(
+        0.0,
+        real(0, strict=False, note=" (0 = off)"),
+        "with --watch: a run's watch window is this/η steps (rounded up) instead of --watch-steps",
+    )
     beta: float = setting(0.9, fraction(), "momentum β of momentum and nesterov")
     b1: float = setting(0.9, fraction(), "Adam β₁")
     b2: float = setting(0.999, fraction(), "Adam β₂")
@@ -281,6 +293,10 @@ class SweepConfig(ProgramSettings):
                 )
             if self.stop_at_onset:
                 raise ConfigError(name, every, "does not work with --stop-at-onset")
+        if self.steps_eta and (self.density_every or self.trace_every):
+            raise ConfigError(
+                "steps_eta", self.steps_eta, "does not work with --density-every or --trace-every"
+            )
         if self.density_every and self.trace_every:
             low, high = sorted((self.density_every, self.trace_every))
             if high % low:
@@ -397,10 +413,28 @@ class SweepConfig(ProgramSettings):
         return out
 
     def runs(self) -> dict[str, list]:
-        """The swept values of every run of a group, by name (η × A × T × seed product)."""
+        """The swept values of every run of a group, by name (η × A × T × seed product), with
+        each run's step limit (``max_steps``) with ``steps_eta`` and its watch window
+        (``watch_steps``) with ``watch_steps_eta``."""
         names = ("eta", "amplitude", "period", "seed")
         product = list(itertools.product(self.eta, self.amplitude, self.period, self.seed_values))
-        return {name: [p[i] for p in product] for i, name in enumerate(names)}
+        out = {name: [p[i] for p in product] for i, name in enumerate(names)}
+        if self.steps_eta:
+            out["max_steps"] = [self.run_steps(eta) for eta in out["eta"]]
+        if self.watch_steps_eta and self.watch:
+            out["watch_steps"] = [
+                math.ceil(round(self.watch_steps_eta / eta, 9)) for eta in out["eta"]
+            ]
+        return out
+
+    def run_steps(self, eta: float) -> int:
+        """The steps of a run at learning rate ``eta``: ``steps_eta``/η rounded up to a whole
+        measurement interval (ignoring rounding noise: 100 000/0.05 is 2 000 000, not one more
+        interval) and at most ``steps``; ``steps`` when ``steps_eta`` is 0."""
+        if not self.steps_eta:
+            return self.steps
+        interval = self.eig_every or self.record_every
+        return min(self.steps, interval * math.ceil(round(self.steps_eta / eta / interval, 9)))
 
     def dataset(self):
         """The :class:`~dynloss_jax.data.Dataset` of these settings (NumPy, with ``info``)."""

@@ -78,7 +78,8 @@ class State(NamedTuple):
     watch_w_WxN: jax.Array | None  # w at each watched rule's onset (None without any)
     watch_lam_WxK: jax.Array | None  # λ1, λ2 there (NaN until measured)
     watch_residual_WxK: jax.Array | None
-    stopped_step: jax.Array  # with stop_at_onset: where the run stopped, −1 while running
+    # with stop_at_onset or per-run step limits: where the run stopped, −1 while running
+    stopped_step: jax.Array
     opt_state: tuple = ()  # the optax state of RunSpec.optimizer (no arrays for gd)
 
 
@@ -255,16 +256,23 @@ def measure_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State) -> Stat
     return state
 
 
-def _finished(spec: RunSpec, state: State):
-    """With stop_at_onset: the run's rule has fired and every watched rule too, or
-    ``watch_steps`` steps have passed since the run's own onset."""
-    onset = state.detector.onset
-    done = onset >= 0
-    if spec.watch:
-        every = done
-        for ws in state.watchers:
-            every = every & (ws.onset >= 0)
-        done = every | (done & (state.step - onset >= spec.watch_steps))
+def _finished(spec: RunSpec, hyper: Hyper, state: State):
+    """Whether a run is done before the program's end: with stop_at_onset, its rule has fired
+    and every watched rule too, or its watch window (``Hyper.watch_steps``, else
+    ``RunSpec.watch_steps``) has passed since its own onset; with per-run step limits
+    (``Hyper.max_steps``), it has reached its own."""
+    done = jnp.zeros((), bool)
+    if spec.stop_at_onset:
+        onset = state.detector.onset
+        done = onset >= 0
+        if spec.watch:
+            window = spec.watch_steps if hyper.watch_steps is None else hyper.watch_steps
+            every = done
+            for ws in state.watchers:
+                every = every & (ws.onset >= 0)
+            done = every | (done & (state.step - onset >= window))
+    if hyper.max_steps is not None:
+        done = done | (state.step >= hyper.max_steps)
     return done
 
 
@@ -329,9 +337,11 @@ def advance_one(spec: RunSpec, chunk_steps: int, state: State, hyper: Hyper, dat
             f"batch_points ({spec.batch_points}) exceeds the {data.x_train.shape[0]} "
             "training points"
         )
+    if hyper.max_steps is not None and spec.levels:
+        raise ValueError("per-run step limits do not work with density_every or trace_every")
     start = state.step
-    if spec.stop_at_onset:
-        state, out = _until_onset(spec, hyper, data, state, chunk_steps // spec.interval)
+    if spec.stop_at_onset or hyper.max_steps is not None:
+        state, out = _until_done(spec, hyper, data, state, chunk_steps // spec.interval)
     else:
         state, out = jax.lax.scan(
             lambda s, _: _level(spec, hyper, data, s, 0),
@@ -360,11 +370,13 @@ def advance_one(spec: RunSpec, chunk_steps: int, state: State, hyper: Hyper, dat
     return state, records, eig_records, spectra
 
 
-def _until_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
-    """Up to ``n`` measurement intervals, ending after the interval in which the onset is
-    confirmed. The records of the intervals not run are NaN (−1 for integers). A stopped run's
-    step counter still moves on to the chunk's end (so every run of a program agrees on the
-    step of each record); its parameters stay where it stopped, at ``stopped_step``."""
+def _until_done(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
+    """Up to ``n`` measurement intervals, ending after the interval in which the run is done
+    (:func:`_finished`: its onset is confirmed, or it reached its own step limit). The records
+    of the intervals not run are NaN (−1 for integers). A stopped run's step counter still
+    moves on to the chunk's end (so every run of a program agrees on the step of each
+    record); its parameters stay where it stopped, at ``stopped_step`` (a run whose limit is
+    the program's length does not stop: its ``stopped_step`` stays −1 unless its onset came)."""
     start = state.step
     shapes = jax.eval_shape(lambda s: _interval(spec, hyper, data, s)[1], state)
     blank = jax.tree.map(
@@ -376,7 +388,7 @@ def _until_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
 
     def running(carry):
         i, s, _ = carry
-        return (i < n) & ~_finished(spec, s)
+        return (i < n) & ~_finished(spec, hyper, s)
 
     def body(carry):
         i, s, buffers = carry
@@ -384,7 +396,10 @@ def _until_onset(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
         return i + 1, s, jax.tree.map(lambda b, o: b.at[i].set(o), buffers, out)
 
     _, state, out = jax.lax.while_loop(running, body, (0, state, blank))
-    stopped = _finished(spec, state) & (state.stopped_step < 0)
+    early = state.step < spec.n_steps
+    if spec.stop_at_onset:
+        early = early | (state.detector.onset >= 0)
+    stopped = _finished(spec, hyper, state) & early & (state.stopped_step < 0)
     state = state._replace(
         stopped_step=jnp.where(stopped, state.step, state.stopped_step),
         step=start + n * spec.interval,

@@ -183,6 +183,11 @@ class Hyper(NamedTuple):
     member: jax.Array = 0  # integer: which of ``RunSpec.losses``
     width_index: jax.Array = 0  # integer: which of ``RunSpec.widths``
     opt_hp: dict | None = None  # the optimiser's hyperparameters by name (None: defaults)
+    # integer: the run's own step limit, below the program's length (None: no limits; the run
+    # then stops, as at an onset, when it reaches it — see engine._finished)
+    max_steps: jax.Array | None = None
+    # integer: the run's own watch window (None: RunSpec.watch_steps for every run)
+    watch_steps: jax.Array | None = None
 
 
 def make_hyper(
@@ -194,12 +199,15 @@ def make_hyper(
     member=None,
     width_index=None,
     opt_hp=None,
+    max_steps=None,
+    watch_steps=None,
     dtype="float64",
 ) -> Hyper:
     """Per-run values (1-D, equal length R), by name, as a :class:`Hyper` of NumPy arrays;
     ``member`` and ``width_index`` (for tuple losses and widths of :class:`RunSpec`) default to 0.
     ``opt_hp`` maps optimiser hyperparameter names (``beta``, ``b1``, …) to a value per run or
-    one shared value (broadcast).
+    one shared value (broadcast). ``max_steps`` and ``watch_steps`` (a step limit and a watch
+    window per run) stay ``None`` unless given.
 
     Values are not validated here: :meth:`dynloss_jax.SweepConfig.validate` does that once.
     """
@@ -217,7 +225,10 @@ def make_hyper(
             else np.asarray(width_index, np.int32)
         ),
     )
-    shapes = [a.shape for a in arrays[:6]]
+    for name, value in (("max_steps", max_steps), ("watch_steps", watch_steps)):
+        if value is not None:
+            arrays = arrays._replace(**{name: np.asarray(value, np.int32)})
+    shapes = [a.shape for a in (*arrays[:6], arrays.max_steps, arrays.watch_steps) if a is not None]
     if len(set(shapes)) != 1 or arrays.eta.ndim != 1:
         raise ValueError(f"per-run values must be 1-D of one length, got shapes {shapes}")
     if opt_hp:

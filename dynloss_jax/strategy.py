@@ -117,6 +117,16 @@ class Strategy:
 
         return jax.tree.map(pad, tree)
 
+    def deal(self, n_runs: int) -> np.ndarray:
+        """The order in which a program's ``n_runs`` runs are laid onto the devices: dealt like
+        cards (run i to device i mod n, in grid order on each), so that every device gets a
+        share of each part of the grid. Runs that stop early (at their onset, or at a per-run
+        step limit: in Fig. 4 a run at η = 0.25 lasts 8× one at η = 2) then balance across
+        the devices, where contiguous shares would give the first device all the long ones.
+        The identity on one device. :func:`gather` with ``order`` puts the runs back."""
+        n = self.device_count()
+        return np.array(sorted(range(n_runs), key=lambda r: (r % n, r // n)), dtype=np.int64)
+
     def map_runs(self, fn):
         """``fn(*per_run_args, data)`` mapped over the leading axis of every per-run argument.
 
@@ -153,8 +163,9 @@ class Strategy:
         return sharded
 
 
-def gather(tree, n_runs: int):
-    """The first ``n_runs`` runs of every leaf as host NumPy arrays (drops the padding copies).
+def gather(tree, n_runs: int, order: np.ndarray | None = None):
+    """The first ``n_runs`` runs of every leaf as host NumPy arrays (drops the padding copies),
+    put back in grid order when the runs were laid out in ``order`` (:meth:`Strategy.deal`).
 
     With several processes each holds a shard; ``process_allgather`` gives every process all.
     """
@@ -165,7 +176,13 @@ def gather(tree, n_runs: int):
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     else:
         host = np.asarray
-    return jax.tree.map(lambda a: host(a)[:n_runs], tree)
+    back = None if order is None else np.argsort(order)
+
+    def runs(a):
+        a = host(a)[:n_runs]
+        return a if back is None else a[back]
+
+    return jax.tree.map(runs, tree)
 
 
 def default_strategy(backend: str | None = None) -> Strategy:

@@ -73,6 +73,11 @@ def _provenance(strategy: Strategy) -> dict:
     }
 
 
+def _take(tree, order):
+    """Every leaf's runs (leading axis) in ``order``."""
+    return jax.tree.map(lambda a: np.asarray(a)[order], tree)
+
+
 def _flatten(prefix: str, tree) -> dict:
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     return {prefix + jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
@@ -255,12 +260,13 @@ def run_sweep(
             },
         )
 
-    def save(gi, step, state, n_runs, bounds, piece, pending) -> None:
-        """Writes the pending pieces' records and the state at ``step`` (``bounds`` grows)."""
+    def save(gi, step, state, n_runs, order, bounds, piece, pending) -> None:
+        """Writes the pending pieces' records and the state at ``step`` (``bounds`` grows); the
+        state in grid order, whatever the layout."""
         if writer and pending:
             bounds.append(step)
             records = {k: np.concatenate([p[k] for p in pending], axis=1) for k in pending[0]}
-            state = _flatten("state", gather(state, n_runs))
+            state = _flatten("state", gather(state, n_runs, order))
             results.write_checkpoint(out, gi, records, state, bounds, piece)
             meter["saved"], meter["checkpoint_at"] = meter["done"], time.time()
             report(gi, step, force=True)
@@ -270,10 +276,10 @@ def run_sweep(
     collected = _Collector(config, cell_runs)
     for gi, group in enumerate(programs):
         spec = RunSpec.from_config(config, **group)
-        hyper = strategy.pad_runs(
-            make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)
-        )
         n_runs = cell_runs * len(group["cells"])
+        order = strategy.deal(n_runs)  # the devices' shares, balanced; gather puts it back
+        hyper = make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)
+        hyper = strategy.pad_runs(_take(hyper, order))
         with _CompileClock() as compiling:  # counts compile events only, not the running
             init, _, finalize = engine.compiled(spec, chunk, strategy)
             onset = engine.compiled_onset(spec, strategy)
@@ -286,9 +292,8 @@ def run_sweep(
             bounds = [0]
             if loaded is not None:
                 bounds, piece, flat_state, stretches = loaded
-                state = strategy.pad_runs(
-                    _unflatten("state", state, _check_runs(out, gi, flat_state, n_runs))
-                )
+                flat_state = _check_runs(out, gi, flat_state, n_runs)
+                state = strategy.pad_runs(_unflatten("state", state, _take(flat_state, order)))
                 for a, b, stretch in zip(bounds[:-1], bounds[1:], stretches, strict=True):
                     collected.chunk(group["cells"], a, b - a, stretch)
                 meter["done"] += bounds[-1] * n_runs
@@ -299,7 +304,7 @@ def run_sweep(
             while step < steps:
                 reason = stop() if stop is not None else None
                 if reason:
-                    save(gi, step, state, n_runs, bounds, piece, pending)
+                    save(gi, step, state, n_runs, order, bounds, piece, pending)
                     report(gi, step, force=True, stopped_by=reason)
                     raise Stopped(
                         reason,
@@ -319,11 +324,11 @@ def run_sweep(
                 step += piece
                 if step % chunk == 0:  # where the uninterrupted run measures λ at an onset
                     state = onset(state, hyper, data)
-                part = _flatten("records", gather(records, n_runs))
+                part = _flatten("records", gather(records, n_runs, order))
                 if eig_records is not None:
-                    part.update(_flatten("eig", gather(eig_records, n_runs)))
+                    part.update(_flatten("eig", gather(eig_records, n_runs, order)))
                 for kind, rec in spectra.items():
-                    part.update(_flatten(kind, gather(rec, n_runs)))
+                    part.update(_flatten(kind, gather(rec, n_runs, order)))
                 collected.chunk(group["cells"], step - piece, piece, part)
                 pending.append(part)
                 seconds = max(clock() - t0 - (compiling.seconds - c0), 0.0)
@@ -340,7 +345,7 @@ def run_sweep(
                     or checkpoint_every <= 0
                     or clock() - saved_at + seconds > checkpoint_every
                 ):
-                    save(gi, step, state, n_runs, bounds, piece, pending)
+                    save(gi, step, state, n_runs, order, bounds, piece, pending)
                     pending, saved_at = [], clock()
                 else:
                     report(gi, step)
@@ -348,7 +353,7 @@ def run_sweep(
                     piece = shorter_piece(piece, spec.block, seconds, target)
             final = finalize(state, hyper, data)
         compile_s.append(round(compiling.seconds, 3))
-        collected.final(group["cells"], gather(state, n_runs), gather(final, n_runs))
+        collected.final(group["cells"], gather(state, n_runs, order), gather(final, n_runs, order))
 
     arrays, axes = collected.arrays, collected.axes
     run_config = {

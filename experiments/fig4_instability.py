@@ -91,6 +91,7 @@ FULL = dict(
     dense_etas_ce=(0.5, 1.0, 2.0),
     dense_etas_mse=(0.2, 0.4),
     dense_matvecs=10,
+    programs="family",
 )
 QUICK = dict(
     FULL,
@@ -175,6 +176,11 @@ def add_flags(p):
     p.add_argument("--dense-etas-ce", type=float, nargs="*", help="η of DCE with dense λ1")
     p.add_argument("--dense-etas-mse", type=float, nargs="*", help="η of DMSE1/2 with dense λ1")
     p.add_argument(
+        "--programs",
+        choices=("family", "eta"),
+        help="one sweep per loss family with each run's own length (default), or one per (loss, η)",
+    )
+    p.add_argument(
         "--eig-every",
         type=int,
         help="also track λ1, λ2 every k steps for plots (default 0: off; the onset "
@@ -200,70 +206,109 @@ def steps_eta_of(s: dict, loss: str) -> float:
     return s["steps_eta"] if STATIC_OF[loss] == "ce" else s["steps_eta_mse"]
 
 
+def families(losses) -> list[tuple[str, ...]]:
+    """The losses grouped by loss family (DCE; DMSE1 with DMSE2), in the given order."""
+    from dynloss_jax.losses import STATIC_OF
+
+    groups: dict[str, list[str]] = {}
+    for loss in losses:
+        groups.setdefault(STATIC_OF[loss], []).append(loss)
+    return [tuple(g) for g in groups.values()]
+
+
 def configs(s: dict) -> dict:
-    """One sweep per (loss, η) — the run length depends on η — in ``--out/<loss>_eta_<η>``; and
-    the runs with λ1 at every step in ``--out/dense_<loss>_eta_<η>`` (A = 50, T = 5000)."""
-    out = {
-        folder(loss, eta): config_of(s, loss, eta)
-        for loss in s["losses"]
-        for eta in etas_of(s, loss)
-    }
-    if s["dense_seeds"]:
-        for loss in s["losses"]:
-            dense = s["dense_etas_ce"] if etas_of(s, loss) is s["etas_ce"] else s["dense_etas_mse"]
-            for eta in dense:
-                out["dense_" + folder(loss, eta)] = dense_config(s, loss, eta)
+    """The sweeps. ``programs = "family"``: one sweep per loss family over all its η, each run
+    stopping after its own steps_eta/η steps (``SweepConfig.steps_eta``) if no onset stopped
+    it first, in ``--out/<losses>`` (``dce``, ``dmse1_dmse2``); ``"eta"``: one sweep per
+    (loss, η), as long as its runs, in ``--out/<loss>_eta_<η>``. The same for the runs with λ1
+    at every step, in ``--out/dense_…`` (A = 50, T = 5000). Every run's numbers are the same
+    in both layouts (``tests/test_experiments.py``)."""
+    out = {}
+    for losses in families(s["losses"]):
+        etas = etas_of(s, losses[0])
+        dense = s["dense_etas_ce"] if etas is s["etas_ce"] else s["dense_etas_mse"]
+        for kind, grid in (("", etas), ("dense_", dense if s["dense_seeds"] else ())):
+            if not grid:
+                continue
+            if s["programs"] == "family":
+                out[kind + "_".join(losses)] = config_of(s, losses, grid, dense=bool(kind))
+            else:
+                for loss in losses:
+                    for eta in grid:
+                        out[kind + folder(loss, eta)] = config_of(
+                            s, (loss,), (eta,), dense=bool(kind)
+                        )
     return out
 
 
-def by_loss_eta(runs: dict) -> dict:
-    """The runs keyed by (loss, η) instead of by folder name (without the dense runs)."""
-    return {
-        (run.coords["loss"][0], float(run.coords["eta"][0])): run
-        for name, run in runs.items()
-        if not name.startswith("dense_")
-    }
+def split(runs: dict, dense: bool = False) -> dict:
+    """The runs keyed by (loss, η) instead of by folder name: the main runs, or with ``dense``
+    the runs with λ1 at every step. A family's sweep is split with ``Run.sel``."""
+    out = {}
+    for name, run in runs.items():
+        if name.startswith("dense_") != dense:
+            continue
+        for loss in run.coords["loss"]:
+            for eta in run.coords["eta"]:
+                out[loss, float(eta)] = run.sel(loss=loss, eta=eta)
+    return out
 
 
-def config_of(s: dict, loss: str, eta: float):
+def config_of(s: dict, losses: tuple, etas: tuple, *, dense: bool = False):
+    """The sweep of ``losses`` (one family) at learning rates ``etas``: ``steps_eta``/η steps
+    per run (rounded up to the measurement interval), every run stopping at its onset. One η:
+    the sweep is that long. Several: it is as long as the longest, and each run stops at its
+    own length (``steps_eta``) and watches for ``watch_steps_eta``/η steps after its onset.
+
+    ``dense``: the same runs at A = 50, T = 5000 (the middle condition; the quick and smoke
+    presets' own), ``dense_seeds`` seeds, with λ1, λ2 at every step (warm-started Lanczos)
+    and the loss at every step."""
     from dynloss_jax import SweepConfig
 
-    return SweepConfig(
-        loss=(loss,),
+    interval = 1 if dense else max(s["eig_every"], s["record_every"])
+    steps_eta = steps_eta_of(s, losses[0])
+    one = len(etas) == 1
+    config = SweepConfig(
+        loss=tuple(losses),
         width=(s["width"],),
-        eta=(eta,),
+        eta=tuple(etas),
         amplitude=s["amplitudes"],
         period=s["periods"],
         seeds=s["seeds"],
-        steps=steps_for(eta, steps_eta_of(s, loss), max(s["eig_every"], s["record_every"])),
+        steps=max(steps_for(eta, steps_eta, interval) for eta in etas),
+        steps_eta=0.0 if one else float(steps_eta),
         record_every=s["record_every"],
         eig_every=s["eig_every"],
         stop_at_onset=True,
         detector=s["detector"],
         watch=tuple(s["watch"]),
-        watch_steps=math.ceil(s["watch_steps_eta"] / eta) if s["watch"] else 0,
+        watch_steps=math.ceil(round(s["watch_steps_eta"] / etas[0], 9))
+        if one and s["watch"]
+        else 0,
+        watch_steps_eta=0.0 if one or not s["watch"] else float(s["watch_steps_eta"]),
     )
-
-
-def dense_config(s: dict, loss: str, eta: float):
-    """The same runs at A = 50, T = 5000 (the middle condition; the quick and smoke presets'
-    own), ``dense_seeds`` seeds, with λ1, λ2 at every step (warm-started Lanczos) and the loss
-    at every step, stopping as the main runs do."""
+    if not dense:
+        return config
     import dataclasses
 
-    base = config_of(s, loss, eta)
     amplitude = 50.0 if 50.0 in s["amplitudes"] else s["amplitudes"][0]
     period = 5000 if 5000 in s["periods"] else s["periods"][0]
     return dataclasses.replace(
-        base,
+        config,
         amplitude=(amplitude,),
         period=(period,),
         seeds=s["dense_seeds"],
         record_every=1,
         eig_every=1,
         num_matvecs=s["dense_matvecs"],
-        steps=steps_for(eta, steps_eta_of(s, loss), 1),
     )
+
+
+def run_length(run, eta: float) -> int:
+    """The steps a run of ``run`` at ``eta`` was given (before any onset stopped it)."""
+    from dynloss_jax import SweepConfig
+
+    return SweepConfig.from_settings(run.config["settings"]).run_steps(eta)
 
 
 def folder(loss: str, eta: float) -> str:
@@ -319,8 +364,8 @@ def summarise(runs: dict) -> dict:
     step with λ1 > 2/η."""
     import numpy as np
 
-    dense = {name: run for name, run in runs.items() if name.startswith("dense_")}
-    runs = by_loss_eta(runs)
+    dense = split(runs, dense=True)
+    runs = split(runs)
     losses = sorted({loss for loss, _ in runs}, key=list(NAMES).index)
     rows, fits, conditions = [], {}, []
     for loss in losses:
@@ -344,7 +389,7 @@ def summarise(runs: dict) -> dict:
                     "found": n,
                     "runs": int(lam.size),
                     "diverged": int(run["diverged"].sum()),
-                    "steps": int(run.config["settings"]["steps"]),
+                    "steps": run_length(run, eta),
                 }
             )
             all_eta += [float(eta)] * n
@@ -426,8 +471,7 @@ def crossing(dense: dict) -> dict:
     import numpy as np
 
     out: dict = {}
-    for _, run in sorted(dense.items()):
-        loss, eta = run.coords["loss"][0], float(run.coords["eta"][0])
+    for (loss, eta), run in sorted(dense.items()):
         lam = np.asarray(run["lam"][..., 0], float)  # (..., seed, eig)
         steps = np.asarray(run["eig_step"])
         above = lam > 2 / eta
@@ -509,7 +553,7 @@ def plot(runs: dict, summary: dict, path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = by_loss_eta(runs)
+    runs = split(runs)
     sens = summary.get("sensitivity") or {}
     fig, axes = plt.subplots(
         1,

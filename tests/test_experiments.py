@@ -157,9 +157,11 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     s = fig4_instability.SMOKE
     summary = json.loads((tmp_path / common.SUMMARY).read_text())
     etas, lams = [], []
+    family = load_run(tmp_path / "dce")  # one program for every η, each run its own length
+    assert family.config["programs"] == 1 and family.coords["eta"] == list(s["etas_ce"])
     for eta in s["etas_ce"]:
-        run = load_run(tmp_path / f"dce_eta_{eta:g}")
-        steps = run.config["settings"]["steps"]
+        run = family.sel(eta=eta)
+        steps = fig4_instability.run_length(run, eta)
         assert steps == round(s["steps_eta"] / eta)  # 100 000/η in the paper, scaled down
         onset = run["instability_step"]
         assert np.all((onset == -1) | ((onset >= 2) & (onset < steps)))
@@ -174,6 +176,7 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         lams += run["instability_lam"][0][found].tolist()
         row = next(r for r in summary["rows"] if r["eta"] == eta and r["loss"] == "dce")
         assert row["found"] == int(found.sum()) and row["runs"] == found.size
+        assert row["steps"] == steps
     assert len(etas) >= 2, "the smoke settings must show instabilities, or this tests nothing"
     fit = summary["fits"]["dce"]
     if len(set(etas)) > 1 and len(etas) > 2:
@@ -186,7 +189,7 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     assert sens["sensitivity"] == summary["sensitivity"]
     rules = {}
     for eta in s["etas_ce"]:
-        run = load_run(tmp_path / f"dce_eta_{eta:g}")
+        run = family.sel(eta=eta)
         assert run.config["settings"]["watch"] == list(s["watch"])
         own = [run["instability_step"], run["instability_lam"]]
         per_rule = [own] + [
@@ -206,7 +209,7 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     assert sum(rules[next(iter(rules))]) >= 2, "the run's own rule must fire in the smoke runs"
     assert any(sum(v) for k, v in rules.items() if k.startswith("second_difference"))
     # the dense runs: λ1 at every step, and the gap from each rule's onset to the crossing
-    dense = load_run(tmp_path / "dense_dce_eta_2")
+    dense = load_run(tmp_path / "dense_dce")
     lam = dense["lam"][..., 0].reshape(-1)
     first = int(np.argmax(lam > 2 / 2.0))
     assert lam[first] > 1.0, "λ1 must cross 2/η in the dense smoke run, or this tests nothing"
@@ -325,7 +328,7 @@ def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
     monkeypatch.setattr(  # several chunks per sweep, so there is a point to stop at
         fig4_instability,
         "config_of",
-        lambda *a: dataclasses.replace(real_config_of(*a), chunk_steps=200),
+        lambda *a, **k: dataclasses.replace(real_config_of(*a, **k), chunk_steps=200),
     )
     args = ["--quick", "--quiet"]
     assert fig4_instability.main([*args, "--out", str(tmp_path / "whole")]) == 0
@@ -335,7 +338,7 @@ def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
 
     def interrupted(config, out, progress=None, **kw):
         calls.append((out.name, kw["resume"]))
-        if out.name != "dce_eta_2" or kw["resume"]:
+        if out.name != "dense_dce" or kw["resume"]:
             return real(config, out, progress=progress, **kw)
         chunk.append(config.chunk)
 
@@ -350,22 +353,47 @@ def test_resume_loads_finished_sweeps_and_continues_an_interrupted_one(
     assert fig4_instability.main([*args, "--out", str(out)]) == 143
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fig4_instability: stopped by SIGTERM in "), err
-    assert f"dce_eta_2 at step {2 * chunk[0]:,} of" in err[0]
+    assert f"dense_dce at step {2 * chunk[0]:,} of" in err[0]
     assert err[0].endswith(
         f"python -m experiments.fig4_instability {' '.join(args)} --out {out} --resume"
     )
-    stopped = load_run(out / "dce_eta_2")  # read as far as the checkpoint goes
+    stopped = load_run(out / "dense_dce")  # read as far as the checkpoint goes
     assert not stopped.complete and int(stopped["steps_done"].max()) == 2 * chunk[0]
     calls.clear()
     assert fig4_instability.main([*args, "--out", str(out), "--resume"]) == 0
-    # dce_eta_1 was finished: loaded, not rerun; the dense sweep after it had not started
-    assert calls == [("dce_eta_2", True), ("dense_dce_eta_2", False)]
-    for name in ("dce_eta_1", "dce_eta_2"):
+    # the main sweep was finished: loaded, not rerun
+    assert calls == [("dense_dce", True)]
+    for name in ("dce", "dense_dce"):
         want = load_run(tmp_path / "whole" / name).arrays
         got = load_run(out / name).arrays
         for key, a in want.items():
             np.testing.assert_array_equal(got[key], a, err_msg=f"{name} {key}")
     assert fig4_instability.main([*args, "--out", str(out), "--resume", "--overwrite"]) == 2
+
+
+def test_fig4_one_program_per_family_equals_one_per_eta():
+    """Fig. 4 as one program per loss family (each run stopping at its own length) gives the
+    onsets, λ there and records of one program per (loss, η), to rounding: the smoke sweep,
+    where every run fires."""
+    s = dict(fig4_instability.SMOKE, dense_seeds=0)
+    runs, programs = {}, {}
+    for layout in ("eta", "family"):
+        configs = fig4_instability.configs({**s, "programs": layout})
+        done = {key: dynloss_jax.run_sweep(c.validate()) for key, c in configs.items()}
+        runs[layout] = fig4_instability.split(done)
+        programs[layout] = sum(run.config["programs"] for run in done.values())
+    assert programs == {"eta": len(s["etas_ce"]), "family": 1}
+    assert list(runs["eta"]) == list(runs["family"]) == [("dce", eta) for eta in s["etas_ce"]]
+    for key, a in runs["eta"].items():
+        b = runs["family"][key]
+        assert np.all(a["instability_step"] >= 0), "every smoke run must fire"
+        for name in ("instability_step", "watch_step", "stopped_step", "diverged"):
+            np.testing.assert_array_equal(b[name], a[name], err_msg=f"{key} {name}")
+        for name in ("instability_lam_k", "watch_lam_k", "final_loss", "final_val_acc"):
+            np.testing.assert_allclose(b[name], a[name], rtol=1e-10, err_msg=f"{key} {name}")
+        n = a["loss"].shape[-1]
+        np.testing.assert_allclose(b["loss"][..., :n], a["loss"], rtol=1e-10)
+        assert np.all(np.isnan(b["loss"][..., n:]))
 
 
 def test_dtype_flag_sets_the_precision_of_every_sweep(monkeypatch):

@@ -7,6 +7,8 @@ T = 100 (seed 4: onset at step 309); seed 5 of the DMSE2 case never fires within
 under that rule and stands for the runs that reach the limit.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -167,3 +169,38 @@ def test_where_the_onset_falls_against_the_first_lambda1_above_2_over_eta():
         int(run[k].ravel()[0]) for k in ("instability_lo", "instability_step", "instability_hi")
     )
     assert lo <= crossing <= hi and abs(onset - crossing) <= 3, (lo, onset, hi, crossing)
+
+
+def test_per_run_step_limits_equal_runs_of_their_own_length():
+    """``steps_eta``: runs of several η in one program, each ending after its own steps_eta/η
+    steps, equal runs of that length alone (to rounding: the programs differ) — without and with
+    stop_at_onset. The run of η = 0.4 (limit 400, the program's length) has an onset at 309 and
+    the one of η = 0.8 (limit 200) is cut at its limit: its ``stopped_step`` is 200, its
+    records after it NaN; the final values are those of the step it stopped at."""
+    base = dict(CASES["dmse2"], first_seed=4, seeds=1, record_every=10)
+    both = SweepConfig(**{**base, "eta": (0.4, 0.8)}, steps_eta=160.0).validate()
+    assert [both.run_steps(eta) for eta in both.eta] == [400, 200]
+    for stop in (False, True):
+        merged = run_sweep(dataclasses.replace(both, stop_at_onset=stop))
+        assert merged.config["programs"] == 1
+        for eta in both.eta:
+            steps = both.run_steps(eta)
+            alone = run_sweep(
+                SweepConfig(**{**base, "eta": (eta,), "steps": steps}, stop_at_onset=stop)
+            )
+            got = merged.sel(eta=eta)
+            for name in ("final_loss", "final_val_acc", "instability_lam"):
+                np.testing.assert_allclose(got[name], alone[name], rtol=1e-10, err_msg=name)
+            for name in ("instability_step", "diverged"):
+                np.testing.assert_array_equal(got[name], alone[name])
+            n = alone["loss"].shape[6]  # the records: the grid's six axes, then the record's
+            for name in ("loss", "val_acc", "gamma"):
+                np.testing.assert_allclose(got[name][:, :, :, :, :, :, :n], alone[name], rtol=1e-10)
+                assert np.all(np.isnan(got[name][:, :, :, :, :, :, n:]))
+            fired = int(alone["instability_step"].ravel()[0]) >= 0
+            if steps < both.steps and not (stop and fired):
+                assert int(got["stopped_step"].ravel()[0]) == steps
+            else:
+                np.testing.assert_array_equal(got["stopped_step"], alone["stopped_step"])
+        onset = merged["instability_step"].ravel()
+        assert onset[0] == 309 and onset[1] == -1, onset  # one onset, one run cut at its limit
