@@ -204,12 +204,13 @@ def part_reference(tiny: bool, emit) -> dict:
     import numpy as np
 
     from dynloss_jax import results
+    from dynloss_jax.config import normalised
     from dynloss_jax.strategy import default_strategy
     from dynloss_jax.sweep import run_sweep
 
     stored = results.load_run(REFERENCE, unfinished=False)
     config = reference_config()
-    if stored.config["settings"] != config.settings():
+    if normalised(stored.config["settings"]) != config.settings():
         raise RuntimeError("the stored reference sweep has other settings: --write-reference")
     times = []
     runs = []

@@ -126,6 +126,22 @@ class ProgramSettings:
     record_every: int = setting(5, integer(1), "loss and accuracy every k steps")
     eig_every: int = setting(0, integer(0, " (0 = off)"), "Hessian λ1, λ2 every k steps")
     num_matvecs: int = setting(16, integer(1), "Lanczos steps per measurement")
+    top_k: int = setting(
+        0,
+        integer(0, " (0 = off: λ1, λ2 by Lanczos)"),
+        "with --eig-every: track the top K eigenvalues instead, by a block Krylov space "
+        "warm-started from the last measurement's K vectors (--top-k-blocks × K products; "
+        "λ_min is then not measured), with lam_above marking those above --top-k-above/η",
+    )
+    top_k_blocks: int = setting(
+        3, integer(2), "with --top-k: Krylov blocks per measurement (each K products)"
+    )
+    top_k_above: float = setting(
+        1.5,
+        real(0, strict=True),
+        "with --top-k: an eigenvalue counts as above the line when λ > c/η (GD; c/2 × the "
+        "optimiser's threshold otherwise); 1.5 is the central flows' tracking line",
+    )
     waveform: str = setting(
         "triangle",
         choice(WAVEFORMS),
@@ -279,6 +295,8 @@ class SweepConfig(ProgramSettings):
                 )
             if self.num_matvecs < N_TOP:
                 raise ConfigError("num_matvecs", self.num_matvecs, f"must be an integer >= {N_TOP}")
+        elif self.top_k:
+            raise ConfigError("top_k", self.top_k, "needs --eig-every > 0")
         for name in ("density_every", "trace_every"):
             every = getattr(self, name)
             if not every:
@@ -343,17 +361,24 @@ class SweepConfig(ProgramSettings):
         from dynloss_jax import optim
 
         adaptive = self.optimizer in optim.ADAPTIVE
-        return {
+        threshold = [
+            float(optim.stability_threshold(self.optimizer, eta, **self.opt_hp)) for eta in self.eta
+        ]
+        out = {
             "lam_operator": "P^-1/2 H P^-1/2 (frozen preconditioner)" if adaptive else "H",
             "threshold": {
                 "optimizer": self.optimizer,
                 "label": optim.threshold_label(self.optimizer),
-                "value": [
-                    float(optim.stability_threshold(self.optimizer, eta, **self.opt_hp))
-                    for eta in self.eta
-                ],
+                "value": threshold,
             },
         }
+        if self.top_k and self.eig_every:
+            out["lam_method"] = (
+                f"top {self.top_k} by block Krylov, {self.top_k_blocks} blocks warm-started "
+                "from the last measurement"
+            )
+            out["above"] = [self.top_k_above / 2 * t for t in threshold]
+        return out
 
     # --- what the engine and the results folder are built from ---------------------------
 
@@ -474,6 +499,16 @@ class SweepConfig(ProgramSettings):
     @classmethod
     def from_settings(cls, settings: dict) -> SweepConfig:
         return cls(**{k: v for k, v in settings.items() if k in _NAMES})
+
+
+def normalised(settings: dict | None) -> dict | None:
+    """Stored ``settings`` with every setting added since filled in at its default (which
+    changes no run), so that a folder written before a setting existed compares equal to the
+    same sweep now; ``settings`` as they are when they do not form a config."""
+    try:
+        return SweepConfig.from_settings(settings).settings()
+    except (TypeError, ValueError, AttributeError):
+        return settings
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

@@ -5,6 +5,8 @@
   against breakdown; Rayleigh–Ritz on the Krylov basis gives the largest *algebraic* eigenvalues,
   the smallest one, and each Ritz pair's residual norm ‖Hu − θu‖ (an error bound on θ: some
   eigenvalue of H lies within it).
+* :func:`block_krylov` — the top K eigenpairs from a block Krylov space warm-started from K
+  vectors (the last measurement's): ``blocks``·K products, for tracking K eigenvalues every step.
 * :func:`power_iteration` — power iteration with deflation (the classic method), for comparison.
 * :func:`top_hessian_eigenvalues` — one-shot helper for any loss and parameter pytree.
 
@@ -130,6 +132,56 @@ def lanczos(matvec, v0_N, key, *, num_matvecs: int = 16, k: int = 2, coords_N=No
 
     zeros = jnp.zeros((m, n), dtype)
     (V, W, _, _), _ = jax.lax.scan(body, (zeros, zeros, v, jnp.zeros((), dtype)), jnp.arange(m))
+    return _rayleigh_ritz(V, W, k)
+
+
+def block_krylov(
+    matvec, U0_KxN, key, *, blocks: int = 3, k: int | None = None, mask_N=None
+) -> EigResult:
+    """Top-``k`` algebraic eigenpairs (default k = K) from the block Krylov space
+    span{U0, H U0, …, H^{blocks−1} U0} of the K start vectors ``U0`` (rows): exactly
+    ``blocks``·K products.
+
+    The basis is built one vector at a time: vector j is the j-th row of U0 for j < K and the
+    product of vector j − K after that, orthogonalised against the basis so far (twice) and
+    normalised; one that vanishes (a zero start row, or a space already spanned) stays zero and
+    is left out of the Rayleigh–Ritz step, as in :func:`lanczos`, whose Ritz step and exact
+    residuals this shares. A zero row of ``U0`` is replaced by a standard normal vector from
+    ``key`` (the key's only use), so zeros start cold; with ``mask_N`` (a coordinate subspace,
+    as for a padded network: the caller keeps ``U0`` and the products in it) that vector too.
+
+    Warm-started from the previous measurement's top-K Ritz vectors, the space holds the new top
+    eigenvectors to first order in the change of H, so a small ``blocks`` tracks the top K along
+    a trajectory (``tests/test_eig.py`` and ``tests/test_engine.py`` check it against dense
+    Hessians). ``lam_min`` is the smallest Ritz value of this small space: an upper bound on
+    λ_min, and a loose one.
+    """
+    K, n = U0_KxN.shape
+    k = K if k is None else k
+    m = blocks * K
+    _check_counts(k, m)
+    dtype = U0_KxN.dtype
+    eps = jnp.finfo(dtype).eps
+    random_KxN = jax.random.normal(key, (K, n), dtype)
+    if mask_N is not None:
+        random_KxN = random_KxN * mask_N
+    norms = jnp.linalg.norm(U0_KxN, axis=1, keepdims=True)
+    U0_KxN = jnp.where(norms > 0, U0_KxN, random_KxN)
+
+    def body(carry, j):
+        V, W, scale = carry
+        c = jnp.where(j < K, U0_KxN[jnp.minimum(j, K - 1)], W[jnp.maximum(j - K, 0)])
+        c_norm = jnp.linalg.norm(c)
+        v = _orthogonalise(c, V)
+        v_norm = jnp.linalg.norm(v)
+        ok = v_norm > jnp.sqrt(eps) * jnp.maximum(c_norm, scale)
+        v = jnp.where(ok, v / jnp.where(ok, v_norm, 1.0), 0.0)
+        w = matvec(v)
+        scale = jnp.maximum(scale, jnp.linalg.norm(w))
+        return (V.at[j].set(v), W.at[j].set(w), scale), None
+
+    zeros = jnp.zeros((m, n), dtype)
+    (V, W, _), _ = jax.lax.scan(body, (zeros, zeros, jnp.zeros((), dtype)), jnp.arange(m))
     return _rayleigh_ritz(V, W, k)
 
 

@@ -29,6 +29,16 @@ A run whose loss or parameters become non-finite is frozen at its last finite pa
 flagged (``diverged``, ``diverged_step``); its later records (λ included) are NaN and the other
 runs of the program are untouched. Every record carries the step it was measured at.
 
+**Runs of different lengths in one program.** With ``Hyper.max_steps`` (per run; from
+``SweepConfig.steps_eta``: steps_eta/η steps, so that runs of every η share a program) a run
+stops when it reaches its own limit, as a run with ``stop_at_onset`` stops at its onset: the
+intervals run in a ``lax.while_loop`` that ends when the run is done (:func:`_finished`), its
+later records are NaN and ``stopped_step`` says where it stopped. A run equals the same run in
+a program of its own length to rounding (``tests/test_onset.py``). Under vmap the loop runs
+until the last run of the batch is done, the others masked; mapped one after another (the CPU
+default), each run's loop ends with it. ``Hyper.watch_steps`` likewise gives each run its own
+watch window.
+
 **Several widths and losses in one program.** A :class:`~dynloss_jax.spec.RunSpec` whose
 ``width`` is a tuple pads every run's network to the largest width; the real width of a run is
 ``Hyper.width_index``. The padded units start at zero (the real units are initialised exactly as
@@ -101,8 +111,10 @@ class Final(NamedTuple):
     val_acc: jax.Array
 
 
-def init_state(spec: RunSpec, hyper: Hyper) -> State:
-    """Initial state of one run: network initialised from ``key(seed)``."""
+def init_state(spec: RunSpec, hyper: Hyper, data: Data | None = None) -> State:
+    """Initial state of one run: network initialised from ``key(seed)``. With ``top_k`` the
+    first top-K vectors are measured here, at the initial point (``data`` is then needed):
+    :func:`~dynloss_jax.tracking.cold_top_k`."""
     init_key, eig_key = jax.random.split(jax.random.key(hyper.seed))
     if spec.padded:
         w = embed(
@@ -111,10 +123,20 @@ def init_state(spec: RunSpec, hyper: Hyper) -> State:
     else:
         w = spec.model.init(init_key)
     dtype = w.dtype
+    opt_state = objective.optimizer(spec, hyper).init(w)
+    vectors = jnp.zeros((spec.n_tracked, w.shape[0]), dtype)
+    if spec.top_k:
+        if data is None:
+            raise ValueError("init_state needs the data with top_k (its first measurement)")
+        matvec = objective.hessian_operator(
+            spec, hyper, data, opt_state, w, jnp.zeros((), jnp.int32)
+        )
+        start = jax.random.fold_in(eig_key, 1 << 29)
+        vectors = tracking.cold_top_k(spec, hyper, matvec, start)
     return State(
         w_N=w,
         step=jnp.zeros((), jnp.int32),
-        eig_vectors_KxN=jnp.zeros((N_TOP, w.shape[0]), dtype),
+        eig_vectors_KxN=vectors,
         eig_key=jax.random.key_data(eig_key),  # raw uint32, so checkpoints are plain arrays
         diverged=jnp.zeros((), bool),
         diverged_step=jnp.full((), -1, jnp.int32),
@@ -132,7 +154,7 @@ def init_state(spec: RunSpec, hyper: Hyper) -> State:
             jnp.full((len(spec.watch), N_TOP), jnp.nan, dtype) if spec.watch else None
         ),
         stopped_step=jnp.full((), -1, jnp.int32),
-        opt_state=objective.optimizer(spec, hyper).init(w),
+        opt_state=opt_state,
     )
 
 
@@ -439,7 +461,7 @@ def compiled(spec: RunSpec, chunk_steps: int, strategy: Strategy = ONE_DEVICE_VM
         raise ValueError(
             f"chunk_steps must be a positive multiple of {spec.block}, got {chunk_steps}"
         )
-    init = jax.jit(strategy.map_runs(lambda h, d: init_state(spec, h)))
+    init = jax.jit(strategy.map_runs(lambda h, d: init_state(spec, h, d)))
     advance = jax.jit(strategy.map_runs(lambda s, h, d: advance_one(spec, chunk_steps, s, h, d)))
     final = jax.jit(strategy.map_runs(lambda s, h, d: evaluate(spec, s, h, d)))
     return init, advance, final

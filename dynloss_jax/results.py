@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dynloss_jax.config import GRID_AXES, ConfigError
+from dynloss_jax.config import GRID_AXES, ConfigError, normalised
 from dynloss_jax.run import Run
 
 __all__ = [
@@ -264,8 +264,8 @@ def check_out_folder(
         saved = read_json(marker)
         if saved.get("complete"):
             raise ConfigError("resume", str(out), "holds a finished run; nothing to resume")
-        if settings is not None and saved.get("settings") != settings:
-            old = saved.get("settings") or {}
+        if settings is not None and normalised(saved.get("settings")) != settings:
+            old = normalised(saved.get("settings")) or {}
             differ = sorted(k for k in settings if old.get(k) != settings[k])
             raise ConfigError(
                 "resume",

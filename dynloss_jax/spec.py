@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynloss_jax import instability, optim
-from dynloss_jax.config import ProgramSettings, SweepConfig
+from dynloss_jax.config import N_TOP, ProgramSettings, SweepConfig
 from dynloss_jax.losses import STATIC_OF, get_loss
 from dynloss_jax.model import embedding, flat_model
 
@@ -56,7 +56,8 @@ class RunSpec(ProgramSettings):
             raise ValueError(f"losses of one program must share a static loss, got {self.loss!r}")
         if not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be >= 1, got {self.width!r}")
-        for name in ("n_steps", "n_classes", "depth", "record_every", "num_matvecs"):
+        positive = ("n_steps", "n_classes", "depth", "record_every", "num_matvecs", "top_k_blocks")
+        for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         if self.eig_every < 0 or self.eig_every % self.record_every:
@@ -81,6 +82,8 @@ class RunSpec(ProgramSettings):
             raise ValueError(f"watch_steps must be >= 0, got {self.watch_steps}")
         if self.levels and self.stop_at_onset:
             raise ValueError("density_every and trace_every do not work with stop_at_onset")
+        if self.top_k < 0 or (self.top_k and not self.eig_every):
+            raise ValueError(f"top_k must be 0, or >= 1 with eig_every > 0, got {self.top_k}")
         if self.layer_sharpness and not self.eig_every:
             raise ValueError("layer_sharpness is measured with λ1: it needs eig_every > 0")
         if self.n_steps % self.block:
@@ -105,6 +108,11 @@ class RunSpec(ProgramSettings):
     @property
     def interval(self) -> int:
         return self.eig_every or self.record_every
+
+    @property
+    def n_tracked(self) -> int:
+        """Eigenvalues tracked every ``eig_every`` steps: ``top_k``, or λ1, λ2 by Lanczos."""
+        return self.top_k or N_TOP
 
     @property
     def detectors(self) -> tuple[instability.Detector, ...]:

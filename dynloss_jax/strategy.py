@@ -6,8 +6,9 @@ compiled program (``lax.map``), and with several devices the runs are first spli
 ``jax.sharding.Mesh`` (axis ``"runs"``) with ``shard_map`` (:meth:`Strategy.map_runs`). R is
 padded to a multiple of the device count by repeating its last run (:meth:`Strategy.pad_runs`)
 and the copies are dropped when the results come back to the host (:func:`gather`); no other
-module pads or trims. Every layout gives the same
-numbers to rounding (``tests/test_strategy.py``).
+module pads or trims. A sweep deals its runs to the devices like cards (:meth:`Strategy.deal`),
+so that runs that stop early (at an onset, or at their own step limit) balance across them.
+Every layout gives the same numbers to rounding (``tests/test_strategy.py``).
 
 **CPU.** One step of one run at width 100 is five small matrix products (P × 2 · 2 × W,
 P × W · W × C and their transposes, P = 300 points, C = 3 classes) and a few elementwise passes over

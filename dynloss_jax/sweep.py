@@ -455,6 +455,7 @@ _RECORDS = {
     "eig.residual_K": ("residual", ["eig", "k"]),
     "eig.residual_min": ("residual_min", ["eig"]),
     "eig.layer_lam_L": ("layer_lam", ["eig", "block"]),
+    "eig.above_K": ("lam_above", ["eig", "k"]),
     "density.nodes_SxM": ("density_nodes", ["density", "probe", "node"]),
     "density.weights_SxM": ("density_weights", ["density", "probe", "node"]),
     "trace.estimate": ("trace", ["trace"]),

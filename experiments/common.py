@@ -123,9 +123,11 @@ def sweep(config, out: Path, args, label: str):
         raise results.ConfigError("overwrite", True, "cannot be combined with --resume")
     resume = False
     if args.resume and (Path(out) / results.CONFIG).exists():
+        from dynloss_jax.config import normalised
+
         saved = results.read_json(Path(out) / results.CONFIG)
         if saved.get("complete"):
-            if saved.get("settings") != config.settings():
+            if normalised(saved.get("settings")) != config.settings():
                 raise results.ConfigError(
                     "resume", str(out), "holds a finished run with other settings"
                 )

@@ -26,8 +26,15 @@ Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000
 for DCE, 30 seeds per condition. DMSE1 and DMSE2 runs are capped at 10 000/η steps
 (``--steps-eta-mse``): their median onset steps are at most 2 434/η (``summary.json``), and a run
 that never fired would otherwise cost 2·10⁶ steps; runs without an onset are counted. The total
-number of steps depends on η, and the step count (like the loss) is static in a compiled
-program, so each (loss, η) is its own sweep, written to ``<out>/<loss>_eta_<η>/``.
+number of steps depends on η: each run stops after its own steps_eta/η steps
+(``SweepConfig.steps_eta``) if its onset has not stopped it first, so that every η of a loss
+family shares one sweep, ``<out>/dce/`` and ``<out>/dmse1_dmse2/`` (and ``dense_…``), records on
+one grid (NaN after a run stopped). ``config.json`` says how many compiled programs ran: one per
+sweep on an accelerator (the DMSE losses share one, ``Strategy.pad_widths``), one per loss on a
+CPU — 6 in all where the per-(loss, η) layout (``--programs eta``: one sweep per (loss, η) in
+``<out>/<loss>_eta_<η>/``, as the stored runs were made) compiles 19. Both give every run the
+same onset and λ to rounding (``tests/test_experiments.py``); ``python -m
+benchmarks.fig4_layouts`` times them.
 
 The η grids are not given (SPEC §2); decided here, a factor 2 apart, one per loss family:
 
