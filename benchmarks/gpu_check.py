@@ -14,12 +14,13 @@ Parts, in the order they run (``--parts`` picks some):
               (computed on a CPU) run here: how far each array is from the CPU's, and a second
               run of it compared bit for bit with the first (determinism);
 ``fig3a``     Fig. 3a at full settings (50 seeds × 9 widths × CE/DCE, 35 000 steps);
-``fig4``      Fig. 4 at full settings without its dense runs (12 sweeps, every run stops at its
-              onset, the six watched onset rules beside the calibrated one);
+``fig4``      Fig. 4 at full settings without its dense runs (one sweep per loss family, each
+              run stopping at its onset or its own steps_eta/η limit; on an accelerator one
+              program per family; the six watched onset rules beside the calibrated one);
 ``big``       the default workload with 1024 seeds (1000 steps): float64 with and without
               tracking, and float32 with tracking;
-``fig4_f32``  Fig. 4 in float32, without the smallest η of each family (its three longest
-              sweeps), to fit a short lease;
+``fig4_f32``  Fig. 4 in float32, without the smallest η of each family (its longest runs), to
+              fit a short lease;
 ``fig3a_f32`` Fig. 3a in float32.
 
 At the end the float32 parts are compared with the float64 ones (``f32_study``): per width the

@@ -28,6 +28,10 @@ class emphasised once).
 ``arrays.npz`` keeps every per-step record (the summary is recomputed from it by the tests), and
 ``central_flow.png`` shows GD, smoothed GD, the stable flow and the central flow over the cycle:
 loss above, λ1 against 2/η below.
+
+A run (20 min per loss at the full settings on 2 cores) writes ``checkpoint_<loss>.npz`` beside
+them every ``--checkpoint-every`` seconds (default 300): after an interruption, ``--resume``
+continues each loss from its checkpoint to the arrays of an uninterrupted run, bit for bit.
 """
 
 from __future__ import annotations
@@ -114,17 +118,12 @@ def spiral_problem(s: dict, loss: str):
     return loss_fn, w0, U0[0].astype(w0.dtype), config
 
 
-def run_one(s: dict, loss: str, quiet: bool) -> dict:
-    """Runs the four processes of one loss in compiled pieces; returns the records as NumPy
-    arrays (leading axis: step)."""
+def flows_program(loss_fn, w0, U0, s: dict, piece: int):
+    """``advance(state, first)``: ``piece`` steps of :func:`dynloss_jax.flows.run_flows` at the
+    settings ``s``, compiled once, and the initial :class:`~dynloss_jax.flows.FlowState`."""
     import jax
-    import numpy as np
 
     from dynloss_jax import central_flow, flows
-
-    loss_fn, w0, U0, _ = spiral_problem(s, loss)
-    total = n_steps(s)
-    piece = max(d for d in range(1, min(s["piece"], total) + 1) if total % d == 0)
 
     def solve(alpha, beta, mask):
         p = central_flow.solve(alpha, beta, mask)
@@ -147,22 +146,99 @@ def run_one(s: dict, loss: str, quiet: bool) -> dict:
             first_step=first,
         )
 
-    state = flows.FlowState(w0, w0, w0, w0, U0, U0, U0)
-    pieces = []
+    return advance, flows.FlowState(w0, w0, w0, w0, U0, U0, U0)
+
+
+def piece_length(total: int, longest: int) -> int:
+    """The longest piece of at most ``longest`` steps that divides the run."""
+    return max(d for d in range(1, min(longest, total) + 1) if total % d == 0)
+
+
+def run_pieces(advance, state, total: int, piece: int, *, progress, checkpoint=None):
+    """Runs ``advance`` piece by piece to ``total`` steps; returns the records as NumPy arrays
+    (leading axis: step). ``progress(done, total)`` is called after each piece.
+
+    ``checkpoint`` = ``(path, settings, every)``: the state, the records so far and the next
+    step are written to ``path`` (whole, by rename) when ``every`` seconds have passed since the
+    last write (0: after every piece) and at the end; a run started with that file present
+    continues from it, if it was written with the same ``settings`` — so an interrupted run
+    loses at most ``every`` seconds and finishes with the arrays of an uninterrupted one."""
+    import json
+
+    import jax
+    import numpy as np
+
+    from dynloss_jax import flows, results
+    from dynloss_jax.config import ConfigError
+
+    leaves, treedef = jax.tree.flatten(state)
+    first, pieces = 0, []
+    path, settings, every = checkpoint if checkpoint is not None else (None, None, 0.0)
+    if path is not None and path.exists():
+        saved = np.load(path)
+        if str(saved["settings"]) != json.dumps(settings, sort_keys=True):
+            raise ConfigError("resume", str(path), "was written with other settings")
+        first = int(saved["next_step"])
+        state = jax.tree.unflatten(treedef, [saved[f"state_{i}"] for i in range(len(leaves))])
+        if first:
+            pieces.append({k: saved[f"record_{k}"] for k in flows.FlowRecord._fields})
+
+    def save(next_step):
+        records = {k: np.concatenate([p[k] for p in pieces]) for k in flows.FlowRecord._fields}
+        arrays = {f"record_{k}": v for k, v in records.items()}
+        arrays.update({f"state_{i}": np.asarray(a) for i, a in enumerate(jax.tree.leaves(state))})
+        arrays["next_step"] = np.asarray(next_step)
+        arrays["settings"] = np.asarray(json.dumps(settings, sort_keys=True))
+        results.atomic_write_npz(path, arrays)
+
+    saved_at = time.perf_counter()
+    for start in range(first, total, piece):
+        state, rec = advance(state, start)
+        pieces.append({k: np.asarray(v) for k, v in rec._asdict().items()})
+        done = start + piece
+        if path is not None and (done == total or time.perf_counter() - saved_at >= every):
+            save(done)
+            saved_at = time.perf_counter()
+        progress(done, total)
+    return {k: np.concatenate([p[k] for p in pieces]) for k in flows.FlowRecord._fields}
+
+
+def printer(label: str, quiet: bool):
+    """A ``progress(done, total)`` that prints steps and the rate to stderr (nothing if quiet)."""
     started = time.perf_counter()
-    for first in range(0, total, piece):
-        state, rec = advance(state, first)
-        pieces.append(jax.tree.map(np.asarray, rec))
+
+    def progress(done, total):
         if not quiet:
-            done = first + piece
-            rate = done / (time.perf_counter() - started)
-            print(
-                f"central_flow {loss}: {done}/{total} steps ({rate:.0f} steps/s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    out = {k: np.concatenate([getattr(p, k) for p in pieces]) for k in flows.FlowRecord._fields}
-    return out
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            line = f"{label}: {done}/{total} steps ({rate:.0f} steps/s)"
+            print(line, file=sys.stderr, flush=True)
+
+    return progress
+
+
+def checkpoint_of(args, out: Path, name: str, s: dict):
+    """The ``checkpoint`` argument of :func:`run_pieces` for the run ``name`` of a results folder:
+    ``--checkpoint-every`` seconds (default 300)."""
+    every = 300.0 if args.checkpoint_every is None else args.checkpoint_every
+    return out / f"checkpoint_{name}.npz", dict(s), every
+
+
+def run_one(s: dict, loss: str, quiet: bool, checkpoint=None) -> dict:
+    """Runs the four processes of one loss in compiled pieces; returns the records as NumPy
+    arrays (leading axis: step)."""
+    loss_fn, w0, U0, _ = spiral_problem(s, loss)
+    total = n_steps(s)
+    piece = piece_length(total, s["piece"])
+    advance, state = flows_program(loss_fn, w0, U0, s, piece)
+    label = f"central_flow {loss}"
+    return run_pieces(
+        advance,
+        state,
+        total,
+        piece,
+        progress=printer(label, quiet),
+        checkpoint=checkpoint,
+    )
 
 
 def smooth(x_T, window: int):
@@ -315,6 +391,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from dynloss_jax import results
+    from dynloss_jax.config import ConfigError
 
     p = common.parser(__doc__, OUT)
     add_flags(p)
@@ -329,14 +406,26 @@ def main(argv=None) -> int:
         }
         summary = results.read_json(out / common.SUMMARY)
     else:
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
+        if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
             print(
-                f"central_flow: error: {out} exists and is not empty: pass --overwrite",
+                f"central_flow: error: {out} exists and is not empty: pass --overwrite, or "
+                "--resume to continue it",
                 file=sys.stderr,
             )
             return 2
+        if args.overwrite:
+            for old in out.glob("checkpoint_*.npz"):
+                old.unlink()
+        out.mkdir(parents=True, exist_ok=True)
         started, load_before = time.time(), os.getloadavg()
-        arrays = {loss: run_one(s, loss, args.quiet) for loss in s["losses"]}
+        try:
+            arrays = {
+                loss: run_one(s, loss, args.quiet, checkpoint_of(args, out, loss, s))
+                for loss in s["losses"]
+            }
+        except ConfigError as e:
+            print(f"central_flow: error: {e}", file=sys.stderr)
+            return 2
         summary = {loss: summarise_loss(arrays[loss], s) for loss in s["losses"]}
         summary["settings"] = dict(s)
         out.mkdir(parents=True, exist_ok=True)
@@ -346,6 +435,8 @@ def main(argv=None) -> int:
         )
         results.write_json(out / common.SUMMARY, summary)
         results.write_json(out / common.RUN_INFO, common.run_info(started, load_before))
+        for loss in s["losses"]:  # the arrays are written: the checkpoints are done with
+            checkpoint_of(args, out, loss, s)[0].unlink(missing_ok=True)
     per_loss = {k: v for k, v in summary.items() if k != "settings"}
     plot(arrays, per_loss, s, out / PNG)
     print(table(per_loss))

@@ -160,55 +160,22 @@ def anchor_problem(s: dict, dtype="float64"):
     return loss_fn, w0.astype(dtype), U0
 
 
-def run_flows_anchor(s: dict, quiet: bool) -> dict:
-    """The four processes on the anchor's case in compiled pieces; the records as NumPy arrays
-    (leading axis: step), with ``loss_gd32``, GD's loss in float32."""
-    import jax
-    import numpy as np
-
-    from dynloss_jax import central_flow as solver
-    from dynloss_jax import flows
-
+def run_flows_anchor(s: dict, quiet: bool, checkpoint=None) -> dict:
+    """The four processes on the anchor's case in compiled pieces
+    (:func:`experiments.central_flow.run_pieces`, with its checkpoints); the records as NumPy
+    arrays (leading axis: step), with ``loss_gd32``, GD's loss in float32."""
     loss_fn, w0, U0 = anchor_problem(s)
     total = s["steps"]
-    piece = max(d for d in range(1, min(s["piece"], total) + 1) if total % d == 0)
-
-    def solve(alpha, beta, mask):
-        p = solver.solve(alpha, beta, mask)
-        return p.X, p.residual
-
-    @jax.jit
-    def advance(state, first):
-        return flows.run_flows(
-            loss_fn,
-            w0,
-            U0,
-            eta=s["eta"],
-            n_steps=piece,
-            substeps=s["substeps"],
-            eig_iterations=s["eig_iterations"],
-            edge_tol=s["edge_tol"],
-            kappa=s["kappa"] / s["eta"],
-            solve=solve,
-            state=state,
-            first_step=first,
-        )
-
-    state = flows.FlowState(w0, w0, w0, w0, U0, U0, U0)
-    pieces = []
-    started = time.perf_counter()
-    for first in range(0, total, piece):
-        state, rec = advance(state, first)
-        pieces.append(jax.tree.map(np.asarray, rec))
-        if not quiet:
-            done = first + piece
-            rate = done / (time.perf_counter() - started)
-            print(
-                f"central_flow_anchor: {done}/{total} steps ({rate:.0f} steps/s)",
-                file=sys.stderr,
-                flush=True,
-            )
-    out = {k: np.concatenate([getattr(p, k) for p in pieces]) for k in flows.FlowRecord._fields}
+    piece = central_flow.piece_length(total, s["piece"])
+    advance, state = central_flow.flows_program(loss_fn, w0, U0, s, piece)
+    out = central_flow.run_pieces(
+        advance,
+        state,
+        total,
+        piece,
+        progress=central_flow.printer("central_flow_anchor", quiet),
+        checkpoint=checkpoint,
+    )
     out["loss_gd32"], out["lam_gd32_mid"] = gd_float32(s)
     return out
 
@@ -446,6 +413,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from dynloss_jax import results
+    from dynloss_jax.config import ConfigError
 
     p = common.parser(__doc__, OUT)
     add_flags(p)
@@ -458,14 +426,23 @@ def main(argv=None) -> int:
         summary = results.read_json(out / common.SUMMARY)
         s = dict(summary["settings"])
     else:
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
+        if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
             print(
-                f"central_flow_anchor: error: {out} exists and is not empty: pass --overwrite",
+                f"central_flow_anchor: error: {out} exists and is not empty: pass --overwrite, "
+                "or --resume to continue it",
                 file=sys.stderr,
             )
             return 2
+        checkpoint = central_flow.checkpoint_of(args, out, "anchor", s)
+        if args.overwrite:
+            checkpoint[0].unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
         started, load_before = time.time(), os.getloadavg()
-        arrays = run_flows_anchor(s, args.quiet)
+        try:
+            arrays = run_flows_anchor(s, args.quiet, checkpoint)
+        except ConfigError as e:
+            print(f"central_flow_anchor: error: {e}", file=sys.stderr)
+            return 2
         summary = summarise(arrays, s)
         summary["anchor"] = ANCHOR
         summary["published"] = PUBLISHED
@@ -474,6 +451,7 @@ def main(argv=None) -> int:
         results.atomic_write_npz(out / ARRAYS, arrays)
         results.write_json(out / common.SUMMARY, summary)
         results.write_json(out / common.RUN_INFO, common.run_info(started, load_before))
+        checkpoint[0].unlink()
     plot(arrays, summary, s, out / PNG)
     print(table(summary))
     print(f"wrote {out / PNG}")

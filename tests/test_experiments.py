@@ -441,3 +441,36 @@ def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         assert r["stable_rel_err"] == pytest.approx(stable, rel=1e-10)
     # in CE the central flow predicts GD's average better than gradient flow does
     assert summary["ce"]["central_rel_err"] < summary["ce"]["stable_rel_err"]
+
+
+def test_central_flow_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path, monkeypatch, smoke):
+    """An interrupted central-flow run (stopped after its second piece, checkpointing after
+    every piece) is refused without ``--resume`` and continued with it, to arrays equal bit for
+    bit to those of an uninterrupted run; the checkpoints are removed once the arrays are
+    written."""
+    args = ["--quick", "--quiet", "--checkpoint-every", "0"]
+    whole = tmp_path / "whole"
+    assert central_flow.main([*args, "--out", str(whole)]) == 0
+    real, seen = central_flow.printer, []
+
+    def interrupting(label, quiet):
+        def progress(done, total):
+            seen.append(done)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
+
+        return progress
+
+    out = tmp_path / "cut"
+    monkeypatch.setattr(central_flow, "printer", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        central_flow.main([*args, "--out", str(out)])
+    monkeypatch.setattr(central_flow, "printer", real)
+    assert (out / "checkpoint_ce.npz").exists() and not (out / central_flow.ARRAYS).exists()
+    assert central_flow.main([*args, "--out", str(out)]) == 2
+    assert central_flow.main([*args, "--out", str(out), "--resume"]) == 0
+    want, got = np.load(whole / central_flow.ARRAYS), np.load(out / central_flow.ARRAYS)
+    assert sorted(want.files) == sorted(got.files)
+    for key in want.files:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    assert not list(out.glob("checkpoint_*"))
