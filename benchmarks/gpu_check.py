@@ -22,6 +22,9 @@ Parts, in the order they run (``--parts`` picks some):
 ``fig4_f32``  Fig. 4 in float32, without the smallest η of each family (its longest runs), to
               fit a short lease;
 ``fig3a_f32`` Fig. 3a in float32.
+``flows``     1024 central flows of the width-100 spiral network (the central-flow experiment's
+              settings, DCE, one initial network per seed) vmapped in one program: GD, its
+              midpoints, the stable and the central flow, 100 steps timed after compilation.
 
 At the end the float32 parts are compared with the float64 ones (``f32_study``): per width the
 difference of mean validation accuracies in units of their combined s.e.m.; per loss and η the
@@ -51,7 +54,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "docs" / "results" / "benchmarks" / "reference_sweep"
-PARTS = ("default", "reference", "fig3a", "fig4", "big", "fig4_f32", "fig3a_f32")
+PARTS = ("default", "reference", "fig3a", "fig4", "big", "fig4_f32", "fig3a_f32", "flows")
 # seconds per part on an H200 at full sizes, with room: the full check fits in about 8 minutes
 BOX_S = {
     "default": 90,
@@ -61,6 +64,7 @@ BOX_S = {
     "fig3a_f32": 90,
     "fig4": 240,
     "fig4_f32": 200,
+    "flows": 150,
 }
 BUDGET_S = 480.0
 
@@ -166,6 +170,31 @@ def part_big(tiny: bool, emit) -> dict:
     ):
         out[name] = _rate(worker_engine({**w, **extra}))
         emit(name, out[name])
+    return out
+
+
+def part_flows(tiny: bool, emit) -> dict:
+    import jax
+
+    from experiments import central_flow as experiment
+
+    s = dict(experiment.SMOKE if tiny else experiment.FULL)
+    runs, steps = (4, 20) if tiny else (1024, 100)
+    t = time.perf_counter()
+    program, W0 = experiment.many_flows(s, "dce", list(range(runs)), steps)
+    jax.block_until_ready(program(W0))
+    compile_and_first = time.perf_counter() - t
+    t = time.perf_counter()
+    records = jax.block_until_ready(program(W0))
+    seconds = time.perf_counter() - t
+    out = {
+        "workload": {"loss": "dce", "width": s["width"], "runs": runs, "steps": steps, "k": s["k"]},
+        "first_call_s": compile_and_first,
+        "seconds": seconds,
+        "flow_steps_per_s": runs * steps / seconds,
+        "finite": bool(jax.numpy.isfinite(records.predicted).all()),
+    }
+    emit("flows", out)
     return out
 
 
@@ -302,6 +331,7 @@ PART_FUNCTIONS = {
     "fig3a_f32": lambda tiny, emit: experiment_part("fig3_width_sweep", tiny, "float32", emit),
     "fig4": lambda tiny, emit: experiment_part("fig4_instability", tiny, "float64", emit),
     "fig4_f32": lambda tiny, emit: experiment_part("fig4_instability", tiny, "float32", emit),
+    "flows": part_flows,
 }
 
 
@@ -550,6 +580,12 @@ def _headline(part: str, e: dict) -> str:
                 f"{k} {e[k]['seed_steps_per_s']:.0f}" for k in ("f64", "f64_no_tracking", "f32")
             )
             + " seed-steps/s"
+        )
+    if part == "flows":
+        w = e["workload"]
+        return (
+            f"{w['runs']} flows × {w['steps']} steps: {e['flow_steps_per_s']:.0f} flow-steps/s "
+            f"(first call {e['first_call_s']:.0f} s)"
         )
     if part == "reference":
         h = e["headline"]

@@ -118,6 +118,46 @@ def spiral_problem(s: dict, loss: str):
     return loss_fn, w0, U0[0].astype(w0.dtype), config
 
 
+def many_flows(s: dict, loss: str, seeds, n_steps: int):
+    """The four processes for every seed of ``seeds`` (initial networks from ``key(seed)``;
+    the same data, Γ and U0), vmapped in one compiled program of ``n_steps`` steps: returns
+    ``(program, W0_RxN)``, ``program(W0)`` giving the :class:`~dynloss_jax.flows.FlowRecord`
+    with a leading run axis. What an accelerator runs by the thousand
+    (``benchmarks.gpu_check``, part ``flows``)."""
+    import jax
+
+    from dynloss_jax import central_flow, engine, flows
+    from dynloss_jax.spec import RunSpec, make_hyper
+
+    loss_fn, _, U0, config = spiral_problem(s, loss)
+    spec = RunSpec.from_config(config, **config.programs()[0])
+    n = len(seeds)
+    hyper = make_hyper(
+        eta=[s["eta"]] * n, amplitude=[s["amplitude"]] * n, period=[s["period"]] * n, seed=seeds
+    )
+    W0 = jax.jit(jax.vmap(lambda h: engine.init_state(spec, h).w_N))(hyper)
+
+    def solve(alpha, beta, mask):
+        p = central_flow.solve(alpha, beta, mask)
+        return p.X, p.residual
+
+    def run(w0):
+        return flows.run_flows(
+            loss_fn,
+            w0,
+            U0,
+            eta=s["eta"],
+            n_steps=n_steps,
+            substeps=s["substeps"],
+            eig_iterations=s["eig_iterations"],
+            edge_tol=s["edge_tol"],
+            kappa=s["kappa"] / s["eta"],
+            solve=solve,
+        )[1]
+
+    return jax.jit(jax.vmap(run)), W0
+
+
 def flows_program(loss_fn, w0, U0, s: dict, piece: int):
     """``advance(state, first)``: ``piece`` steps of :func:`dynloss_jax.flows.run_flows` at the
     settings ``s``, compiled once, and the initial :class:`~dynloss_jax.flows.FlowState`."""

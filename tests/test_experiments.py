@@ -414,7 +414,8 @@ def test_dtype_flag_sets_the_precision_of_every_sweep(monkeypatch):
 def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     """The smoke preset meets the edge: the central flow's block activates and holds λ1 near
     2/η, GD's λ1 crosses 2/η, and ``central_rel_err`` is recomputed from the stored arrays (a
-    moving average by convolution, not the module's cumulative sums)."""
+    moving average by convolution, not the module's cumulative sums); the same runs vmapped in
+    one program equal them; an interrupted run resumes to the same arrays."""
     run_then_replot(central_flow, tmp_path, capsys, monkeypatch)
     s = central_flow.SMOKE
     summary = json.loads((tmp_path / common.SUMMARY).read_text())
@@ -441,16 +442,21 @@ def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         assert r["stable_rel_err"] == pytest.approx(stable, rel=1e-10)
     # in CE the central flow predicts GD's average better than gradient flow does
     assert summary["ce"]["central_rel_err"] < summary["ce"]["stable_rel_err"]
-
-
-def test_central_flow_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path, monkeypatch, smoke):
-    """An interrupted central-flow run (stopped after its second piece, checkpointing after
-    every piece) is refused without ``--resume`` and continued with it, to arrays equal bit for
-    bit to those of an uninterrupted run; the checkpoints are removed once the arrays are
-    written."""
-    args = ["--quick", "--quiet", "--checkpoint-every", "0"]
-    whole = tmp_path / "whole"
-    assert central_flow.main([*args, "--out", str(whole)]) == 0
+    # several runs vmapped in one program (what an accelerator runs by the thousand): seed 0
+    # equals the run above, made alone in pieces, and seed 1 meets the edge too
+    program, W0 = central_flow.many_flows(
+        s, "dce", [s["seed"], s["seed"] + 1], central_flow.n_steps(s)
+    )
+    batched = program(W0)
+    assert np.all(np.asarray(batched.active).max(axis=1) > 0), "every run must meet the edge"
+    alone = {k[len("dce__") :]: stored[k] for k in stored.files if k.startswith("dce__")}
+    for name in ("loss_gd", "loss_central", "predicted", "lam_central", "trace_X"):
+        np.testing.assert_allclose(
+            np.asarray(getattr(batched, name))[0], alone[name], rtol=1e-9, atol=1e-12
+        )
+    # an interrupted run (stopped after its second piece, checkpointing after every piece) is
+    # refused without --resume and continued with it, to these arrays bit for bit; the
+    # checkpoints are removed once the arrays are written
     real, seen = central_flow.printer, []
 
     def interrupting(label, quiet):
@@ -461,7 +467,7 @@ def test_central_flow_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path, mo
 
         return progress
 
-    out = tmp_path / "cut"
+    args, out = ["--quick", "--quiet", "--checkpoint-every", "0"], tmp_path / "cut"
     monkeypatch.setattr(central_flow, "printer", interrupting)
     with pytest.raises(KeyboardInterrupt):
         central_flow.main([*args, "--out", str(out)])
@@ -469,8 +475,8 @@ def test_central_flow_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path, mo
     assert (out / "checkpoint_ce.npz").exists() and not (out / central_flow.ARRAYS).exists()
     assert central_flow.main([*args, "--out", str(out)]) == 2
     assert central_flow.main([*args, "--out", str(out), "--resume"]) == 0
-    want, got = np.load(whole / central_flow.ARRAYS), np.load(out / central_flow.ARRAYS)
-    assert sorted(want.files) == sorted(got.files)
-    for key in want.files:
-        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+    got = np.load(out / central_flow.ARRAYS)
+    assert sorted(stored.files) == sorted(got.files)
+    for key in stored.files:
+        np.testing.assert_array_equal(got[key], stored[key], err_msg=key)
     assert not list(out.glob("checkpoint_*"))

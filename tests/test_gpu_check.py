@@ -38,6 +38,8 @@ def test_tiny_check_throughput_keys(tiny):
     b = tiny["parts"]["big"]
     assert b["workload"]["seeds"] == 16
     assert all(b[k]["seed_steps_per_s"] > 0 for k in ("f64", "f64_no_tracking", "f32"))
+    f = tiny["parts"]["flows"]
+    assert f["workload"]["runs"] == 4 and f["flow_steps_per_s"] > 0 and f["finite"]
 
 
 def test_tiny_check_reproduces_the_stored_reference(tiny):
