@@ -1,6 +1,7 @@
 """Hessian measurements of a run at given points: λ1, λ2 and λ_min (with each parameter block's
-λ1) by warm-started Lanczos, the spectral density (stochastic Lanczos quadrature) and the trace
-(Hutch++), and λ1, λ2 at an onset step.
+λ1) by warm-started Lanczos, or the top K above a line by a warm-started block Krylov space;
+the spectral density (stochastic Lanczos quadrature) and the trace (Hutch++); and λ1, λ2 at an
+onset step.
 
 Every measurement takes the operator as an argument — ``matvec`` (v ↦ H v at the point), or
 ``operator(w_N, step)`` returning it where the point is chosen here — so that whatever produced
@@ -103,7 +104,10 @@ def measure(spec: RunSpec, hyper: Hyper, matvec, step, eig_key, vectors_KxN, div
     """λ1, λ2, λ_min (and residuals) of ``matvec`` by ``num_matvecs`` Lanczos steps started from
     the sum of ``vectors_KxN`` (the last measurement's Ritz vectors, zero at first) with the key
     ``fold_in(eig_key, step)`` (``eig_key`` as raw key data); with ``layer_sharpness`` also λ1
-    of each parameter block.
+    of each parameter block. With ``top_k`` instead: the top K by the block Krylov space of
+    ``vectors_KxN`` (:func:`dynloss_jax.eig.block_krylov`, ``top_k_blocks`` × K products, on
+    the run's real parameters), the record's ``above_K`` marking those above
+    ``top_k_above``/2 × the optimiser's threshold (c/η for GD), ``lam_min`` NaN.
 
     Returns ``(vectors_KxN, record)``: the Ritz vectors that warm-start the next measurement
     and the :class:`EigRecord` at ``step``.
