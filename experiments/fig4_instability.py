@@ -32,9 +32,9 @@ family shares one sweep, ``<out>/dce/`` and ``<out>/dmse1_dmse2/`` (and ``dense_
 one grid (NaN after a run stopped). ``config.json`` says how many compiled programs ran: one per
 sweep on an accelerator (the DMSE losses share one, ``Strategy.pad_widths``), one per loss on a
 CPU — 6 in all where the per-(loss, η) layout (``--programs eta``: one sweep per (loss, η) in
-``<out>/<loss>_eta_<η>/``, as the stored runs were made) compiles 19. Both give every run the
-same onset and λ to rounding (``tests/test_experiments.py``); ``python -m
-benchmarks.fig4_layouts`` times them.
+``<out>/<loss>_eta_<η>/``, as the runs stored in ``float32/`` and ``second_difference_30_seeds/``
+were made) compiles 19. Both give every run the same onset and λ to rounding
+(``tests/test_experiments.py``); ``python -m benchmarks.fig4_layouts`` times them.
 
 The η grids are not given (SPEC §2); decided here, a factor 2 apart, one per loss family:
 
