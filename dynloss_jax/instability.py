@@ -263,9 +263,16 @@ def first_instability(loss_T, detector: str = DEFAULT, *, interval: bool = False
     with ``interval=True`` the triple (onset, lo, hi).
 
     Runs the detector's update over the series, so it agrees exactly with the online detector
-    of the training engine fed the same losses.
+    of the training engine fed the same losses. A float64 series needs JAX's float64
+    (``jax_enable_x64``): rather than read it in float32, where the rules' relative tolerances
+    would move the onset, this raises ``ValueError``.
     """
     det = get_detector(detector)
+    if np.asarray(loss_T).dtype == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "a float64 loss series needs jax.config.update('jax_enable_x64', True) "
+            "(or pass it as float32 on purpose)"
+        )
     loss_T = jnp.asarray(loss_T)
 
     def body(state, inputs):

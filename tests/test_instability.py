@@ -358,3 +358,14 @@ def test_detector_names_are_checked_and_filled_in():
     ]:
         with pytest.raises(ValueError, match=message):
             get_detector(bad)
+
+
+def test_a_float64_series_without_float64_jax_is_refused_not_truncated():
+    """Read in float32 the rules' relative tolerances would move the onset: a float64 series
+    with JAX's float64 off raises, a float32 one is read as given."""
+    series = np.ones(50)
+    with jax.enable_x64(False):
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            first_instability(series)
+        assert first_instability(series.astype(np.float32)) == -1
+    assert first_instability(series) == -1
