@@ -3,6 +3,7 @@
     python -m benchmarks.gpu_check --out gpu_check.json            # full check (≈ 8 min, H200)
     python -m benchmarks.gpu_check --tiny --out /tmp/check.json     # the same parts, tiny sizes
     python -m benchmarks.gpu_check --write-reference                # regenerate the CPU reference
+    python -m benchmarks.gpu_check --parts fig4 flows --out f.json  # what is not yet measured
 
 Parts, in the order they run (``--parts`` picks some):
 
