@@ -1,7 +1,7 @@
 """One command that measures this project on an accelerator, time-boxed, into one JSON file.
 
     python -m benchmarks.gpu_check --out gpu_check.json            # full check (≈ 8 min, H200)
-    python -m benchmarks.gpu_check --tiny --out /tmp/check.json     # the same parts, tiny sizes
+    python -m benchmarks.gpu_check --tiny --out check.json          # the same parts, tiny sizes
     python -m benchmarks.gpu_check --write-reference                # regenerate the CPU reference
     python -m benchmarks.gpu_check --parts fig4 flows --out f.json  # what is not yet measured
 
