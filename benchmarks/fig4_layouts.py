@@ -10,6 +10,12 @@ faster). Every process also returns its onset steps, and the layouts are checked
 run by run (``onsets_equal``): a faster layout that changed the figure would not count.
 
     python -m benchmarks.fig4_layouts [--repeats 2] [--full] [--seeds N] [--json PATH]
+
+``--compare DIR`` instead reads a Fig. 4 results folder holding both layouts' sweeps (run once
+with ``--programs eta`` and once with the default into the same ``--out``) and compares them run
+by run: onset steps, watched onsets, stopped steps and divergence (equal or not), λ at the
+onsets and the final loss (largest relative difference), and whether the two layouts' summaries
+(``summarise``) are identical.
 """
 
 from __future__ import annotations
@@ -59,6 +65,51 @@ def worker(layout: str, full: bool, seeds: int | None) -> dict:
     }
 
 
+def compare(folder) -> dict:
+    """Both layouts' sweeps in ``folder``, compared run by run (see the module's docstring)."""
+    from experiments import common
+
+    runs = common.load_runs(folder)
+    return compare_runs(
+        {k: r for k, r in runs.items() if "_eta_" in k},
+        {k: r for k, r in runs.items() if "_eta_" not in k},
+    )
+
+
+def compare_runs(per_eta: dict, family: dict) -> dict:
+    """The sweeps of the two layouts (``{folder name: Run}`` each), compared run by run."""
+    import json
+
+    import numpy as np
+
+    from experiments import fig4_instability as fig4
+
+    out: dict = {"per_eta_sweeps": sorted(per_eta), "family_sweeps": sorted(family), "rows": []}
+    for dense in (False, True):
+        a, b = fig4.split(per_eta, dense), fig4.split(family, dense)
+        for key in sorted(a):
+            row = {"dense": dense, "loss": key[0], "eta": key[1]}
+            for name in ("instability_step", "watch_step", "stopped_step", "diverged"):
+                row[f"{name}_equal"] = bool(np.array_equal(a[key][name], b[key][name]))
+            for name in ("instability_lam_k", "watch_lam_k", "final_loss"):
+                x, y = np.asarray(b[key][name], float), np.asarray(a[key][name], float)
+                ok = np.isfinite(y)
+                row[f"{name}_same_nan"] = bool(np.array_equal(np.isfinite(x), ok))
+                rel = np.abs(x[ok] - y[ok]) / np.abs(y[ok])
+                row[f"{name}_max_rel"] = float(rel.max()) if rel.size else 0.0
+            out["rows"].append(row)
+    main = [r for r in out["rows"] if not r["dense"]]
+    out["main_runs_bit_identical"] = all(
+        all(v for k, v in r.items() if k.endswith(("_equal", "_same_nan")))
+        and all(r[f"{n}_max_rel"] == 0 for n in ("instability_lam_k", "watch_lam_k", "final_loss"))
+        for r in main
+    )
+    out["summaries_identical"] = json.dumps(fig4.summarise(per_eta)) == json.dumps(
+        fig4.summarise(family)
+    )
+    return out
+
+
 def _spawn(layout: str, full: bool, seeds: int | None) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.fig4_layouts", "--worker"]
     cmd.append(json.dumps([layout, full, seeds]))
@@ -72,8 +123,25 @@ def main(argv=None) -> int:
     p.add_argument("--full", action="store_true", help="Fig. 4's full preset (default: quick)")
     p.add_argument("--seeds", type=int, help="seeds per condition (default: the preset's)")
     p.add_argument("--json", help="write the figures to this file")
+    p.add_argument("--compare", metavar="DIR", help="compare both layouts' sweeps in DIR")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.compare:
+        from pathlib import Path
+
+        from dynloss_jax.results import write_json
+
+        result = compare(Path(args.compare))
+        result["command"] = "python -m benchmarks.fig4_layouts " + " ".join(
+            sys.argv[1:] if argv is None else argv
+        )
+        print(
+            f"main runs bit-identical: {result['main_runs_bit_identical']}; summaries "
+            f"identical: {result['summaries_identical']}; {len(result['rows'])} (loss, η) rows"
+        )
+        if args.json:
+            write_json(args.json, result)
+        return 0
     if args.worker:
         print(json.dumps(worker(*json.loads(args.worker))))
         return 0

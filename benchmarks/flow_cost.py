@@ -40,9 +40,7 @@ def _median_seconds(fn, repeats: int) -> tuple[float, list[float]]:
 
 
 def measure(steps: int, repeats: int, k: int) -> dict:
-    import jax
-
-    from dynloss_jax import SweepConfig, central_flow, engine, flows
+    from dynloss_jax import SweepConfig, engine
     from dynloss_jax.spec import RunSpec, make_hyper
     from experiments import central_flow as experiment
 
@@ -71,25 +69,8 @@ def measure(steps: int, repeats: int, k: int) -> dict:
         out[name] = _median_seconds(functools.partial(advance, state, hyper, data), repeats)
 
     loss_fn, w0, U0, _ = experiment.spiral_problem(s, "dce")
-
-    def solve(alpha, beta, mask):
-        p = central_flow.solve(alpha, beta, mask)
-        return p.X, p.residual
-
-    run = jax.jit(
-        lambda: flows.run_flows(
-            loss_fn,
-            w0,
-            U0,
-            eta=s["eta"],
-            n_steps=steps,
-            substeps=s["substeps"],
-            eig_iterations=s["eig_iterations"],
-            edge_tol=s["edge_tol"],
-            kappa=s["kappa"] / s["eta"],
-            solve=solve,
-        )
-    )
+    advance, start = experiment.flows_program(loss_fn, w0, U0, s, steps)
+    run = functools.partial(advance, start, 0)
     out["flows"] = _median_seconds(run, repeats)
     base = out["gd"][0] / steps
     return {

@@ -447,19 +447,15 @@ class SweepConfig(ProgramSettings):
         if self.steps_eta:
             out["max_steps"] = [self.run_steps(eta) for eta in out["eta"]]
         if self.watch_steps_eta and self.watch:
-            out["watch_steps"] = [
-                math.ceil(round(self.watch_steps_eta / eta, 9)) for eta in out["eta"]
-            ]
+            out["watch_steps"] = [steps_for(eta, self.watch_steps_eta) for eta in out["eta"]]
         return out
 
     def run_steps(self, eta: float) -> int:
-        """The steps of a run at learning rate ``eta``: ``steps_eta``/η rounded up to a whole
-        measurement interval (ignoring rounding noise: 100 000/0.05 is 2 000 000, not one more
-        interval) and at most ``steps``; ``steps`` when ``steps_eta`` is 0."""
+        """The steps of a run at learning rate ``eta``: :func:`steps_for` ``steps_eta`` at
+        the measurement interval, at most ``steps``; ``steps`` when ``steps_eta`` is 0."""
         if not self.steps_eta:
             return self.steps
-        interval = self.eig_every or self.record_every
-        return min(self.steps, interval * math.ceil(round(self.steps_eta / eta / interval, 9)))
+        return min(self.steps, steps_for(eta, self.steps_eta, self.eig_every or self.record_every))
 
     def dataset(self):
         """The :class:`~dynloss_jax.data.Dataset` of these settings (NumPy, with ``info``)."""
@@ -509,6 +505,12 @@ def normalised(settings: dict | None) -> dict | None:
         return SweepConfig.from_settings(settings).settings()
     except (TypeError, ValueError, AttributeError):
         return settings
+
+
+def steps_for(eta: float, steps_eta: float, interval: int = 1) -> int:
+    """``steps_eta``/η steps rounded up to a whole number of ``interval`` steps, ignoring
+    rounding noise (100 000/0.05 is 2 000 000, not one more interval)."""
+    return interval * math.ceil(round(steps_eta / eta / interval, 9))
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

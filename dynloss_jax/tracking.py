@@ -82,7 +82,8 @@ def lanczos(spec: RunSpec, hyper: Hyper, matvec, v0_N, key, num_matvecs: int, k:
 def cold_top_k(spec: RunSpec, hyper: Hyper, matvec, key):
     """The first top-K vectors of a run with ``top_k`` (at its initial point): Lanczos with
     max(64, 8K) steps, once, so that the warm-started block Krylov measurements start from
-    converged vectors (with 16 steps, λ4 of a width-8 network was 4 % off two steps later)."""
+    converged vectors. (Where H changes fast in the first steps, the measurements after it lag
+    whatever the start; their residuals say so.)"""
     res = lanczos(spec, hyper, matvec, None, key, max(64, 8 * spec.top_k), k=spec.top_k)
     return jnp.nan_to_num(res.vectors_KxN)
 

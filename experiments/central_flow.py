@@ -118,30 +118,17 @@ def spiral_problem(s: dict, loss: str):
     return loss_fn, w0, U0[0].astype(w0.dtype), config
 
 
-def many_flows(s: dict, loss: str, seeds, n_steps: int):
-    """The four processes for every seed of ``seeds`` (initial networks from ``key(seed)``;
-    the same data, Γ and U0), vmapped in one compiled program of ``n_steps`` steps: returns
-    ``(program, W0_RxN)``, ``program(W0)`` giving the :class:`~dynloss_jax.flows.FlowRecord`
-    with a leading run axis. What an accelerator runs by the thousand
-    (``benchmarks.gpu_check``, part ``flows``)."""
-    import jax
-
-    from dynloss_jax import central_flow, engine, flows
-    from dynloss_jax.spec import RunSpec, make_hyper
-
-    loss_fn, _, U0, config = spiral_problem(s, loss)
-    spec = RunSpec.from_config(config, **config.programs()[0])
-    n = len(seeds)
-    hyper = make_hyper(
-        eta=[s["eta"]] * n, amplitude=[s["amplitude"]] * n, period=[s["period"]] * n, seed=seeds
-    )
-    W0 = jax.jit(jax.vmap(lambda h: engine.init_state(spec, h).w_N))(hyper)
+def flows_of(loss_fn, U0, s: dict, n_steps: int):
+    """``run(w0, state=None, first=0) -> (state, records)``: ``n_steps`` steps of
+    :func:`dynloss_jax.flows.run_flows` at the settings ``s`` with the in-graph projection
+    solver; pure, for ``jit`` and ``vmap``."""
+    from dynloss_jax import central_flow, flows
 
     def solve(alpha, beta, mask):
         p = central_flow.solve(alpha, beta, mask)
         return p.X, p.residual
 
-    def run(w0):
+    def run(w0, state=None, first=0):
         return flows.run_flows(
             loss_fn,
             w0,
@@ -153,9 +140,33 @@ def many_flows(s: dict, loss: str, seeds, n_steps: int):
             edge_tol=s["edge_tol"],
             kappa=s["kappa"] / s["eta"],
             solve=solve,
-        )[1]
+            state=state,
+            first_step=first,
+        )
 
-    return jax.jit(jax.vmap(run)), W0
+    return run
+
+
+def many_flows(s: dict, loss: str, seeds, n_steps: int):
+    """The four processes for every seed of ``seeds`` (initial networks from ``key(seed)``;
+    the same data, Γ and U0), vmapped in one compiled program of ``n_steps`` steps: returns
+    ``(program, W0_RxN)``, ``program(W0)`` giving the :class:`~dynloss_jax.flows.FlowRecord`
+    with a leading run axis. What an accelerator runs by the thousand
+    (``benchmarks.gpu_check``, part ``flows``)."""
+    import jax
+
+    from dynloss_jax import engine
+    from dynloss_jax.spec import RunSpec, make_hyper
+
+    loss_fn, _, U0, config = spiral_problem(s, loss)
+    spec = RunSpec.from_config(config, **config.programs()[0])
+    n = len(seeds)
+    hyper = make_hyper(
+        eta=[s["eta"]] * n, amplitude=[s["amplitude"]] * n, period=[s["period"]] * n, seed=seeds
+    )
+    W0 = jax.jit(jax.vmap(lambda h: engine.init_state(spec, h).w_N))(hyper)
+    run = flows_of(loss_fn, U0, s, n_steps)
+    return jax.jit(jax.vmap(lambda w0: run(w0)[1])), W0
 
 
 def flows_program(loss_fn, w0, U0, s: dict, piece: int):
@@ -163,29 +174,10 @@ def flows_program(loss_fn, w0, U0, s: dict, piece: int):
     settings ``s``, compiled once, and the initial :class:`~dynloss_jax.flows.FlowState`."""
     import jax
 
-    from dynloss_jax import central_flow, flows
+    from dynloss_jax import flows
 
-    def solve(alpha, beta, mask):
-        p = central_flow.solve(alpha, beta, mask)
-        return p.X, p.residual
-
-    @jax.jit
-    def advance(state, first):
-        return flows.run_flows(
-            loss_fn,
-            w0,
-            U0,
-            eta=s["eta"],
-            n_steps=piece,
-            substeps=s["substeps"],
-            eig_iterations=s["eig_iterations"],
-            edge_tol=s["edge_tol"],
-            kappa=s["kappa"] / s["eta"],
-            solve=solve,
-            state=state,
-            first_step=first,
-        )
-
+    run = flows_of(loss_fn, U0, s, piece)
+    advance = jax.jit(lambda state, first: run(w0, state, first))
     return advance, flows.FlowState(w0, w0, w0, w0, U0, U0, U0)
 
 

@@ -199,12 +199,6 @@ def add_flags(p):
     )
 
 
-def steps_for(eta: float, steps_eta: float, interval: int) -> int:
-    """steps_eta/η rounded up to a whole number of λ measurements (ignoring rounding noise:
-    100 000/0.05 is 2 000 000, not one more interval)."""
-    return interval * math.ceil(round(steps_eta / eta / interval, 9))
-
-
 def etas_of(s: dict, loss: str) -> tuple:
     from dynloss_jax.losses import STATIC_OF
 
@@ -275,6 +269,7 @@ def config_of(s: dict, losses: tuple, etas: tuple, *, dense: bool = False):
     presets' own), ``dense_seeds`` seeds, with λ1, λ2 at every step (warm-started Lanczos)
     and the loss at every step."""
     from dynloss_jax import SweepConfig
+    from dynloss_jax.config import steps_for
 
     interval = 1 if dense else max(s["eig_every"], s["record_every"])
     steps_eta = steps_eta_of(s, losses[0])
@@ -293,9 +288,7 @@ def config_of(s: dict, losses: tuple, etas: tuple, *, dense: bool = False):
         stop_at_onset=True,
         detector=s["detector"],
         watch=tuple(s["watch"]),
-        watch_steps=math.ceil(round(s["watch_steps_eta"] / etas[0], 9))
-        if one and s["watch"]
-        else 0,
+        watch_steps=steps_for(etas[0], s["watch_steps_eta"]) if one and s["watch"] else 0,
         watch_steps_eta=0.0 if one or not s["watch"] else float(s["watch_steps_eta"]),
     )
     if not dense:

@@ -264,8 +264,10 @@ def test_fig3b_run_length_smoke(tmp_path, capsys, monkeypatch, smoke):
 
 
 def test_fig4_steps_scale_with_one_over_eta():
-    assert fig4_instability.steps_for(0.05, 100_000, 100) == 2_000_000
-    assert fig4_instability.steps_for(0.3, 100_000, 100) == 333_400  # rounded up to k·100
+    from dynloss_jax.config import steps_for
+
+    assert steps_for(0.05, 100_000, 100) == 2_000_000
+    assert steps_for(0.3, 100_000, 100) == 333_400  # rounded up to k·100
 
 
 def test_sm_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
@@ -376,12 +378,13 @@ def test_fig4_one_program_per_family_equals_one_per_eta():
     onsets, λ there and records of one program per (loss, η), to rounding: the smoke sweep,
     where every run fires."""
     s = dict(fig4_instability.SMOKE, dense_seeds=0)
-    runs, programs = {}, {}
+    runs, programs, sweeps = {}, {}, {}
     for layout in ("eta", "family"):
         configs = fig4_instability.configs({**s, "programs": layout})
         done = {key: dynloss_jax.run_sweep(c.validate()) for key, c in configs.items()}
         runs[layout] = fig4_instability.split(done)
         programs[layout] = sum(run.config["programs"] for run in done.values())
+        sweeps[layout] = done
     assert programs == {"eta": len(s["etas_ce"]), "family": 1}
     assert list(runs["eta"]) == list(runs["family"]) == [("dce", eta) for eta in s["etas_ce"]]
     for key, a in runs["eta"].items():
@@ -394,6 +397,14 @@ def test_fig4_one_program_per_family_equals_one_per_eta():
         n = a["loss"].shape[-1]
         np.testing.assert_allclose(b["loss"][..., :n], a["loss"], rtol=1e-10)
         assert np.all(np.isnan(b["loss"][..., n:]))
+    # the comparison benchmarks.fig4_layouts stores for the full run says the same
+    from benchmarks.fig4_layouts import compare_runs
+
+    compared = compare_runs(sweeps["eta"], sweeps["family"])
+    assert len(compared["rows"]) == len(s["etas_ce"])
+    for row in compared["rows"]:
+        assert all(v for k, v in row.items() if k.endswith(("_equal", "_same_nan"))), row
+        assert all(v < 1e-10 for k, v in row.items() if k.endswith("_max_rel")), row
 
 
 def test_dtype_flag_sets_the_precision_of_every_sweep(monkeypatch):
