@@ -84,7 +84,11 @@ def compare_runs(per_eta: dict, family: dict) -> dict:
 
     from experiments import fig4_instability as fig4
 
-    out: dict = {"per_eta_sweeps": sorted(per_eta), "family_sweeps": sorted(family), "rows": []}
+    out: dict = {
+        "per_eta_sweeps": {k: r.config.get("git_commit") for k, r in sorted(per_eta.items())},
+        "family_sweeps": {k: r.config.get("git_commit") for k, r in sorted(family.items())},
+        "rows": [],
+    }
     for dense in (False, True):
         a, b = fig4.split(per_eta, dense), fig4.split(family, dense)
         for key in sorted(a):

@@ -49,7 +49,8 @@ condition, 720 runs plus 14 dense ones, 534 s on the 2 CPU cores as one sweep pe
 (``run_info.json``, ``sweeps/``). An earlier run of the same settings as 19 per-(loss, η)
 sweeps took 19 min on another day; it wrote the same ``summary.json`` byte for byte, and every
 main run's onset step, λ there and final loss are bit-identical between the two layouts (the
-runs with λ1 at every step agree to ≤ 9e-11 in λ at the onsets).
+runs with λ1 at every step agree to ≤ 9e-11 in λ at the onsets): ``per_eta_run_info.json`` and
+``layouts_compared.json`` (``python -m benchmarks.fig4_layouts --compare``).
 The earlier 30-seed run under the second-difference rule at 1e-5 is kept in
 ``docs/results/fig4_instability/second_difference_30_seeds/``; its seeds 0–9 are the same
 trajectories as here, and that rule's means agree (e.g. DMSE2 at η = 0.05: 0.972 over 30 seeds,
