@@ -4,13 +4,16 @@ Pure pieces: :func:`gamma` (the oscillating class weights), the losses in :mod:`
 :func:`spiral` (the data), :func:`flat_model` (the network), :func:`top_hessian_eigenvalues`,
 and the spectrum of any loss: :func:`spectral_density` (with :func:`density_on_grid`),
 :func:`hessian_trace`, :func:`layer_sharpness`, :func:`smallest_eigenvalue`.
-The compiled engine is :mod:`engine`; :func:`run_sweep` runs and saves sweeps; :func:`load_run`
-reads them back.
+The compiled engine is :mod:`engine`; :func:`run_sweep` runs and saves sweeps — of the paper's
+settings (:class:`SweepConfig`) or of a :class:`Task` made of a researcher's own model, data,
+loss, Γ schedule (:mod:`schedule`'s factories and combinators, or any function) and optimiser,
+over a grid of any of their parameters; :func:`load_run` reads them back.
 
 Float64 (the default dtype) needs ``jax.config.update("jax_enable_x64", True)`` before the first
 computation; the library never changes JAX's global configuration itself.
 """
 
+from dynloss_jax import schedule
 from dynloss_jax.config import ConfigError, SweepConfig
 from dynloss_jax.data import spiral
 from dynloss_jax.eig import top_hessian_eigenvalues
@@ -27,12 +30,15 @@ from dynloss_jax.spectrum import (
 )
 from dynloss_jax.strategy import Strategy, default_strategy, use_cpu_cores
 from dynloss_jax.sweep import run_sweep
+from dynloss_jax.task import Task, TaskError
 
 __all__ = [
     "LOSSES",
     "ConfigError",
     "Strategy",
     "SweepConfig",
+    "Task",
+    "TaskError",
     "default_strategy",
     "density_on_grid",
     "flat_model",
@@ -42,6 +48,7 @@ __all__ = [
     "layer_sharpness",
     "load_run",
     "run_sweep",
+    "schedule",
     "smallest_eigenvalue",
     "spectral_density",
     "spiral",

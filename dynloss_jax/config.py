@@ -22,13 +22,13 @@ seeds (``seeds`` seeds from ``first_seed`` on), in the order of :data:`GRID_AXES
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 from collections.abc import Callable
 
 import numpy as np
 
 from dynloss_jax.data import DATASETS, Data, MissingExtraError, make_data
+from dynloss_jax.grid import Grid, steps_for
 from dynloss_jax.instability import DEFAULT as DEFAULT_DETECTOR
 from dynloss_jax.instability import NAMES as DETECTORS
 from dynloss_jax.instability import get_detector
@@ -88,7 +88,12 @@ def fraction() -> Rule:
 
 def choice(names) -> Rule:
     names = tuple(names)
-    return Rule("str", f"must be one of {', '.join(names)}", lambda v: v in names, names)
+    return Rule(
+        "str",
+        f"must be one of {', '.join(names)}",
+        lambda v: isinstance(v, str) and v in names,
+        names,
+    )
 
 
 # Seeds: the range (below 2^31 − seeds, so that every seed of the sweep is an int32) is checked
@@ -98,6 +103,8 @@ FLAG = Rule("bool", "must be true or false", lambda v: isinstance(v, (bool, np.b
 
 
 def _is_detector(v) -> bool:
+    if v is None:  # no onset rule: nothing of the onset is compiled (a task's default)
+        return True
     try:
         get_detector(v)
     except (ValueError, TypeError, AttributeError):
@@ -264,8 +271,9 @@ class SweepConfig(ProgramSettings):
                     value = (value,)
                 object.__setattr__(self, f.name, tuple(value))
 
-    def validate(self) -> SweepConfig:
-        """Raises :class:`ConfigError` (a ``ValueError``) for the first invalid setting."""
+    def validate(self, *, data: bool = True) -> SweepConfig:
+        """Raises :class:`ConfigError` (a ``ValueError``) for the first invalid setting;
+        ``data=False`` leaves out the data set's settings (for a task, whose data are its own)."""
         for f in fields():
             rule, value = f.metadata["rule"], getattr(self, f.name)
             values = value if _is_tuple(f) else (value,)
@@ -273,7 +281,13 @@ class SweepConfig(ProgramSettings):
                 raise ConfigError(f.name, [], "needs at least one value")
             for v in values:
                 if not rule.ok(v):
-                    raise ConfigError(f.name, v, rule.allowed)
+                    allowed = rule.allowed
+                    if f.name in ("data", "loss", "optimizer") and not isinstance(v, str):
+                        allowed += (
+                            f"; a {f.name} of your own (arrays, a function) goes in "
+                            "dynloss_jax.Task, run by run_sweep(task, grid=...)"
+                        )
+                    raise ConfigError(f.name, _brief(v), allowed)
         for name in ("first_seed", "train_seed", "val_seed"):
             v = getattr(self, name)
             if not 0 <= v < SEED_LIMIT - self.seeds:
@@ -336,6 +350,11 @@ class SweepConfig(ProgramSettings):
             check_dtype(self.dtype)
         except ValueError as e:
             raise ConfigError("dtype", self.dtype, str(e)) from None
+        if self.detector is None and (self.watch or self.stop_at_onset):
+            name = "watch" if self.watch else "stop_at_onset"
+            raise ConfigError(name, getattr(self, name), "needs an onset rule (detector)")
+        if not data:
+            return self
         try:
             self.dataset()
         except MissingExtraError:
@@ -386,64 +405,54 @@ class SweepConfig(ProgramSettings):
     def seed_values(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
+    def grid(self) -> Grid:
+        """The sweep's :class:`~dynloss_jax.grid.Grid`: the axes of :data:`GRID_AXES`."""
+        axes = {a: tuple(getattr(self, a)) for a in GRID_AXES[:-1]}
+        return Grid.of(
+            {**axes, "width": tuple(int(w) for w in self.width), "seed": self.seed_values}
+        )
+
     @property
     def coords(self) -> dict:
         """Values along each sweep axis, in the order of :data:`GRID_AXES`."""
-        return {**{a: list(getattr(self, a)) for a in GRID_AXES[:-1]}, "seed": self.seed_values}
+        return self.grid().coords
 
     @property
     def grid_shape(self) -> tuple[int, ...]:
-        return tuple(len(v) for v in self.coords.values())
+        return self.grid().shape
 
     def programs(self, pad_widths: bool = False) -> list[dict]:
-        """The compiled programs of the sweep: ``{loss, width, cells}``, ``cells`` the (loss
-        index, width index) grid cells the program runs, in its run order (each cell holds the
-        runs of :meth:`runs`). Unpadded: one per (loss, width). With
-        ``pad_widths``: one per loss family, ``loss`` and ``width`` tuples when it has several
-        (for :class:`~dynloss_jax.spec.RunSpec`)."""
-        if not pad_widths:
-            return [
-                dict(loss=loss, width=int(width), cells=[(li, wi)])
-                for li, loss in enumerate(self.loss)
-                for wi, width in enumerate(self.width)
-            ]
+        """The compiled programs of the sweep (:meth:`dynloss_jax.grid.Grid.programs`): one per
+        (loss, width), or with ``pad_widths`` one per loss family (the losses sharing a static
+        loss, CE or MSE)."""
         from dynloss_jax.losses import STATIC_OF
 
-        families: dict[str, list[int]] = {}
-        for li, loss in enumerate(self.loss):
-            families.setdefault(STATIC_OF[loss], []).append(li)
-        widths = tuple(int(w) for w in self.width)
-        programs = []
-        for members in families.values():
-            losses = tuple(self.loss[li] for li in members)
-            programs.append(
-                dict(
-                    loss=losses if len(losses) > 1 else losses[0],
-                    width=widths if len(widths) > 1 else widths[0],
-                    cells=[(li, wi) for li in members for wi in range(len(widths))],
-                )
-            )
-        return programs
+        return self.grid().programs(pad_widths, family=STATIC_OF.get)
 
     def program_runs(self, program: dict) -> dict[str, list]:
         """The swept values of every run of ``program`` (from :meth:`programs`), cell by cell,
         with each run's ``member`` and ``width_index`` in the program's tuples."""
-        runs = self.runs()
-        n = len(runs["seed"])
-        cells = program["cells"]
-        members = {li: m for m, li in enumerate(dict.fromkeys(li for li, _ in cells))}
-        out = {k: v * len(cells) for k, v in runs.items()}
-        out["member"] = [members[li] for li, _ in cells for _ in range(n)]
-        out["width_index"] = [wi for _, wi in cells for _ in range(n)]
-        return out
+        return self.grid().program_runs(program, self.runs())
+
+    def spec(self, program: dict):
+        """The :class:`~dynloss_jax.spec.RunSpec` of ``program`` (from :meth:`programs`)."""
+        from dynloss_jax.spec import RunSpec
+
+        return RunSpec.from_config(self, **program)
 
     def runs(self) -> dict[str, list]:
         """The swept values of every run of a group, by name (η × A × T × seed product), with
         each run's step limit (``max_steps``) with ``steps_eta`` and its watch window
         (``watch_steps``) with ``watch_steps_eta``."""
-        names = ("eta", "amplitude", "period", "seed")
-        product = list(itertools.product(self.eta, self.amplitude, self.period, self.seed_values))
-        out = {name: [p[i] for p in product] for i, name in enumerate(names)}
+        return self.run_limits(self.grid().runs())
+
+    def hyper_args(self, program: dict) -> dict:
+        """The arguments of :func:`~dynloss_jax.spec.make_hyper` for ``program``'s runs."""
+        return dict(self.program_runs(program), opt_hp=self.opt_hp)
+
+    def run_limits(self, out: dict) -> dict:
+        """``out`` (per-run values with ``eta``) with each run's step limit (``max_steps``) with
+        ``steps_eta`` and its watch window (``watch_steps``) with ``watch_steps_eta``."""
         if self.steps_eta:
             out["max_steps"] = [self.run_steps(eta) for eta in out["eta"]]
         if self.watch_steps_eta and self.watch:
@@ -501,16 +510,18 @@ def normalised(settings: dict | None) -> dict | None:
     """Stored ``settings`` with every setting added since filled in at its default (which
     changes no run), so that a folder written before a setting existed compares equal to the
     same sweep now; ``settings`` as they are when they do not form a config."""
+    if isinstance(settings, dict) and "task" in settings:  # a task sweep's: stored whole
+        return settings
     try:
         return SweepConfig.from_settings(settings).settings()
     except (TypeError, ValueError, AttributeError):
         return settings
 
 
-def steps_for(eta: float, steps_eta: float, interval: int = 1) -> int:
-    """``steps_eta``/η steps rounded up to a whole number of ``interval`` steps, ignoring
-    rounding noise (100 000/0.05 is 2 000 000, not one more interval)."""
-    return interval * math.ceil(round(steps_eta / eta / interval, 9))
+def _brief(value):
+    """A value as an error shows it: an array by its shape."""
+    shape = getattr(value, "shape", None)
+    return f"<array {shape}>" if shape is not None else value
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

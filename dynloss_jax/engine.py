@@ -62,7 +62,6 @@ import optax
 from dynloss_jax import objective, tracking
 from dynloss_jax.config import N_TOP
 from dynloss_jax.data import Data
-from dynloss_jax.losses import get_loss
 from dynloss_jax.model import flat_model
 from dynloss_jax.spec import Hyper, RunSpec, embed, real_mask
 from dynloss_jax.strategy import Strategy
@@ -79,11 +78,13 @@ class State(NamedTuple):
     eig_key: jax.Array
     diverged: jax.Array
     diverged_step: jax.Array  # −1 while finite
-    detector: tuple  # the state of RunSpec.detector's rule (see instability)
-    w_hist_HxN: jax.Array  # w_t at slot t mod H: the parameters of the last H steps
-    onset_w_N: jax.Array  # w at the first instability (once found)
-    onset_lam_K: jax.Array  # λ1, λ2 of F at the onset step, at onset_w_N (NaN until measured)
-    onset_residual_K: jax.Array
+    # The onset rule's state and what the onset needs (None without an onset rule: nothing of
+    # it is compiled)
+    detector: tuple | None  # the state of RunSpec.detector's rule (see instability)
+    w_hist_HxN: jax.Array | None  # w_t at slot t mod H: the parameters of the last H steps
+    onset_w_N: jax.Array | None  # w at the first instability (once found)
+    onset_lam_K: jax.Array | None  # λ1, λ2 of F at the onset step (NaN until measured)
+    onset_residual_K: jax.Array | None
     watchers: tuple  # the states of the watched rules, RunSpec.watch
     watch_w_WxN: jax.Array | None  # w at each watched rule's onset (None without any)
     watch_lam_WxK: jax.Array | None  # λ1, λ2 there (NaN until measured)
@@ -116,6 +117,7 @@ def init_state(spec: RunSpec, hyper: Hyper, data: Data | None = None) -> State:
     first top-K vectors are measured here, at the initial point (``data`` is then needed):
     :func:`~dynloss_jax.tracking.cold_top_k`."""
     init_key, eig_key = jax.random.split(jax.random.key(hyper.seed))
+    onset = bool(spec.detectors)
     if spec.padded:
         w = embed(
             spec, hyper, lambda i: flat_model(spec.widths[i], **spec.model_args).init(init_key)
@@ -140,11 +142,11 @@ def init_state(spec: RunSpec, hyper: Hyper, data: Data | None = None) -> State:
         eig_key=jax.random.key_data(eig_key),  # raw uint32, so checkpoints are plain arrays
         diverged=jnp.zeros((), bool),
         diverged_step=jnp.full((), -1, jnp.int32),
-        detector=spec.detectors[0].init(dtype),
-        w_hist_HxN=jnp.zeros((spec.history, w.shape[0]), dtype),
-        onset_w_N=jnp.zeros_like(w),
-        onset_lam_K=jnp.full((N_TOP,), jnp.nan, dtype),
-        onset_residual_K=jnp.full((N_TOP,), jnp.nan, dtype),
+        detector=spec.detectors[0].init(dtype) if onset else None,
+        w_hist_HxN=jnp.zeros((spec.history, w.shape[0]), dtype) if onset else None,
+        onset_w_N=jnp.zeros_like(w) if onset else None,
+        onset_lam_K=jnp.full((N_TOP,), jnp.nan, dtype) if onset else None,
+        onset_residual_K=jnp.full((N_TOP,), jnp.nan, dtype) if onset else None,
         # None, not an empty array, without watched rules: lax.map's batching cannot reshape
         # arrays of size zero
         watchers=tuple(d.init(dtype) for d in spec.detectors[1:]),
@@ -168,6 +170,7 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     from the logits are computed by the caller at record steps.
     """
     t = state.step
+    state_w = state.w_N
     loss_and_grad = jax.value_and_grad(
         functools.partial(objective.loss_of_w, spec, hyper), has_aux=True
     )
@@ -191,8 +194,25 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     diverged = state.diverged | bad
     nan = jnp.full((), jnp.nan, loss.dtype)
     loss_seen = jnp.where(state.diverged | ~jnp.isfinite(loss), nan, loss)
+    state = state._replace(
+        w_N=jnp.where(diverged, state.w_N, w_new),
+        step=t + 1,
+        diverged=diverged,
+        diverged_step=jnp.where(bad & ~state.diverged, t, state.diverged_step),
+        opt_state=jax.tree.map(
+            lambda old, new: jnp.where(diverged, old, new), state.opt_state, opt_state
+        ),
+    )
+    if spec.detectors:
+        state = _watch(spec, state, loss_seen, t, w_before=state_w)
+    return state, loss_seen, logits
+
+
+def _watch(spec: RunSpec, state: State, loss_seen, t, w_before):
+    """The onset rules' update at step ``t`` from the loss seen there, keeping ``w_before``
+    (w_t) in the parameter history so that an onset's parameters can be read back."""
     history = spec.history
-    w_hist = state.w_hist_HxN.at[t % history].set(state.w_N)
+    w_hist = state.w_hist_HxN.at[t % history].set(w_before)
     rules = spec.detectors
     detector = rules[0].update(state.detector, loss_seen, t)
     found = (detector.onset >= 0) & (state.detector.onset < 0)
@@ -203,21 +223,13 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     for i, (new, old) in enumerate(zip(watchers, state.watchers, strict=True)):
         hit = (new.onset >= 0) & (old.onset < 0)
         watch_w = watch_w.at[i].set(jnp.where(hit, w_hist[new.onset % history], watch_w[i]))
-    state = state._replace(
-        w_N=jnp.where(diverged, state.w_N, w_new),
-        step=t + 1,
-        diverged=diverged,
-        diverged_step=jnp.where(bad & ~state.diverged, t, state.diverged_step),
+    return state._replace(
         detector=detector,
         w_hist_HxN=w_hist,
         onset_w_N=jnp.where(found, w_hist[detector.onset % history], state.onset_w_N),
         watchers=watchers,
         watch_w_WxN=watch_w,
-        opt_state=jax.tree.map(
-            lambda old, new: jnp.where(diverged, old, new), state.opt_state, opt_state
-        ),
     )
-    return state, loss_seen, logits
 
 
 def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
@@ -232,7 +244,7 @@ def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     was_diverged = state.diverged
     state, loss, logits = _gd_step(spec, hyper, data, state, gamma_BxC[0])
     nan = jnp.full((), jnp.nan, loss.dtype)
-    static = get_loss(spec.static_loss)(logits, data.y_train, gamma_BxC[0])
+    static = objective.static_loss(spec, hyper, logits, data.y_train)
     record = Record(
         step=steps_B[0],
         loss=loss,
@@ -284,7 +296,7 @@ def _finished(spec: RunSpec, hyper: Hyper, state: State):
     ``RunSpec.watch_steps``) has passed since its own onset; with per-run step limits
     (``Hyper.max_steps``), it has reached its own."""
     done = jnp.zeros((), bool)
-    if spec.stop_at_onset:
+    if spec.stop_at_onset and spec.detectors:
         onset = state.detector.onset
         done = onset >= 0
         if spec.watch:
@@ -419,7 +431,7 @@ def _until_done(spec: RunSpec, hyper: Hyper, data: Data, state: State, n: int):
 
     _, state, out = jax.lax.while_loop(running, body, (0, state, blank))
     early = state.step < spec.n_steps
-    if spec.stop_at_onset:
+    if spec.stop_at_onset and spec.detectors:
         early = early | (state.detector.onset >= 0)
     stopped = _finished(spec, hyper, state) & early & (state.stopped_step < 0)
     state = state._replace(
@@ -436,7 +448,7 @@ def evaluate(spec: RunSpec, state: State, hyper: Hyper, data: Data) -> Final:
         spec, jnp.where(state.stopped_step >= 0, state.stopped_step, state.step), hyper
     )
     loss, logits = objective.loss_of_w(spec, hyper, state.w_N, g, data.x_train, data.y_train)
-    static = get_loss(spec.static_loss)(logits, data.y_train, g)
+    static = objective.static_loss(spec, hyper, logits, data.y_train)
     val_acc = objective.accuracy(spec.model.apply(state.w_N, data.x_val), data.y_val)
     nan = jnp.full((), jnp.nan, loss.dtype)
 

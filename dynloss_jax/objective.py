@@ -9,15 +9,16 @@ run.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from dynloss_jax import optim
 from dynloss_jax.data import Data
-from dynloss_jax.losses import get_loss
-from dynloss_jax.schedule import gamma
 from dynloss_jax.spec import BATCH_STREAM, Hyper, RunSpec
+from dynloss_jax.task import pick
 
 
 def accuracy(logits_PxC, y_PxC):
@@ -25,28 +26,43 @@ def accuracy(logits_PxC, y_PxC):
     return jnp.mean(hits.astype(logits_PxC.dtype))
 
 
+def named_values(hyper: Hyper) -> dict:
+    """The run's named per-run values (``amplitude``, ``period`` and ``hyper.hp``), which the
+    schedule, the loss and the optimiser take by keyword (:func:`dynloss_jax.task.pick`)."""
+    named = {k: v for k, v in (("amplitude", hyper.amplitude), ("period", hyper.period))}
+    return {**{k: v for k, v in named.items() if v is not None}, **(hyper.hp or {})}
+
+
 def gamma_at(spec: RunSpec, step, hyper: Hyper):
-    """Γ_C of the run at ``step`` (:func:`dynloss_jax.schedule.gamma`)."""
-    static_after = spec.n_steps - hyper.period if spec.static_last_period else None
-    return gamma(
-        step,
-        n_classes=spec.n_classes,
-        amplitude=hyper.amplitude,
-        period=hyper.period,
-        static_after=static_after,
-        waveform=spec.waveform,
-        order_seed=None if spec.order_seed < 0 else spec.order_seed,
-    )
+    """Γ_C of the run at ``step``: ``spec.gamma_fn(step, C, **hp)`` with the hyperparameters it
+    takes (the paper's: :func:`dynloss_jax.schedule.gamma` of A and T)."""
+    fn = spec.gamma_fn
+    return fn(step, spec.n_classes, **pick(fn, "schedule", named_values(hyper)))
 
 
 def opt_hp(spec: RunSpec, hyper: Hyper) -> dict:
-    """The run's hyperparameters of ``spec.optimizer`` (defaults for those not given)."""
+    """The run's hyperparameters of ``spec.optimizer`` (defaults for those not given); for a
+    function optimiser, the named values it takes."""
+    if callable(spec.optimizer):
+        return pick(spec.optimizer, "optimizer", named_values(hyper))
     given = hyper.opt_hp or {}
     return {k: given[k] for k in optim.HYPERPARAMS[spec.optimizer] if k in given}
 
 
 def optimizer(spec: RunSpec, hyper: Hyper) -> optax.GradientTransformation:
+    if callable(spec.optimizer):
+        return spec.optimizer(hyper.eta, **opt_hp(spec, hyper))
     return optim.make_optimizer(spec.optimizer, hyper.eta, **opt_hp(spec, hyper))
+
+
+def threshold(spec: RunSpec, hyper: Hyper):
+    """The optimiser's edge-of-stability line on the tracked λ (2/η for GD); NaN for a function
+    optimiser without a ``threshold`` (unknown, not guessed)."""
+    if callable(spec.optimizer):
+        if spec.threshold is None:
+            return jnp.full_like(hyper.eta, jnp.nan)
+        return spec.threshold(hyper.eta, **opt_hp(spec, hyper))
+    return optim.stability_threshold(spec.optimizer, hyper.eta, **opt_hp(spec, hyper))
 
 
 def batch_indices(seed, step, n_points: int, batch_points: int):
@@ -57,14 +73,26 @@ def batch_indices(seed, step, n_points: int, batch_points: int):
     return jax.random.choice(key, n_points, (batch_points,), replace=False)
 
 
+def _member(spec: RunSpec, hyper: Hyper, fns, logits, y, gamma_C):
+    named = named_values(hyper)
+    members = [functools.partial(fn, **pick(fn, "loss", named)) for fn in fns]
+    if len(set(fns)) == 1:  # e.g. the static CE of CE and DCE: no switch
+        return members[0](logits, y, gamma_C)
+    return jax.lax.switch(hyper.member, members, logits, y, gamma_C)
+
+
 def loss_of_w(spec: RunSpec, hyper: Hyper, w_N, gamma_C, x, y):
-    """``(F(w_N), logits_PxC)``: the run's loss (its member of ``spec.losses``) at Γ =
-    ``gamma_C`` on the points ``x``, ``y``."""
+    """``(F(w_N), logits_PxC)``: the run's loss (its member of ``spec.losses``, with the
+    hyperparameters it takes) at Γ = ``gamma_C`` on the points ``x``, ``y``."""
     logits = spec.model.apply(w_N, x)
-    if len(spec.losses) == 1:
-        return get_loss(spec.losses[0])(logits, y, gamma_C), logits
-    members = [get_loss(name) for name in spec.losses]
-    return jax.lax.switch(hyper.member, members, logits, y, gamma_C), logits
+    return _member(spec, hyper, spec.loss_fns, logits, y, gamma_C), logits
+
+
+def static_loss(spec: RunSpec, hyper: Hyper, logits_PxC, y_PxC):
+    """The run's static loss of the logits: its member's loss at Γ ≡ 1 (for the paper's losses
+    the named static one, CE or MSE, which is the same number)."""
+    ones = jnp.ones((spec.n_classes,), logits_PxC.dtype)
+    return _member(spec, hyper, spec.static_fns, logits_PxC, y_PxC, ones)
 
 
 def hessian_operator(spec: RunSpec, hyper: Hyper, data: Data, opt_state, w_N, step):

@@ -22,6 +22,8 @@ step, and about a second more compile time on a CPU; ``order_seed=None`` compile
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,3 +127,88 @@ def gamma(
         emphasised = jax.random.permutation(key, n_classes)[k % n_classes]
     raw = jnp.where(jnp.arange(n_classes) == emphasised, w, jnp.ones((), dtype))
     return n_classes * raw / jnp.sum(raw)
+
+
+# --- schedules as functions: the form every schedule of a sweep takes --------------------------
+#
+# A schedule is any pure function ``(step, n_classes, **hp) -> Γ_C``: the paper's waveforms are
+# factories of that form, and the "last period static" and random class order options are
+# combinators that wrap any schedule (a user's too), as optax builds its schedules. The
+# factories and combinators are cached, so the same arguments give the same function object
+# (and the engine's compiled programs, keyed on it, are reused).
+
+
+@functools.cache
+def waveform_schedule(waveform: str = "triangle"):
+    """The paper's schedule with the given waveform (see the module docstring) as a function
+    ``(step, n_classes, amplitude, period) -> Γ_C``."""
+    if waveform not in WAVEFORMS:
+        raise ValueError(f"waveform must be one of {', '.join(WAVEFORMS)}, got {waveform!r}")
+
+    def schedule(step, n_classes, amplitude, period):
+        return gamma(
+            step, n_classes=n_classes, amplitude=amplitude, period=period, waveform=waveform
+        )
+
+    schedule.__name__ = schedule.__qualname__ = waveform
+    return schedule
+
+
+def triangle():
+    """Γ with the paper's triangle waveform: ``(step, n_classes, amplitude, period) -> Γ_C``."""
+    return waveform_schedule("triangle")
+
+
+def sine():
+    """Γ with the sine waveform w = 1 + (A−1) sin(πτ/T)."""
+    return waveform_schedule("sine")
+
+
+def square():
+    """Γ with the square waveform (A for T/4 ≤ τ < 3T/4, else 1)."""
+    return waveform_schedule("square")
+
+
+@functools.cache
+def last_period_static(schedule, n_steps: int):
+    """``schedule`` with Γ ≡ 1 from step ``n_steps − period`` on (the run's last period is the
+    static loss; the wrapped function takes ``period``). Γ is exactly 1 there."""
+
+    @functools.wraps(schedule)
+    def wrapped(step, n_classes, *args, period, **hp):
+        g = schedule(step, n_classes, *args, period=period, **hp)
+        return jnp.where(step >= n_steps - period, jnp.ones_like(g), g)
+
+    return wrapped
+
+
+@functools.cache
+def class_order(schedule, order_seed: int):
+    """``schedule`` with its classes relabelled once per cycle of C periods: in cycle
+    n = ⌊⌊t/T⌋/C⌋ class i's weight goes to class π_n(i), π_n =
+    ``jax.random.permutation(fold_in(key(order_seed), n), C)``. A schedule that emphasises class
+    k mod C in period k then visits every class once per cycle in the order π_n (the paper's
+    schedule with ``order_seed``); the wrapped function takes ``period``."""
+    if isinstance(order_seed, bool) or not isinstance(order_seed, int) or order_seed < 0:
+        raise ValueError(f"order_seed must be an integer >= 0, got {order_seed!r}")
+
+    @functools.wraps(schedule)
+    def wrapped(step, n_classes, *args, period, **hp):
+        g = schedule(step, n_classes, *args, period=period, **hp)
+        key = jax.random.fold_in(jax.random.key(order_seed), (step // period) // n_classes)
+        perm = jax.random.permutation(key, n_classes)
+        return jnp.zeros_like(g).at[perm].set(g)
+
+    return wrapped
+
+
+def paper_schedule(waveform: str = "triangle", *, n_steps=None, order_seed=None):
+    """The schedule of the paper's settings: :func:`waveform_schedule`, with
+    :func:`class_order` when ``order_seed`` is given and :func:`last_period_static` when
+    ``n_steps`` is (the run's length)."""
+    schedule = waveform_schedule(waveform)
+    if order_seed is not None:
+        schedule = class_order(schedule, int(order_seed))
+    if n_steps is not None:
+        schedule = last_period_static(schedule, int(n_steps))
+    return schedule

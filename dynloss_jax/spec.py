@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -25,7 +26,8 @@ import numpy as np
 from dynloss_jax import instability, optim
 from dynloss_jax.config import N_TOP, ProgramSettings, SweepConfig
 from dynloss_jax.losses import STATIC_OF, get_loss
-from dynloss_jax.model import embedding, flat_model
+from dynloss_jax.model import FlatModel, embedding, flat_model
+from dynloss_jax.schedule import paper_schedule
 
 # Random streams derived from a run's seed besides the initialisation's: fold_in tags, kept
 # together so that they stay distinct.
@@ -41,20 +43,37 @@ class RunSpec(ProgramSettings):
     ``width``, which may be tuples (the losses of one family and the widths of one padded
     program, each run choosing its own through ``Hyper.member`` and ``Hyper.width_index``), the
     run length ``n_steps``, and the shape of the data, ``n_classes`` and ``n_inputs``.
+
+    A task's own pieces (:class:`~dynloss_jax.task.Task`) enter here: ``loss`` may be functions
+    as well as the paper's names, ``schedule`` a schedule function (``None``: the paper's, from
+    ``waveform``, ``static_last_period`` and ``order_seed``), ``network`` a
+    :class:`~dynloss_jax.model.FlatModel` (``None``: the built-in MLP of ``width``; with a
+    network ``width`` is ``None``), ``optimizer`` a function ``(eta, **hp)`` with its
+    ``threshold`` (or ``None``: unknown). Functions are compared by identity, so a function
+    redefined in the same process makes a new spec, and a new program.
     """
 
-    loss: str | tuple[str, ...]
-    width: int | tuple[int, ...]
+    loss: str | Callable | tuple
+    width: int | tuple[int, ...] | None
     n_steps: int
     n_classes: int = 3
     n_inputs: int = 2  # features of the data
+    schedule: Callable | None = None
+    network: FlatModel | None = None
+    threshold: Callable | None = None
 
     def __post_init__(self):
-        for name in self.losses:
+        names = [loss for loss in self.losses if isinstance(loss, str)]
+        for name in names:
             get_loss(name)  # ValueError for an unknown name
-        if not self.losses or len({STATIC_OF[name] for name in self.losses}) != 1:
+        if not self.losses or not all(isinstance(n, str) or callable(n) for n in self.losses):
+            raise ValueError(f"loss must be names or functions, got {self.loss!r}")
+        if len(names) == len(self.losses) and len({STATIC_OF[n] for n in names}) != 1:
             raise ValueError(f"losses of one program must share a static loss, got {self.loss!r}")
-        if not self.widths or min(self.widths) < 1:
+        if self.network is not None:
+            if self.width is not None:
+                raise ValueError(f"width must be None with a network of its own, got {self.width}")
+        elif not self.widths or min(self.widths) < 1:
             raise ValueError(f"widths must be >= 1, got {self.width!r}")
         positive = ("n_steps", "n_classes", "depth", "record_every", "num_matvecs", "top_k_blocks")
         for name in positive:
@@ -65,7 +84,10 @@ class RunSpec(ProgramSettings):
                 f"eig_every must be 0 or a multiple of record_every "
                 f"({self.record_every}), got {self.eig_every}"
             )
-        optim.hyperparams(self.optimizer)  # ValueError for an unknown name
+        if isinstance(self.optimizer, str):
+            optim.hyperparams(self.optimizer)  # ValueError for an unknown name
+        elif not callable(self.optimizer):
+            raise ValueError(f"optimizer must be a name or a function, got {self.optimizer!r}")
         if self.batch_points < 0:
             raise ValueError(f"batch_points must be >= 0, got {self.batch_points}")
         every = [e for e, _ in self.levels]
@@ -76,8 +98,10 @@ class RunSpec(ProgramSettings):
                     f"{self.interval} (eig_every, or record_every without it), got "
                     f"{self.density_every}, {self.trace_every}"
                 )
-        for rule in (self.detector, *self.watch):
+        for rule in self.rules:
             instability.get_detector(rule)  # ValueError for an unknown rule
+        if self.detector is None and (self.watch or self.stop_at_onset):
+            raise ValueError("watch and stop_at_onset need the onset rule (detector) on")
         if self.watch_steps < 0:
             raise ValueError(f"watch_steps must be >= 0, got {self.watch_steps}")
         if self.levels and self.stop_at_onset:
@@ -115,15 +139,22 @@ class RunSpec(ProgramSettings):
         return self.top_k or N_TOP
 
     @property
+    def rules(self) -> tuple[str, ...]:
+        """The onset rule and the watched ones; none when ``detector`` is ``None`` (then no
+        onset, parameter history or onset Lanczos is compiled)."""
+        return () if self.detector is None else (self.detector, *self.watch)
+
+    @property
     def detectors(self) -> tuple[instability.Detector, ...]:
-        """The run's onset rule, then the watched ones."""
-        return tuple(instability.get_detector(r) for r in (self.detector, *self.watch))
+        """The run's onset rule, then the watched ones (empty without an onset rule)."""
+        return tuple(instability.get_detector(r) for r in self.rules)
 
     @property
     def history(self) -> int:
         """Parameter vectors kept (the current one and the steps back to the earliest onset a
-        rule can confirm), so that λ can be measured at the onset step itself."""
-        return max(d.lag for d in self.detectors) + 1
+        rule can confirm), so that λ can be measured at the onset step itself; 0 without
+        rules."""
+        return max(d.lag for d in self.detectors) + 1 if self.detectors else 0
 
     @property
     def levels(self) -> tuple[tuple[int, tuple[str, ...]], ...]:
@@ -142,8 +173,9 @@ class RunSpec(ProgramSettings):
 
     @property
     def adaptive(self) -> bool:
-        """Whether λ is measured on the preconditioned Hessian P^{-1/2} H P^{-1/2}."""
-        return self.optimizer in optim.ADAPTIVE
+        """Whether λ is measured on the preconditioned Hessian P^{-1/2} H P^{-1/2} (the named
+        adam and rmsprop; a function optimiser's λ is of H)."""
+        return isinstance(self.optimizer, str) and self.optimizer in optim.ADAPTIVE
 
     @property
     def losses(self) -> tuple[str, ...]:
@@ -158,8 +190,26 @@ class RunSpec(ProgramSettings):
         return isinstance(self.width, tuple)
 
     @property
-    def static_loss(self) -> str:
-        return STATIC_OF[self.losses[0]]
+    def loss_fns(self) -> tuple[Callable, ...]:
+        """The members' loss functions (the paper's names resolved)."""
+        return tuple(get_loss(n) if isinstance(n, str) else n for n in self.losses)
+
+    @property
+    def static_fns(self) -> tuple[Callable, ...]:
+        """Each member's static loss: for the paper's losses the named static one (CE, MSE; equal
+        to the loss at Γ ≡ 1), for a function the function itself, called at Γ ≡ 1."""
+        return tuple(get_loss(STATIC_OF[n]) if isinstance(n, str) else n for n in self.losses)
+
+    @property
+    def gamma_fn(self) -> Callable:
+        """The schedule ``(step, n_classes, **hp) -> Γ_C`` every run of the program follows."""
+        if self.schedule is not None:
+            return self.schedule
+        return paper_schedule(
+            self.waveform,
+            n_steps=self.n_steps if self.static_last_period else None,
+            order_seed=None if self.order_seed < 0 else self.order_seed,
+        )
 
     @property
     def model_args(self) -> dict:
@@ -172,8 +222,10 @@ class RunSpec(ProgramSettings):
         )
 
     @property
-    def model(self):
+    def model(self) -> FlatModel:
         """The network every run of the program evaluates (the largest width when padded)."""
+        if self.network is not None:
+            return self.network
         return flat_model(max(self.widths), **self.model_args)
 
     def positions(self, width_index: int) -> np.ndarray:
@@ -182,11 +234,14 @@ class RunSpec(ProgramSettings):
 
 
 class Hyper(NamedTuple):
-    """Swept values of one run (or of R runs, each with a leading axis R)."""
+    """Swept values of one run (or of R runs, each with a leading axis R). ``amplitude``,
+    ``period`` and the entries of ``hp`` are the named per-run values that the schedule, the
+    loss and the optimiser take by keyword (:func:`dynloss_jax.objective.named_values`);
+    ``amplitude`` and ``period`` are ``None`` for a task whose functions take neither."""
 
     eta: jax.Array
-    amplitude: jax.Array
-    period: jax.Array  # integer
+    amplitude: jax.Array | None
+    period: jax.Array | None  # integer
     seed: jax.Array  # integer
     member: jax.Array = 0  # integer: which of ``RunSpec.losses``
     width_index: jax.Array = 0  # integer: which of ``RunSpec.widths``
@@ -196,33 +251,37 @@ class Hyper(NamedTuple):
     max_steps: jax.Array | None = None
     # integer: the run's own watch window (None: RunSpec.watch_steps for every run)
     watch_steps: jax.Array | None = None
+    hp: dict | None = None  # further named per-run values (a task's grid axes), by name
 
 
 def make_hyper(
     *,
     eta,
-    amplitude,
-    period,
     seed,
+    amplitude=None,
+    period=None,
     member=None,
     width_index=None,
     opt_hp=None,
     max_steps=None,
     watch_steps=None,
+    hp=None,
     dtype="float64",
 ) -> Hyper:
     """Per-run values (1-D, equal length R), by name, as a :class:`Hyper` of NumPy arrays;
     ``member`` and ``width_index`` (for tuple losses and widths of :class:`RunSpec`) default to 0.
     ``opt_hp`` maps optimiser hyperparameter names (``beta``, ``b1``, …) to a value per run or
     one shared value (broadcast). ``max_steps`` and ``watch_steps`` (a step limit and a watch
-    window per run) stay ``None`` unless given.
+    window per run) stay ``None`` unless given, and so do ``amplitude`` and ``period``. ``hp``
+    maps further names to a value per run: integer values stay integers (int32), others take
+    ``dtype``.
 
     Values are not validated here: :meth:`dynloss_jax.SweepConfig.validate` does that once.
     """
     arrays = Hyper(
         eta=np.asarray(eta, dtype=dtype),
-        amplitude=np.asarray(amplitude, dtype=dtype),
-        period=np.asarray(period, dtype=np.int32),
+        amplitude=None if amplitude is None else np.asarray(amplitude, dtype=dtype),
+        period=None if period is None else np.asarray(period, dtype=np.int32),
         seed=np.asarray(seed, dtype=np.int32),
         member=np.zeros(np.shape(seed), np.int32)
         if member is None
@@ -236,7 +295,14 @@ def make_hyper(
     for name, value in (("max_steps", max_steps), ("watch_steps", watch_steps)):
         if value is not None:
             arrays = arrays._replace(**{name: np.asarray(value, np.int32)})
-    shapes = [a.shape for a in (*arrays[:6], arrays.max_steps, arrays.watch_steps) if a is not None]
+    if hp:
+        arrays = arrays._replace(hp={k: _per_run(v, dtype) for k, v in hp.items()})
+    extra = list((arrays.hp or {}).values())
+    shapes = [
+        a.shape
+        for a in (*arrays[:6], arrays.max_steps, arrays.watch_steps, *extra)
+        if a is not None
+    ]
     if len(set(shapes)) != 1 or arrays.eta.ndim != 1:
         raise ValueError(f"per-run values must be 1-D of one length, got shapes {shapes}")
     if opt_hp:
@@ -247,6 +313,13 @@ def make_hyper(
             }
         )
     return arrays
+
+
+def _per_run(values, dtype):
+    a = np.asarray(values)
+    if a.dtype == bool or not np.issubdtype(a.dtype, np.number):
+        raise ValueError(f"per-run values must be numbers, got {values!r}")
+    return a.astype(np.int32) if np.issubdtype(a.dtype, np.integer) else a.astype(dtype)
 
 
 @functools.cache

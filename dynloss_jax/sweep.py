@@ -25,10 +25,13 @@ import jax
 import numpy as np
 
 from dynloss_jax import engine, environment, results, tracking
-from dynloss_jax.config import GRID_AXES, ConfigError, SweepConfig
+from dynloss_jax.config import ConfigError, SweepConfig
+from dynloss_jax.grid import Grid
 from dynloss_jax.run import Run
-from dynloss_jax.spec import RunSpec, make_hyper
+from dynloss_jax.spec import make_hyper
 from dynloss_jax.strategy import Strategy, default_strategy, gather
+from dynloss_jax.task import Task
+from dynloss_jax.task_sweep import TaskSweep, family
 
 __all__ = ["ConfigError", "Stopped", "SweepConfig", "load_unfinished", "run_sweep"]
 
@@ -184,9 +187,10 @@ def _wait(tree) -> None:
 
 
 def run_sweep(
-    config: SweepConfig,
+    config: SweepConfig | Task,
     out=None,
     *,
+    grid: dict | None = None,
     resume: bool = False,
     overwrite: bool = False,
     strategy: Strategy | None = None,
@@ -195,6 +199,7 @@ def run_sweep(
     checkpoint_every: float = CHECKPOINT_EVERY,
     stop: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    **settings,
 ) -> Run:
     """Runs every configuration of ``config``; returns the :class:`~dynloss_jax.run.Run` (also
     written to ``out`` when given). ``progress(done, total)`` is called after each compiled
@@ -210,7 +215,22 @@ def run_sweep(
     seconds after the last one (0: after every piece), at the end of each program, and when
     ``stop()`` returns something true — checked between pieces; the sweep then raises
     :class:`Stopped` carrying that value. ``clock`` measures the pieces (tests pass a fake one).
+
+    ``config`` may be a :class:`~dynloss_jax.task.Task` instead: its ``grid`` (axis name →
+    values; any keyword parameter of its loss, schedule or optimiser, ``eta``, ``seed``, and
+    ``width`` for the built-in network) and ``settings`` (those of
+    :class:`~dynloss_jax.config.ProgramSettings`, ``steps`` and the other run-length settings)
+    make a :class:`~dynloss_jax.task_sweep.TaskSweep`, checked before anything is compiled and
+    run by the same engine::
+
+        run_sweep(task, "runs/mine", grid=dict(eta=[0.5, 1.0], focus=[0.0, 2.0], seed=range(3)),
+                  steps=2000, eig_every=50)
     """
+    if isinstance(config, Task):
+        config = TaskSweep.make(config, grid if grid is not None else {}, **settings)
+    elif grid is not None or settings:
+        given = "grid" if grid is not None else sorted(settings)[0]
+        raise ConfigError(given, "...", "is for a Task; a SweepConfig holds its own settings")
     config.validate()
     if not checkpoint_every >= 0:  # NaN too
         raise ConfigError("checkpoint_every", checkpoint_every, "must be >= 0 seconds")
@@ -273,16 +293,17 @@ def run_sweep(
 
     compile_s = []
     piece = chunk  # the compiled length; only ever shortened, to a divisor
-    collected = _Collector(config, cell_runs)
+    collected = _Collector(list(config.coords), config.grid_shape, config.steps, cell_runs)
     for gi, group in enumerate(programs):
-        spec = RunSpec.from_config(config, **group)
+        spec = config.spec(group)
         n_runs = cell_runs * len(group["cells"])
         order = strategy.deal(n_runs)  # the devices' shares, balanced; gather puts it back
-        hyper = make_hyper(**config.program_runs(group), opt_hp=config.opt_hp, dtype=config.dtype)
+        hyper = make_hyper(**config.hyper_args(group), dtype=config.dtype)
         hyper = strategy.pad_runs(_take(hyper, order))
         with _CompileClock() as compiling:  # counts compile events only, not the running
             init, _, finalize = engine.compiled(spec, chunk, strategy)
-            onset = engine.compiled_onset(spec, strategy)
+            # λ at an onset: compiled only with an onset rule
+            onset = engine.compiled_onset(spec, strategy) if spec.detectors else None
             state = init(hyper, data)
             loaded = (
                 None
@@ -322,7 +343,7 @@ def run_sweep(
                 if stop is not None:
                     _wait((state, records, eig_records, spectra))
                 step += piece
-                if step % chunk == 0:  # where the uninterrupted run measures λ at an onset
+                if onset is not None and step % chunk == 0:  # where λ at an onset is measured
                     state = onset(state, hyper, data)
                 part = _flatten("records", gather(records, n_runs, order))
                 if eig_records is not None:
@@ -381,8 +402,7 @@ def _measurements(config: SweepConfig) -> dict:
     ``layer_sharpness`` the names of the parameter blocks (``blocks``)."""
     out = config.describe_measurements()
     if config.layer_sharpness:
-        spec = RunSpec.from_config(config, loss=config.loss[0], width=config.width[0])
-        out["blocks"] = tracking.layer_blocks(spec)[0]
+        out["blocks"] = tracking.layer_blocks(config.spec(config.programs()[0]))[0]
     return out
 
 
@@ -395,18 +415,22 @@ def load_unfinished(out, saved: dict) -> Run:
     (each file it writes appears whole), so this is how to look at a sweep while it runs."""
     try:
         config = SweepConfig.from_settings(saved["settings"])
-        programs = config.programs(bool((saved.get("layout") or {}).get("pad_widths")))
+        the_grid = Grid.of(saved["axes"])
+        pad = bool((saved.get("layout") or {}).get("pad_widths"))
+        programs = the_grid.programs(pad, family=family)
     except (KeyError, TypeError, ValueError) as e:
         raise results.RunFolderError(f"{out}: unreadable settings in its config ({e})") from None
-    cell_runs = len(config.runs()["seed"])
-    collected = _Collector(config, cell_runs)
-    grid = config.grid_shape
+    cell_runs = len(the_grid.runs()["seed"])
+    grid = the_grid.shape
+    collected = _Collector(the_grid.names, grid, config.steps, cell_runs)
     collected.arrays.update(
         steps_done=np.zeros(grid, np.int64),
         diverged=np.zeros(grid, bool),
         diverged_step=np.full(grid, -1, np.int32),
     )
-    collected.axes.update({k: list(GRID_AXES) for k in ("steps_done", "diverged", "diverged_step")})
+    collected.axes.update(
+        {k: list(the_grid.names) for k in ("steps_done", "diverged", "diverged_step")}
+    )
     for gi, group in enumerate(programs):
         loaded = results.read_checkpoint(out, gi, config.steps, config.chunk)
         if loaded is None:
@@ -429,7 +453,7 @@ def load_unfinished(out, saved: dict) -> Run:
         if name in collected.arrays:
             a = collected.arrays[name]
             collected.arrays[name] = (k * np.arange(a.size)).astype(a.dtype)
-    coords = config.coords
+    coords = the_grid.coords
     run_config = {**saved, "axes": coords, "array_axes": collected.axes}
     return Run(Path(out), run_config, collected.arrays, collected.axes, dict(coords))
 
@@ -474,10 +498,11 @@ class _Collector:
     """The results arrays of a sweep, allocated once on the full grid and filled in place chunk
     by chunk, so the host holds each record once (no per-chunk lists, no concatenated copies)."""
 
-    def __init__(self, config: SweepConfig, n_runs: int):
-        self.steps = config.steps
-        self.n_runs = n_runs  # runs per (loss, width) cell
-        self.grid = config.grid_shape
+    def __init__(self, names, grid_shape: tuple, steps: int, n_runs: int):
+        self.steps = steps
+        self.n_runs = n_runs  # runs per program cell
+        self.grid = tuple(grid_shape)
+        self.names = list(names)  # the grid's axes, the leading axes of every array
         self.arrays: dict = {}
         self.axes: dict = {}
 
@@ -490,9 +515,9 @@ class _Collector:
         )
         if name not in self.arrays:
             self.arrays[name] = np.full(self.grid + tuple(trailing), _blank(a.dtype), a.dtype)
-            self.axes[name] = list(GRID_AXES) + axes
-        for k, (li, wi) in enumerate(cells):
-            view = self.arrays[name][li, wi].reshape((self.n_runs, *trailing))  # a view
+            self.axes[name] = self.names + axes
+        for k, cell in enumerate(cells):
+            view = self.arrays[name][tuple(cell)].reshape((self.n_runs, *trailing))  # a view
             part = a[k * self.n_runs : (k + 1) * self.n_runs]
             if where is None:
                 view[...] = part
@@ -523,12 +548,17 @@ class _Collector:
             "final_val_acc": final.val_acc,
             "diverged": state.diverged,
             "diverged_step": state.diverged_step,
-            "instability_step": state.detector.onset,
-            "stopped_step": state.stopped_step,
-            "instability_lam": state.onset_lam_K[:, 0],
         }
+        onset = state.detector is not None  # without an onset rule, no onset arrays
+        if onset:
+            values["instability_step"] = state.detector.onset
+        values["stopped_step"] = state.stopped_step
+        if onset:
+            values["instability_lam"] = state.onset_lam_K[:, 0]
         for name, a in values.items():
             self._fill(cells, name, a, [])
+        if not onset:
+            return
         self._fill(cells, "instability_lam_k", state.onset_lam_K, ["k"])
         self._fill(cells, "instability_residual", state.onset_residual_K, ["k"])
         self._fill(cells, "instability_lo", state.detector.lo, [])

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynloss_jax import eig, objective, optim, spectrum
+from dynloss_jax import eig, objective, spectrum
 from dynloss_jax.config import N_TOP
 from dynloss_jax.spec import SPECTRUM_STREAM, Hyper, RunSpec, embed, padding_tables, real_mask
 
@@ -122,11 +122,7 @@ def measure(spec: RunSpec, hyper: Hyper, matvec, step, eig_key, vectors_KxN, div
         res = eig.block_krylov(op, U0, key, blocks=spec.top_k_blocks, mask_N=mask)
         res = res._replace(lam_min=jnp.full_like(res.lam_min, jnp.nan))
         res = res._replace(residual_min=res.lam_min)
-        line = (
-            spec.top_k_above
-            / 2
-            * optim.stability_threshold(spec.optimizer, hyper.eta, **objective.opt_hp(spec, hyper))
-        )
+        line = spec.top_k_above / 2 * objective.threshold(spec, hyper)
         above = jnp.where(diverged, False, res.top_K > line)
     else:
         v0 = jnp.sum(vectors_KxN, axis=0)
