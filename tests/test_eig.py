@@ -478,12 +478,21 @@ def test_top_hessian_eigenvalues_on_a_pytree():
 
     params = {"a": jnp.zeros((3, 4)), "b": jnp.zeros(8)}
     # N = 20 parameters: 20 products span the whole space, so the values are exact
-    lam_3 = jax.jit(lambda p: top_hessian_eigenvalues(loss, p, k=3, num_matvecs=20))(params)
-    np.testing.assert_allclose(lam_3, [6.0, 5.0, 4.0], rtol=1e-12)
+    top = jax.jit(lambda p: top_hessian_eigenvalues(loss, p, k=3, num_matvecs=20))(params)
+    np.testing.assert_allclose(top.values, [6.0, 5.0, 4.0], rtol=1e-12)
+    assert np.all(top.residuals < 1e-10) and top.vectors["a"].shape == (3, 3, 4)
+    u = np.concatenate([top.vectors["a"][0].ravel(), top.vectors["b"][0]])
+    np.testing.assert_allclose(u @ np.asarray(h) @ u, 6.0, rtol=1e-10)  # H + diag(0) at w = 0
     power = jax.jit(lambda p: top_hessian_eigenvalues(loss, p, method="power", num_matvecs=1500))(
         params
     )
-    np.testing.assert_allclose(power, [6.0, 5.0], rtol=1e-6)
+    np.testing.assert_allclose(power.values, [6.0, 5.0], rtol=1e-6)
+    # too few products: the values are off, and the residuals say so
+    short = top_hessian_eigenvalues(loss, params, method="power", num_matvecs=16)
+    error = np.abs(np.asarray(short.values) - [6.0, 5.0])
+    assert error.max() > 1e-3 and np.all(np.asarray(short.residuals) >= error - 1e-12)
+    other = top_hessian_eigenvalues(loss, params, key=jax.random.key(7), num_matvecs=20, k=3)
+    np.testing.assert_allclose(other.values, top.values, rtol=1e-12)
 
 
 @functools.cache
