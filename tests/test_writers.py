@@ -45,6 +45,12 @@ class Broken(Recorder):
         raise OSError("disk full")
 
 
+class BrokenFlush(Recorder):
+    def flush(self):
+        super().flush()
+        raise ValueError("closed")
+
+
 def piece(seed=0, n_steps=5):
     """Records of R = 3 runs at S = n_steps steps, with NaN gaps (one step all NaN)."""
     rng = np.random.default_rng(seed)
@@ -97,18 +103,22 @@ def test_write_piece_skips_nan_and_writes_tags_and_steps():
 
 def test_safe_writers_warn_once_and_others_receive_everything():
     tags = [W.run_tag(c) for c in COORDS]
-    broken, good = Broken(), Recorder()
-    safe = W.SafeWriters([broken, good])
+    broken, good, broken_flush = Broken(), Recorder(), BrokenFlush()
+    safe = W.SafeWriters([broken, good, broken_flush])
     with pytest.warns(RuntimeWarning) as caught:
         safe.write_hparams({"eta": 1.0})
         for seed in range(3):
             W.write_piece(safe, tags, *piece(seed))
         safe.close()
-    assert len(caught) == 1
-    message = str(caught[0].message)
-    assert "Broken" in message and "OSError" in message and "disk full" in message
-    # the broken writer was called once for scalars and never again
+    # one warning per failing writer, naming it and its exception
+    assert len(caught) == 2
+    first, second = (str(w.message) for w in caught)
+    assert "Broken object" in first and "OSError" in first and "disk full" in first
+    assert "BrokenFlush" in second and "ValueError" in second and "closed" in second
+    # each broken writer was called up to its failure and never again
     assert [c[0] for c in broken.calls] == ["hparams", "scalars"]
+    kinds = [c[0] for c in broken_flush.calls]
+    assert kinds[-1] == "flush" and kinds.count("flush") == 1 and "close" not in kinds
     # the good one received what a writer on its own receives
     alone = Recorder()
     alone.write_hparams({"eta": 1.0})
@@ -241,7 +251,7 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
 
     (path,) = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "run-*.wandb"))
     assert pathlib.Path(path).stat().st_size > 32768  # records cross a block boundary
-    rows, config = [], {}
+    rows, config, metrics = [], {}, []
     for record in wandb_records(path):
         kind = record.WhichOneof("record_type")
         items = {
@@ -250,9 +260,11 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
             "run": record.run.config.update,
         }.get(kind, [])
         values = {(i.key or ".".join(i.nested_key)): json.loads(i.value_json) for i in items}
+        if kind == "metric":
+            metrics.append((record.metric.glob_name, record.metric.step_metric))
         if kind == "history":
             rows.append({k: v for k, v in values.items() if not k.startswith("_")})
-        else:
+        elif items:
             config |= values
     # the run holds, row by row, what a writer receives, with the step as a metric
     rec = Recorder()
@@ -262,4 +274,5 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
     assert [r.keys() for r in rows] == [w.keys() for w in want]
     for r, w in zip(rows, want, strict=True):
         np.testing.assert_array_equal([r[k] for k in w], list(w.values()))
+    assert ("*", "step") in metrics  # the x-axis of every metric is the logged step
     assert config["loss"] == "dce" and config["width"] == 16 and config["eta"] == 0.5
