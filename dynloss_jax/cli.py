@@ -198,6 +198,14 @@ def _parser() -> argparse.ArgumentParser:
         "chunk are made shorter when one takes longer (0: after every piece; default 300). "
         "Changes no result",
     )
+    t.add_argument(
+        "--log",
+        nargs=2,
+        metavar=("KIND", "DIR"),
+        default=None,
+        help="stream every run's records live to KIND (tensorboard or wandb, offline) in DIR "
+        '(needs pip install -e ".[tensorboard]" or ".[wandb]")',
+    )
     t.add_argument("--out", required=True, help="results folder")
     t.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     t.add_argument("--resume", action="store_true", help="continue an unfinished --out")
@@ -315,6 +323,18 @@ def _train(config, args, strategy, command) -> int:
         )
     )
     bar = ProgressBar("train", quiet=args.quiet)
+    writers = []
+    if args.log:
+        from dynloss_jax import writers as live
+
+        kind, folder = args.log
+        if kind not in ("tensorboard", "wandb"):
+            return _fail(f"--log {kind}: must be tensorboard or wandb")
+        try:
+            make = live.TensorBoardWriter if kind == "tensorboard" else live.WandbWriter
+            writers.append(make(folder))
+        except ImportError as e:
+            return _fail(f"--log {kind}: {e}")
     every = sweep.CHECKPOINT_EVERY if args.checkpoint_every is None else args.checkpoint_every
     try:
         with stop:
@@ -328,6 +348,7 @@ def _train(config, args, strategy, command) -> int:
                 command=command,
                 checkpoint_every=every,
                 stop=stop,
+                writers=writers,
             )
     except sweep.Stopped as e:
         saved = f"checkpoint in {args.out}" if e.saved else "nothing to save yet"
@@ -337,6 +358,9 @@ def _train(config, args, strategy, command) -> int:
             file=sys.stderr,
         )
         return stop.exit_code
+    finally:
+        for w in writers:
+            w.close()
     run = load_run(args.out)  # tables and plots read what was written, checksum verified
     print(summary_table(run))
     if not args.no_plot:

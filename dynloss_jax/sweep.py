@@ -199,6 +199,7 @@ def run_sweep(
     checkpoint_every: float = CHECKPOINT_EVERY,
     stop: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.perf_counter,
+    writers=None,
     **settings,
 ) -> Run:
     """Runs every configuration of ``config``; returns the :class:`~dynloss_jax.run.Run` (also
@@ -215,6 +216,13 @@ def run_sweep(
     seconds after the last one (0: after every piece), at the end of each program, and when
     ``stop()`` returns something true — checked between pieces; the sweep then raises
     :class:`Stopped` carrying that value. ``clock`` measures the pieces (tests pass a fake one).
+
+    ``writers`` (objects with clu's ``write_scalars``/``write_hparams``/``flush``/``close``, e.g.
+    :class:`~dynloss_jax.writers.TensorBoardWriter`) receive, on the host after each compiled
+    piece, every run's loss, static loss, accuracies and Γ, and λ1, λ2 and η·λ1/2 at the
+    eigen-measurements, tagged by the run's grid coordinates (:mod:`dynloss_jax.writers`); a
+    writer that fails warns once and is dropped, never stopping the sweep. They are flushed,
+    not closed: the caller owns them.
 
     ``config`` may be a :class:`~dynloss_jax.task.Task` instead: its ``grid`` (axis name →
     values; any keyword parameter of its loss, schedule or optimiser, ``eta``, ``seed``, and
@@ -291,6 +299,12 @@ def run_sweep(
             meter["saved"], meter["checkpoint_at"] = meter["done"], time.time()
             report(gi, step, force=True)
 
+    live = None
+    if writers:
+        from dynloss_jax.writers import SafeWriters
+
+        live = SafeWriters(writers)
+        live.write_hparams(_hparams(settings))
     compile_s = []
     piece = chunk  # the compiled length; only ever shortened, to a divisor
     collected = _Collector(list(config.coords), config.grid_shape, config.steps, cell_runs)
@@ -351,6 +365,8 @@ def run_sweep(
                 for kind, rec in spectra.items():
                     part.update(_flatten(kind, gather(rec, n_runs, order)))
                 collected.chunk(group["cells"], step - piece, piece, part)
+                if live is not None:
+                    _write_live(live, config, group, part)
                 pending.append(part)
                 seconds = max(clock() - t0 - (compiling.seconds - c0), 0.0)
                 meter["done"] += piece * n_runs
@@ -394,6 +410,49 @@ def run_sweep(
     if writer:
         results.finish_folder(out, run_config, arrays, axes)
     return run
+
+
+def _run_tags(config, group: dict) -> list[str]:
+    """The writers' tag of each run of ``group``, in the program's run order."""
+    from dynloss_jax.writers import run_tag
+
+    coords = config.coords
+    names = list(coords)
+    program_axes = [n for n in names if n in ("loss", "width")]
+    run_axes = [n for n in names if n not in program_axes]
+    tags = []
+    for cell in group["cells"]:
+        for index in np.ndindex(*(len(coords[n]) for n in run_axes)):
+            c = {n: coords[n][i] for n, i in zip(program_axes, cell, strict=True)}
+            c.update({n: coords[n][i] for n, i in zip(run_axes, index, strict=True)})
+            tags.append(run_tag({n: c[n] for n in names}))
+    return tags
+
+
+def _write_live(live, config, group: dict, part: dict) -> None:
+    """One piece's records (``part``, grid order) to the writers."""
+    from dynloss_jax.writers import write_piece
+
+    tags = _run_tags(config, group)
+    names = ("loss", "static_loss", "train_acc", "val_acc")
+    scalars = {n: part[f"records.{n}"] for n in names}
+    gamma = part["records.gamma_C"]
+    scalars.update({f"gamma_{c}": gamma[..., c] for c in range(gamma.shape[-1])})
+    write_piece(live, tags, part["records.step"][0], scalars)
+    if "eig.lam_K" in part:
+        lam = part["eig.lam_K"]
+        eta = np.asarray(config.program_runs(group)["eta"], dtype=float)[:, None]
+        scalars = {
+            "lam1": lam[..., 0],
+            "lam2": lam[..., 1],
+            "eta_lam1_over_2": lam[..., 0] * eta / 2,
+        }
+        write_piece(live, tags, part["eig.step"][0], scalars)
+
+
+def _hparams(settings: dict) -> dict:
+    """The sweep's settings that are scalars, for ``write_hparams``."""
+    return {k: v for k, v in settings.items() if isinstance(v, (int, float, str, bool))}
 
 
 def _measurements(config: SweepConfig) -> dict:

@@ -276,3 +276,68 @@ def test_wandb_offline_run_reads_back(tmp_path, monkeypatch):
         np.testing.assert_array_equal([r[k] for k in w], list(w.values()))
     assert ("*", "step") in metrics  # the x-axis of every metric is the logged step
     assert config["loss"] == "dce" and config["width"] == 16 and config["eta"] == 0.5
+
+
+def test_a_sweep_streams_its_records_to_a_writer_and_survives_a_failing_one():
+    """run_sweep(writers=...): every run's records reach the writer with the run's tag and step,
+    equal to the returned arrays; a writer that raises is dropped with a warning."""
+    from dynloss_jax import SweepConfig, run_sweep
+
+    class Memory:
+        def __init__(self):
+            self.rows, self.hparams = {}, None
+
+        def write_scalars(self, step, scalars):
+            self.rows.setdefault(step, {}).update(scalars)
+
+        def write_hparams(self, hparams):
+            self.hparams = hparams
+
+        def flush(self):
+            pass
+
+        def close(self):
+            pass
+
+    class Broken(Memory):
+        def write_scalars(self, step, scalars):
+            raise OSError("disk full")
+
+    memory = Memory()
+    config = SweepConfig(
+        loss=("ce", "dce"), width=(4,), eta=(1.0,), amplitude=(5.0,), period=(10,), seeds=2,
+        steps=20, record_every=5, eig_every=10, points_per_class=6,
+    )  # fmt: skip
+    with pytest.warns(RuntimeWarning, match="disk full"):
+        run = run_sweep(config, writers=[Broken(), memory])
+    assert memory.hparams["steps"] == 20
+    tag = "loss=dce/width=4/eta=1/amplitude=5/period=10/seed=1"
+    loss = run.value("loss", loss="dce", seed=1)
+    assert [memory.rows[t][f"{tag}/loss"] for t in (0, 5, 10, 15)] == list(loss)
+    lam = run.value("lam", loss="dce", seed=1)
+    assert memory.rows[10][f"{tag}/lam1"] == lam[1, 0]
+    assert memory.rows[10][f"{tag}/eta_lam1_over_2"] == lam[1, 0] / 2
+
+
+def test_dynloss_train_log_tensorboard_writes_the_runs_scalars(tmp_path, capsys):
+    pytest.importorskip("tensorboardX")
+    from tensorboardX.proto.event_pb2 import Event
+
+    from dynloss_jax import cli, load_run
+
+    out, logdir = tmp_path / "run", tmp_path / "tb"
+    code = cli.main(
+        ["train", "--loss", "dce", "--width", "4", "--steps", "20", "--period", "10",
+         "--amplitude", "5", "--points-per-class", "6", "--eig-every", "10", "--record-every",
+         "5", "--log", "tensorboard", str(logdir), "--out", str(out), "--no-plot", "--quiet"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    (path,) = glob.glob(str(logdir / "events.out.tfevents.*"))
+    got = {
+        (v.tag, e.step): v.simple_value
+        for e in map(Event.FromString, tfrecords(path))
+        for v in e.summary.value
+    }
+    tag = "loss=dce/width=4/eta=1/amplitude=5/period=10/seed=0/loss"
+    loss = load_run(out).value("loss")
+    assert [got[(tag, t)] for t in (0, 5, 10, 15)] == list(np.float32(loss))
