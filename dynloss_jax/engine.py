@@ -57,13 +57,12 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
-from dynloss_jax import objective, tracking
+from dynloss_jax import loop, objective, tracking
 from dynloss_jax.config import N_TOP
 from dynloss_jax.data import Data
 from dynloss_jax.model import flat_model
-from dynloss_jax.spec import Hyper, RunSpec, embed, real_mask
+from dynloss_jax.spec import Hyper, RunSpec, embed
 from dynloss_jax.strategy import Strategy
 
 ONE_DEVICE_VMAP = Strategy(batch_size=0, n_devices=1)  # the default layout of compiled()
@@ -171,23 +170,9 @@ def _gd_step(spec: RunSpec, hyper: Hyper, data: Data, state: State, gamma_C):
     """
     t = state.step
     state_w = state.w_N
-    loss_and_grad = jax.value_and_grad(
-        functools.partial(objective.loss_of_w, spec, hyper), has_aux=True
+    w_new, opt_state, loss, logits = loop.optimizer_step(
+        spec, hyper, data, state.w_N, state.opt_state, t, gamma_C
     )
-    if spec.batch_points:
-        idx = objective.batch_indices(hyper.seed, t, data.x_train.shape[0], spec.batch_points)
-        _, grad = loss_and_grad(state.w_N, gamma_C, data.x_train[idx], data.y_train[idx])
-        loss, logits = objective.loss_of_w(
-            spec, hyper, state.w_N, gamma_C, data.x_train, data.y_train
-        )
-    else:
-        (loss, logits), grad = loss_and_grad(state.w_N, gamma_C, data.x_train, data.y_train)
-    if spec.padded:
-        grad = grad * real_mask(spec, hyper)
-    updates, opt_state = objective.optimizer(spec, hyper).update(grad, state.opt_state, state.w_N)
-    if spec.padded:
-        updates = updates * real_mask(spec, hyper)
-    w_new = optax.apply_updates(state.w_N, updates)
     # One fused reduction instead of isfinite over N then all(): Σ 0·w is 0 when every w is
     # finite and NaN otherwise, so the sum below is finite iff the loss and all of w_new are.
     bad = ~jnp.isfinite(loss + jnp.sum(w_new * 0))

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dynloss_jax import eig, objective, spectrum
+from dynloss_jax import eig, loop, objective, spectrum
 from dynloss_jax.config import N_TOP
 from dynloss_jax.spec import SPECTRUM_STREAM, Hyper, RunSpec, embed, padding_tables, real_mask
 
@@ -116,17 +116,26 @@ def measure(spec: RunSpec, hyper: Hyper, matvec, step, eig_key, vectors_KxN, div
     key = jax.random.fold_in(jax.random.wrap_key_data(eig_key), step)
     above = None
     if spec.top_k:
-        mask = real_mask(spec, hyper)
-        op = matvec if mask is None else functools.partial(lambda m, v: m * matvec(m * v), mask)
-        U0 = vectors_KxN if mask is None else vectors_KxN * mask
-        res = eig.block_krylov(op, U0, key, blocks=spec.top_k_blocks, mask_N=mask)
-        res = res._replace(lam_min=jnp.full_like(res.lam_min, jnp.nan))
-        res = res._replace(residual_min=res.lam_min)
+        res = loop.track(
+            matvec,
+            vectors_KxN,
+            key,
+            k=spec.top_k,
+            num_matvecs=0,
+            blocks=spec.top_k_blocks,
+            mask_N=real_mask(spec, hyper),
+        )
         line = spec.top_k_above / 2 * objective.threshold(spec, hyper)
         above = jnp.where(diverged, False, res.top_K > line)
     else:
-        v0 = jnp.sum(vectors_KxN, axis=0)
-        res = lanczos(spec, hyper, matvec, v0, key, spec.num_matvecs)
+        res = loop.track(
+            matvec,
+            vectors_KxN,
+            key,
+            k=N_TOP,
+            num_matvecs=spec.num_matvecs,
+            lanczos=functools.partial(lanczos, spec, hyper),
+        )
     vectors = jnp.nan_to_num(res.vectors_KxN)
     layer = None
     if spec.layer_sharpness:

@@ -273,3 +273,29 @@ def test_a_task_sweep_resumes_bit_identically(tmp_path):
     loss = np.squeeze(straight["loss"])
     assert not np.allclose(loss[0], loss[1])
     assert straight.config["threshold"]["label"] == "unknown"
+
+
+def my_dmse2(logits, y, gamma):
+    return jnp.mean(jnp.sum((logits - gamma * y) ** 2, axis=-1))
+
+
+def test_onset_rules_lambda_at_the_onset_and_stop_at_onset_work_for_a_task():
+    """The DMSE2 case of tests/test_onset.py (its onset at step 309 under the default rule),
+    with the loss written here: the same onset, the same λ there, the same stop."""
+    case = dict(eta=(0.4,), amplitude=(50.0,), period=(100,), first_seed=4, seeds=1)
+    settings = dict(steps=400, record_every=1, stop_at_onset=True, watch=("second_difference",),
+                    watch_steps=90, detector="calibrated")  # fmt: skip
+    builtin = run_sweep(
+        dl.SweepConfig(loss=("dmse2",), width=(16,), points_per_class=30, **case, **settings)
+    )
+    d = load_dataset("spiral", points_per_class=30)
+    task = dl.Task(data=(d.x_train, d.y_train, d.x_val, d.y_val), loss=my_dmse2)
+    grid = dict(width=[16], eta=[0.4], amplitude=[50.0], period=[100], seed=[4])
+    ours = run_sweep(task, grid=grid, **settings)
+    assert int(np.squeeze(builtin["instability_step"])) == 309
+    for name in ("instability_step", "stopped_step", "watch_step"):
+        assert np.array_equal(np.squeeze(ours[name]), np.squeeze(builtin[name])), name
+    for name in ("instability_lam_k", "watch_lam_k", "loss"):
+        a, b = np.squeeze(ours[name]), np.squeeze(builtin[name])
+        assert np.any(np.isfinite(b)), name
+        np.testing.assert_allclose(a, b, rtol=1e-10, err_msg=name)
