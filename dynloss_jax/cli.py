@@ -199,6 +199,28 @@ def _parser() -> argparse.ArgumentParser:
         "Changes no result",
     )
     t.add_argument(
+        "--schedule",
+        metavar="MODULE:NAME",
+        default=None,
+        help="a Γ schedule of your own, (step, n_classes, **hp) -> Γ (default: the paper's "
+        "triangle); with this, --model, --grid or an import path for --loss, --data or "
+        "--optimizer the sweep is a task sweep (see dynloss_jax.task_args)",
+    )
+    t.add_argument(
+        "--model",
+        metavar="MODULE:NAME",
+        default=None,
+        help="a flax module (class or object) or (init, apply) pair of your own instead of the "
+        "built-in MLP",
+    )
+    t.add_argument(
+        "--grid",
+        nargs="+",
+        metavar="NAME=V1,V2",
+        default=None,
+        help="further sweep axes: any keyword parameter of the loss, schedule or optimiser",
+    )
+    t.add_argument(
         "--log",
         nargs=2,
         metavar=("KIND", "DIR"),
@@ -247,6 +269,7 @@ def main(argv=None) -> int:
     from dynloss_jax import results
     from dynloss_jax.config import ConfigError
     from dynloss_jax.strategy import Strategy, default_strategy
+    from dynloss_jax.task import TaskError
 
     try:
         if args.command == "plot":
@@ -255,7 +278,9 @@ def main(argv=None) -> int:
             return _rerun(args)
         if args.command == "status":
             return _status(Path(args.run))
-        config = config_from_args(args)
+        from dynloss_jax.task_args import task_mode, task_sweep_from_args
+
+        config = task_sweep_from_args(args) if task_mode(args) else config_from_args(args)
         every = args.checkpoint_every
         if every is not None and not every >= 0:  # NaN fails too
             raise ConfigError("checkpoint_every", every, "must be >= 0 seconds (0: every piece)")
@@ -279,7 +304,7 @@ def main(argv=None) -> int:
             layout=strategy.layout(),
         )
         return _train(config, args, strategy, ["dynloss", *argv])
-    except ConfigError as e:
+    except (ConfigError, TaskError) as e:
         return _fail(f"{_flag(e.param)} {e.value}: {e.allowed}")
     except results.RunFolderError as e:
         return _fail(str(e))
@@ -452,7 +477,10 @@ def _rerun(args) -> int:
     from dynloss_jax.strategy import Strategy, default_strategy
 
     old = results.load_run(args.run, unfinished=False)
-    config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()
+    if "task" in old.config["settings"]:
+        config = _task_of(old, args.run)
+    else:
+        config = sweep.SweepConfig.from_settings(old.config["settings"]).validate()
     changed = differences(old.config.get("environment"), environment())
     if changed:
         print(
@@ -495,6 +523,48 @@ def _rerun(args) -> int:
         return 1
     print(f"rerun in {out}: all {len(old.arrays)} arrays bit-identical to {args.run}")
     return 0
+
+
+def _task_of(old, path):
+    """The task sweep of a folder made by ``dynloss train`` with import paths, rebuilt from its
+    command; notes on stderr each function whose source changed since the run."""
+    from dynloss_jax.results import RunFolderError
+    from dynloss_jax.task_args import task_sweep_from_args
+
+    command = old.config.get("command") or []
+    if list(command[:2]) != ["dynloss", "train"]:
+        raise RunFolderError(
+            f"{path}: a task sweep made from Python ({' '.join(map(str, command[:3]))} ...): "
+            "rerun it by calling run_sweep with the same task"
+        )
+    config = task_sweep_from_args(_parser().parse_args(list(command[1:])))
+    then, now = old.config["settings"]["task"], config.settings()["task"]
+    for line in source_changes(then, now):
+        print(f"dynloss: note: {line}", file=sys.stderr)
+    return config
+
+
+def source_changes(then: dict, now: dict) -> list[str]:
+    """What changed between two ``settings["task"]`` records: each function whose source hash
+    differs (or is unknown), and the data's checksum."""
+    lines = []
+    for piece in ("loss", "schedule", "model", "optimizer", "threshold"):
+        a, b = then.get(piece), now.get(piece)
+        pairs = zip(a, b, strict=False) if isinstance(a, list) and isinstance(b, list) else [(a, b)]
+        for x, y in pairs:
+            if isinstance(x, dict) and isinstance(y, dict):
+                if x.get("source_sha256") is None or x.get("source_sha256") != y.get(
+                    "source_sha256"
+                ):
+                    lines.append(
+                        f"the {piece} {x.get('module')}:{x.get('qualname')} has changed since "
+                        "the run (its source differs), so the results may differ"
+                    )
+            elif x != y:
+                lines.append(f"the {piece} differs: {x!r} then, {y!r} now")
+    if then.get("data", {}).get("sha256") != now.get("data", {}).get("sha256"):
+        lines.append("the data differ from the run's (another checksum)")
+    return lines
 
 
 def use_compile_cache(path) -> None:

@@ -27,19 +27,27 @@ MAX_LINES = 12
 def configurations(run: Run, limit: int | None = MAX_LINES):
     """(label, index) for each non-seed point of the sweep grid, at most ``limit``; the label
     names the axes that vary (or the whole configuration when none does)."""
-    shape = [len(run.coords[a]) for a in GRID_AXES[:-1]]
-    varying = [a for a, n in zip(GRID_AXES[:-1], shape, strict=True) if n > 1]
+    axes = _grid_axes(run)
+    shape = [len(run.coords[a]) for a in axes]
+    varying = [a for a, n in zip(axes, shape, strict=True) if n > 1]
     out = []
     for index in itertools.product(*(range(n) for n in shape)):
-        pairs = zip(GRID_AXES[:-1], index, strict=True)
+        pairs = zip(axes, index, strict=True)
         label = ", ".join(f"{a}={run.coords[a][i]}" for a, i in pairs if a in varying)
         label = label or _describe(run, index)
         out.append((label, index))
     return out[:limit]
 
 
+def _grid_axes(run: Run) -> list[str]:
+    """The run's grid axes but the seed (the paper's: loss, width, eta, amplitude, period)."""
+    return [a for a in run.coords if a != "seed"]
+
+
 def _describe(run: Run, index) -> str:
-    c = {a: run.coords[a][i] for a, i in zip(GRID_AXES[:-1], index, strict=True)}
+    c = {a: run.coords[a][i] for a, i in zip(_grid_axes(run), index, strict=True)}
+    if list(c) != list(GRID_AXES[:-1]):
+        return ", ".join(f"{a}={v}" for a, v in c.items())
     return f"{c['loss']}, width {c['width']}, η={c['eta']}, A={c['amplitude']}, T={c['period']}"
 
 
@@ -66,9 +74,11 @@ class _quiet_nan:
 
 def _threshold(run: Run, threshold: dict, index) -> float:
     """The edge-of-stability value at the η of grid ``index`` (2/η when not recorded)."""
-    eta_index = index[GRID_AXES.index("eta")]
+    eta_index = index[_grid_axes(run).index("eta")]
     if threshold.get("value"):
         return threshold["value"][eta_index]
+    if threshold.get("label") == "unknown":  # a task's optimiser without a known line
+        return float("nan")
     return 2.0 / run.coords["eta"][eta_index]
 
 
@@ -115,7 +125,11 @@ def plot_run(run: Run, path, title: str | None = None):
     confs = configurations(run)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     # Γ is drawn for the first configuration whose loss uses it (CE and MSE ignore Γ).
-    dynamical = [index for _, index in confs if run.coords["loss"][index[0]] in DYNAMICAL]
+    dynamical = [
+        index
+        for _, index in confs
+        if "loss" not in run.coords or run.coords["loss"][index[0]] in DYNAMICAL
+    ]
     rows = (["gamma"] if dynamical else []) + ["loss", "acc"]
     if "lam" in run.arrays:
         rows += ["lam", "eta_lam"]

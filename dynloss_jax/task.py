@@ -148,13 +148,13 @@ def describe(fn) -> dict | str | None:
     name and the SHA-256 of its source (``None`` where the source cannot be read)."""
     if fn is None or isinstance(fn, str):
         return fn
-    target = inspect.unwrap(fn) if callable(fn) else fn
+    target = inspect.unwrap(fn) if inspect.isfunction(fn) else fn
+    plain = inspect.isfunction(target) or inspect.isclass(target) or inspect.ismethod(target)
+    kind = target if plain else type(target)  # an object (a flax module) by its class
     try:
-        source = inspect.getsource(target if callable(target) else type(target))
-        digest = hashlib.sha256(source.encode()).hexdigest()
+        digest = hashlib.sha256(inspect.getsource(kind).encode()).hexdigest()
     except (OSError, TypeError):
         digest = None
-    kind = target if inspect.isfunction(target) or inspect.isclass(target) else type(target)
     return {
         "module": getattr(kind, "__module__", None),
         "qualname": getattr(kind, "__qualname__", type(target).__name__),

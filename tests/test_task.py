@@ -299,3 +299,61 @@ def test_onset_rules_lambda_at_the_onset_and_stop_at_onset_work_for_a_task():
         a, b = np.squeeze(ours[name]), np.squeeze(builtin[name])
         assert np.any(np.isfinite(b)), name
         np.testing.assert_allclose(a, b, rtol=1e-10, err_msg=name)
+
+
+PIECES_SOURCE = """
+import jax, jax.numpy as jnp, flax.linen as nn
+from dynloss_jax import spiral
+
+class TanhNet(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        return nn.Dense(3)(jnp.tanh(nn.Dense(8)(x)))
+
+def focal_dce(logits, y_onehot, gamma, focus):
+    p = jax.nn.softmax(logits)
+    w = (1 - jnp.sum(p * y_onehot, -1)) ** focus
+    return -jnp.mean(w * jnp.sum(gamma * y_onehot * jax.nn.log_softmax(logits), -1))
+
+def my_arrays():
+    x, y = spiral(points_per_class=8)
+    return x, y.argmax(1)
+"""
+
+
+def test_the_cli_takes_import_paths_and_rerun_reports_a_changed_source(
+    tmp_path, monkeypatch, capsys
+):
+    from dynloss_jax import cli
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "user_pieces_cli.py").write_text(PIECES_SOURCE)
+    code = cli.main(
+        ["train", "--loss", "user_pieces_cli:focal_dce", "--model", "user_pieces_cli:TanhNet",
+         "--data", "user_pieces_cli:my_arrays", "--grid", "focus=0,2", "--eta", "0.5",
+         "--amplitude", "5", "--period", "10", "--seeds", "2", "--steps", "20",
+         "--eig-every", "10", "--out", "runs/mine", "--no-plot", "--quiet"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    run = dl.load_run(tmp_path / "runs/mine")
+    assert run.coords["focus"] == [0, 2]
+    assert run.axes["lam"][:5] == ["eta", "amplitude", "period", "focus", "seed"]
+    assert run.config["settings"]["task"]["model"]["qualname"] == "TanhNet"
+    capsys.readouterr()
+    assert cli.main(["rerun", "runs/mine", "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    assert "bit-identical" in out and "changed" not in err
+    (tmp_path / "user_pieces_cli.py").write_text(PIECES_SOURCE.replace("(1 - ", "(1.0 - "))
+    cli.main(["rerun", "runs/mine", "--quiet", "--overwrite"])
+    err = capsys.readouterr().err
+    assert "user_pieces_cli:focal_dce has changed since the run" in err
+    assert "TanhNet" not in err  # its source did not change
+
+
+def test_the_cli_names_a_bad_import_path(tmp_path, monkeypatch, capsys):
+    from dynloss_jax import cli
+
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["train", "--loss", "no_such_module:f", "--out", "x", "--quiet"])
+    assert code == 2
+    assert "--loss no_such_module:f: cannot be imported" in capsys.readouterr().err
