@@ -4,8 +4,9 @@ matfree, that the compiled engine is built from too.
 * :func:`optimizer_step` — one update of a run's optimiser on its dynamical loss at Γ (the
   engine's step; padding and divergence handling stay in the engine).
 * :func:`trainer` — a task at one point of its grid as ``Trainer(init, update, ...)``:
-  ``init(seed) -> TrainState``, ``update(state) -> (state, StepInfo)`` and ``hessian(state)``,
-  the operator v ↦ H v of the loss at the state's point and step.
+  ``init(seed) -> TrainState``, ``update(state) -> (state, StepInfo)``, ``hessian(state)``,
+  the operator v ↦ H v of the loss at the state's point and step, and ``loss(w, step)``, the
+  loss itself (what :func:`dynloss_jax.flows.run_flows` takes, as ``loss(w, t/η)``).
 * :func:`hessian_tracker` — warm-started top eigenvalues as ``Tracker(init, update)``:
   ``init(key, n_params, dtype) -> TrackerState``, ``update(state, matvec, step, threshold=None)
   -> (state, Tracked)`` with values, vectors and residuals, either λ1..λk by Lanczos from the
@@ -86,6 +87,7 @@ class Trainer(NamedTuple):
     init: Callable  # seed -> TrainState (the engine's initialisation of that seed)
     update: Callable  # TrainState -> (TrainState, StepInfo)
     hessian: Callable  # TrainState -> (v -> H v) of F at the state's point and step
+    loss: Callable  # (w_N, step) -> F_step(w_N), full batch (e.g. for dynloss_jax.flows)
     spec: RunSpec
     hyper: Hyper
     data: Data
@@ -120,7 +122,11 @@ def trainer(task, *, steps: int, seed: int = 0, **point) -> Trainer:
     def hessian(state: TrainState):
         return objective.hessian_operator(spec, hyper, data, state.opt_state, state.w_N, state.step)
 
-    return Trainer(init, update, hessian, spec, hyper, data)
+    def loss(w_N, step):
+        g = objective.gamma_at(spec, step, hyper)
+        return objective.loss_of_w(spec, hyper, w_N, g, data.x_train, data.y_train)[0]
+
+    return Trainer(init, update, hessian, loss, spec, hyper, data)
 
 
 # --- warm-started Hessian tracking as an (init, update) pair ----------------------------------

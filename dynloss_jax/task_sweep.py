@@ -81,6 +81,10 @@ class TaskSweep:
                 raise ConfigError(name, settings[name], f"is not a setting of a task sweep{hint}")
         settings.setdefault("detector", None)  # pay only for what is turned on
         optimizer = task.optimizer
+        if settings.get("static_last_period"):
+            if "period" not in grid:
+                raise TaskError("grid", "period", "static_last_period needs a period axis")
+            settings["period"] = tuple(np.atleast_1d(grid["period"]).tolist())  # checked there
         config = SweepConfig(
             optimizer=optimizer if isinstance(optimizer, str) else "gd", **settings
         ).validate(data=False)

@@ -62,3 +62,38 @@ def test_the_tracker_follows_dense_eigenvalues_along_a_trajectory(blocks):
         assert np.all(np.abs(got.values_K - dense[:k]) <= got.residuals_K + 1e-12)
         assert np.array_equal(got.above_K, dense[:k] > 1.5 / 0.25)
         w = w - 0.05 * jax.grad(loss)(w)
+
+
+def test_the_central_and_stable_flows_run_on_a_task_of_ones_own():
+    """A flax model and a loss written here: the flows' GD is the trainer's GD step by step, and
+    the flows give finite losses (dynloss_jax.flows takes any loss(w, t))."""
+    import flax.linen as nn
+
+    from dynloss_jax import flows
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            return nn.Dense(3, param_dtype=jnp.float64)(
+                jnp.tanh(nn.Dense(5, param_dtype=jnp.float64)(x))
+            )
+
+    def my_dce(logits, y, gamma, beta):
+        return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) * y * gamma**beta, axis=-1))
+
+    d = load_dataset("spiral", points_per_class=10)
+    task = dl.Task(model=Net(), data=(d.x_train, d.y_train), loss=my_dce)
+    eta = 0.5
+    tr = trainer(task, steps=20, eta=eta, beta=2.0, amplitude=5.0, period=10)
+    state = tr.init(0)
+    U0 = jax.random.normal(jax.random.key(1), (state.w_N.shape[0], 1), jnp.float64)
+    _, rec = flows.run_flows(
+        lambda w, t: tr.loss(w, t / eta), state.w_N, U0, eta=eta, n_steps=20, substeps=2,
+        eig_iterations=2, solve=flows.closed_form_k1,
+    )  # fmt: skip
+    losses = []
+    for _ in range(20):
+        state, info = tr.update(state)
+        losses.append(info.loss)
+    np.testing.assert_allclose(rec.loss_gd, losses, rtol=1e-12)
+    assert np.all(np.isfinite(rec.loss_central)) and np.all(np.isfinite(rec.loss_stable))

@@ -26,6 +26,7 @@ def test_notebooks_are_there_as_percent_scripts_only():
         "02_edge_of_stability.py",
         "03_sweeps.py",
         "04_spectrum.py",
+        "05_your_own_loss.py",
     ]
     assert not list(NOTEBOOKS[0].parent.glob("*.ipynb")), "commit notebooks as .py only"
     for path in NOTEBOOKS:
