@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from dynloss_jax.config import ConfigError
 from dynloss_jax.data import Dataset, check_data
 from dynloss_jax.model import FlatModel
 
@@ -46,14 +47,13 @@ POSITIONAL = {"loss": 3, "schedule": 2, "optimizer": 1}
 ENGINE_AXES = ("loss", "width", "eta", "seed")
 
 
-class TaskError(ValueError):
+class TaskError(ConfigError):
     """A task's piece is unusable; ``param`` names it (``model``, ``data``, ``loss``,
-    ``schedule``, ``optimizer``, ``grid``). A ``ConfigError`` in spirit: the CLI prints it as
-    one line."""
+    ``schedule``, ``optimizer``, ``grid``). A :class:`~dynloss_jax.config.ConfigError`: the CLI
+    prints it as one line."""
 
     def __init__(self, param: str, value, allowed: str):
-        self.param, self.value, self.allowed = param, value, allowed
-        super().__init__(f"{param}={_short(value)}: {allowed}")
+        super().__init__(param, _short(value), allowed)
 
 
 def _short(value) -> str:
@@ -242,6 +242,13 @@ def task_model(model, x_example, n_classes: int, dtype: str) -> FlatModel:
     ``x_example`` (one point); its output must be ``(points, n_classes)``, else a
     :class:`TaskError` naming ``model``."""
     x = np.zeros((1, *np.shape(x_example)), dtype)
+    if _is_nnx(model):
+        raise TaskError(
+            "model",
+            model,
+            "is an nnx module already made: pass dynloss_jax.task.nnx_model(lambda rngs: "
+            "YourModule(..., rngs=rngs)), so that each seed initialises its own",
+        )
     if isinstance(model, FlatModel):
         flat = model
     else:
@@ -294,6 +301,33 @@ def task_model(model, x_example, n_classes: int, dtype: str) -> FlatModel:
             f"gives outputs of shape {out.shape[1:]} per point, the data has {n_classes} classes",
         )
     return flat
+
+
+def _is_nnx(model) -> bool:
+    try:
+        from flax import nnx
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(model, nnx.Module)
+
+
+def nnx_model(factory) -> tuple:
+    """A flax nnx module as an ``(init, apply)`` pair for a :class:`Task`: ``factory(rngs)``
+    builds the module (``lambda rngs: MLP(2, 3, rngs=rngs)``); ``init(key)`` builds it with
+    ``nnx.Rngs(key)`` and returns its ``nnx.Param`` state, ``apply(params, x)`` merges them back
+    and calls it. Other state (batch statistics, ...) stays as first built: a model of the loss
+    landscape has none."""
+    from flax import nnx
+
+    graphdef, _, rest = nnx.split(nnx.eval_shape(lambda: factory(nnx.Rngs(0))), nnx.Param, ...)
+
+    def init(key):
+        return nnx.state(factory(nnx.Rngs(key)), nnx.Param)
+
+    def apply(params, x):
+        return nnx.merge(graphdef, params, rest)(x)
+
+    return init, apply
 
 
 # --- checks of the functions, before anything is compiled --------------------------------------

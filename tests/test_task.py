@@ -357,3 +357,27 @@ def test_the_cli_names_a_bad_import_path(tmp_path, monkeypatch, capsys):
     code = cli.main(["train", "--loss", "no_such_module:f", "--out", "x", "--quiet"])
     assert code == 2
     assert "--loss no_such_module:f: cannot be imported" in capsys.readouterr().err
+
+
+def test_an_nnx_model_through_its_factory_and_a_made_one_refused(monkeypatch):
+    from flax import nnx
+
+    from dynloss_jax.task import nnx_model
+
+    class MLP(nnx.Module):
+        def __init__(self, rngs):
+            self.hidden = nnx.Linear(2, 6, rngs=rngs, param_dtype=jnp.float64)
+            self.out = nnx.Linear(6, 3, rngs=rngs, param_dtype=jnp.float64)
+
+        def __call__(self, x):
+            return self.out(jnp.tanh(self.hidden(x)))
+
+    grid = dict(eta=[0.5], amplitude=[5.0], period=[10], seed=[0, 1])
+    task = dl.Task(model=nnx_model(MLP), data=_spiral(), loss=my_dce)
+    run = run_sweep(task, grid=grid, steps=20, eig_every=10)
+    loss = np.squeeze(run["loss"])
+    assert np.all(np.isfinite(loss)) and not np.allclose(loss[0], loss[1])  # seeds differ
+    _no_compiling(monkeypatch)
+    with pytest.raises(dl.ConfigError) as e:
+        run_sweep(dl.Task(model=MLP(nnx.Rngs(0)), data=_spiral(), loss=my_dce), grid=grid)
+    assert e.value.param == "model" and "nnx_model" in str(e.value)
