@@ -29,7 +29,8 @@ zero and DMSE2 (quadratic in Γ) no such sum; use the sample split there.
 **Gauss–Newton and NTK.** With J = ∂f/∂w (P·C × N, never formed) and H_ℓ = ∇²_f F the output-space
 Hessian of the Γ-weighted loss (P·C × P·C, applied by a Hessian-vector product on the logits):
 the GGN G = Jᵀ H_ℓ J (:func:`ggn_matvec`), the NTK Θ = J Jᵀ on output space
-(:func:`ntk_matvec`), and H − G = Σ_{j,i} (∂F/∂f_ji) ∇²_w f_ji (the functional Hessian,
+(:func:`ntk_matvec`; traced over the logits, P × P, as the authors tracked it:
+:func:`ntk_traced_matvec`), and H − G = Σ_{j,i} (∂F/∂f_ji) ∇²_w f_ji (the functional Hessian,
 :func:`functional_curvature`). The top eigenvalues come from :func:`dynloss_jax.eig.lanczos`
 (:func:`ggn_top`, :func:`ntk_top`), and the matvecs fit :func:`dynloss_jax.eig.block_krylov` for
 tracking. Tests: ``tests/test_curvature.py`` (dense Hessians, per-class dense Hessians and dense
@@ -261,6 +262,30 @@ def ntk_matvec(apply, w_N, x_PxD, u_M):
     return jax.jvp(f, (w_N,), (Jtu_N,))[1].reshape(-1)
 
 
+def ntk_traced_matvec(apply, w_N, x_PxD, u_P):
+    """Θ̄ u for the output-traced NTK Θ̄[j, j'] = Σ_i ∇f_ji · ∇f_j'i (P × P, no 1/P): for each
+    output i one vjp with the cotangent u ⊗ e_i and one jvp (C of each). Shape (P,).
+
+    This is the empirical NTK that neural-tangents' ``empirical_ntk_fn`` returns by default
+    (``trace_axes=(-1,)``, a sum over the logits), the one the authors' public notebook tracked
+    at every step, on the first 50 training points: class 0 alone, since the spiral is stored
+    class by class.
+    """
+
+    def f(w):
+        return apply(w, x_PxD)
+
+    logits_PxC, vjp = jax.vjp(f, w_N)
+    n_classes = logits_PxC.shape[1]
+
+    def one(i):
+        e_C = (jnp.arange(n_classes) == i).astype(u_P.dtype)
+        (Jtu_N,) = vjp(u_P[:, None] * e_C[None, :])
+        return jax.jvp(f, (w_N,), (Jtu_N,))[1] @ e_C
+
+    return jnp.sum(jax.vmap(one)(jnp.arange(n_classes)), axis=0)
+
+
 def functional_curvature(apply, loss, w_N, x_PxD, y_PxC, gamma_C, U_KxN, hyper=None):
     """u_kᵀ (H − G) u_k = Σ_{j,i} (∂F/∂f_ji) · u_kᵀ ∇²f_ji u_k, shape (K,): the loss gradient on the
     logits paired with the second directional derivative of the logits along u_k. Computed
@@ -316,14 +341,28 @@ def ggn_top(
 
 
 def ntk_top(
-    apply, w_N, x_PxD, n_classes: int, key, *, v0_M=None, num_matvecs: int = 16, k: int = 2
+    apply,
+    w_N,
+    x_PxD,
+    n_classes: int,
+    key,
+    *,
+    v0_M=None,
+    num_matvecs: int = 16,
+    k: int = 2,
+    trace_outputs: bool = False,
 ) -> eig.EigResult:
-    """Top-``k`` eigenpairs of the NTK Θ = J Jᵀ (M = P·``n_classes``), vectors in output space."""
+    """Top-``k`` eigenpairs of the NTK, vectors in output space: Θ = J Jᵀ (:func:`ntk_matvec`,
+    M = P·``n_classes``), or with ``trace_outputs`` the traced Θ̄ (:func:`ntk_traced_matvec`,
+    M = P)."""
 
     def mv(u):
+        if trace_outputs:
+            return ntk_traced_matvec(apply, w_N, x_PxD, u)
         return ntk_matvec(apply, w_N, x_PxD, u)
 
-    v0 = _start(v0_M, x_PxD.shape[0] * n_classes, w_N.dtype)
+    size = x_PxD.shape[0] * (1 if trace_outputs else n_classes)
+    v0 = _start(v0_M, size, w_N.dtype)
     return eig.lanczos(mv, v0, key, num_matvecs=num_matvecs, k=k)
 
 

@@ -296,6 +296,20 @@ def test_ggn_and_ntk_against_dense_jacobians(name, dtype):
         w, x, key=jax.random.key(0)
     )
     np.testing.assert_allclose(t_top.top_K, np.linalg.eigvalsh(Theta)[::-1][:2], rtol=tol)
+    # the output-traced NTK Σ_i J_i J_iᵀ (P × P)
+    J_PxCxN = np.asarray(jax.jit(jax.jacobian(lambda w_: apply64(w_, x64)))(w64)).reshape(
+        y.shape[0], 3, -1
+    )
+    traced = np.einsum("pin,qin->pq", J_PxCxN, J_PxCxN)
+    r = jax.random.normal(jax.random.key(7), (y.shape[0],), w.dtype)
+    got = curvature.ntk_traced_matvec(apply, w, x, r)
+    want = traced @ np.asarray(r, np.float64)
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol * np.abs(want).max())
+    top_fn = functools.partial(
+        curvature.ntk_top, apply, n_classes=3, num_matvecs=y.shape[0], trace_outputs=True
+    )
+    tr_top = jax.jit(top_fn)(w, x, key=jax.random.key(0))
+    np.testing.assert_allclose(tr_top.top_K, np.linalg.eigvalsh(traced)[::-1][:2], rtol=tol)
     # the NTK's nonzero spectrum is JᵀJ's
     J = np.asarray(jax.jit(jax.jacobian(lambda w_: apply64(w_, x64).reshape(-1)))(w64))
     np.testing.assert_allclose(t_top.top_K, np.linalg.eigvalsh(J.T @ J)[::-1][:2], rtol=tol)
