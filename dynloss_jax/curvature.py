@@ -134,6 +134,21 @@ def class_hvp(apply, loss, w_N, x_PxD, y_PxC, gamma_C, v_N, hyper=None):
     return jax.jvp(jac, (w_N,), (v_N,))[1]
 
 
+def class_matrices(apply, loss, w_N, x_PxD, y_PxC, gamma_C, U_KxN, hyper=None):
+    """M_CxKxK with M[c] = U H^(c) Uᵀ, i.e. M[c, k, l] = u_kᵀ H^(c) u_l (symmetrised), from K
+    calls of :func:`class_hvp`. The diagonals are :func:`class_curvature`; Σ_c M[c] = U H Uᵀ,
+    which is diag(λ) for eigenvectors. Off-diagonal mass in M[c] with Σ_c M[c] diagonal says how
+    the classes couple the tracked directions (the cross-class structure of outliers).
+    """
+
+    def products(u):
+        return class_hvp(apply, loss, w_N, x_PxD, y_PxC, gamma_C, u, hyper)
+
+    HU_KxCxN = jax.vmap(products)(U_KxN)
+    M_CxKxK = jnp.einsum("kn,lcn->ckl", U_KxN, HU_KxCxN)
+    return 0.5 * (M_CxKxK + jnp.swapaxes(M_CxKxK, 1, 2))
+
+
 def class_curvature(apply, loss, w_N, x_PxD, y_PxC, gamma_C, U_KxN, hyper=None):
     """S_KxC with S[k, c] = u_kᵀ H^(c) u_k, the second directional derivative of F^(c) along u_k
     (forward over forward: one pass per vector for all C classes). Σ_c S[k, c] = u_kᵀ H u_k, which

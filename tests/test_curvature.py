@@ -178,6 +178,45 @@ def test_class_hvp_against_dense_per_class_hessians():
     np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-13 * np.abs(want).max())
 
 
+def test_class_matrices_against_dense_per_class_hessians():
+    loss = get_loss("dce")
+    apply, w, x, y, gamma = _problem()
+    U = jax.random.normal(jax.random.key(3), (3, w.shape[0]), w.dtype)
+    fn = jax.jit(functools.partial(curvature.class_matrices, apply, loss))
+    got = np.asarray(fn(w, x, y, gamma, U))
+    _, Hc = _dense_hessians(loss, apply, w, x, y, gamma)
+    Un = np.asarray(U)
+    want = np.einsum("kn,cnm,lm->ckl", Un, Hc, Un)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+    diag = np.asarray(curvature.class_curvature(apply, loss, w, x, y, gamma, U))
+    np.testing.assert_allclose(np.diagonal(got, axis1=1, axis2=2).T, diag, rtol=1e-11)
+
+
+def test_a_loss_with_hyperparameters_is_split_and_linearised_with_them():
+    """A user's loss with a keyword (label smoothing ε, an array): the split and the GGN use it."""
+
+    def smoothed_dce(logits, y_, g, *, eps):
+        target = (1 - eps) * y_ + eps / y_.shape[1]
+        return -jnp.mean(jnp.sum(jax.nn.log_softmax(logits) * target * (y_ @ g)[:, None], axis=1))
+
+    apply, w, x, y, gamma = _problem()
+    hyper = {"eps": jnp.asarray(0.1)}
+    loss = functools.partial(smoothed_dce, eps=0.1)
+    H, Hc = _dense_hessians(loss, apply, w, x, y, gamma)
+    lam, vec = np.linalg.eigh(H)
+    U = jnp.asarray(vec[:, ::-1][:, :2].T)
+    split = curvature.class_split(apply, smoothed_dce, w, x, y, gamma, U, hyper=hyper)
+    Un = np.asarray(U)
+    np.testing.assert_allclose(
+        split.curvature_KxC, np.einsum("kn,cnm,km->kc", Un, Hc, Un), rtol=1e-10
+    )
+    np.testing.assert_allclose(split.lam_K, lam[::-1][:2], rtol=1e-10)
+    G, _ = _dense_ggn_ntk(loss, apply, w, x, y, gamma)
+    v = jax.random.normal(jax.random.key(5), w.shape, w.dtype)
+    got = curvature.ggn_matvec(apply, smoothed_dce, w, x, y, gamma, v, hyper=hyper)
+    np.testing.assert_allclose(got, G @ np.asarray(v), rtol=0, atol=1e-12 * np.abs(G).max())
+
+
 def test_alignment_against_direct_cosines():
     loss = get_loss("dce")
     apply, w, x, y, gamma = _problem()
