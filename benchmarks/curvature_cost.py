@@ -7,7 +7,10 @@ load hits every piece alike); the medians and their ratios to the step are print
 
 * ``step``: one GD step w ← w − η∇F (the unit);
 * ``class_records``: per-class loss and accuracy (:func:`class_progress`) and the norms of the C
-  class gradients (:func:`class_gradients`);
+  class gradients (:func:`class_gradients`), on their own;
+* ``step_with_losses``: a step and the per-class loss and accuracy in one program;
+* ``step_with_records``: a step taking its gradient as Σ_c g_c, with all the class records, in
+  one program (what a compiled run would pay per recorded step);
 * ``class_split_k``: the class split and alignments of K tracked vectors (:func:`class_split`);
 * ``hessian_top2`` / ``ggn_top2`` / ``ntk_top2``: 16-product Lanczos on H, G and Θ;
 * ``gap``: :func:`hessian_ggn_gap` (two 16-product Lanczos runs and the functional term).
@@ -80,6 +83,17 @@ def main(argv=None) -> int:
         return progress, jnp.linalg.norm(grads, axis=1)
 
     @jax.jit
+    def step_with_records(w):
+        # the step's gradient is Σ_c g_c, so the records add only the C − 1 extra cotangents
+        grads = curvature.class_gradients(apply, dce, w, x, y, g)
+        progress = curvature.class_progress(apply, dce, w, x, y, g)
+        return w - grads.sum(axis=0), progress, jnp.linalg.norm(grads, axis=1)
+
+    @jax.jit
+    def step_with_losses(w):
+        return step(w), curvature.class_progress(apply, dce, w, x, y, g)
+
+    @jax.jit
     def class_split(w, U):
         return curvature.class_split(apply, dce, w, x, y, g, U)
 
@@ -101,6 +115,8 @@ def main(argv=None) -> int:
     pieces = {
         "step": lambda: step(w),
         "class_records": lambda: class_records(w),
+        "step_with_losses": lambda: step_with_losses(w),
+        "step_with_records": lambda: step_with_records(w),
         f"class_split_k{args.k}": lambda: class_split(w, U),
         "hessian_top2": lambda: hessian_top2(w),
         "ggn_top2": lambda: ggn_top2(w),
