@@ -168,6 +168,23 @@ def test_split_of_lanczos_vectors_against_dense_per_class_hessians(name, dtype):
     np.testing.assert_allclose(Hc.sum(axis=0), H, rtol=1e-12, atol=1e-14)  # the split is exact
 
 
+@pytest.mark.parametrize("name", ["dce", "dmse2"])
+def test_split_of_unconverged_ritz_vectors_sums_to_their_ritz_values(name):
+    """With 8 products (too few to converge at N = 39) the split still sums to the reported
+    Ritz value θ_k = u_kᵀ H u_k, and each term is the dense per-class value."""
+    loss = get_loss(name)
+    apply, w, x, y, gamma = _problem()
+    res = _hessian_top(loss, apply, w, x, y, gamma, m=8)
+    split = curvature.class_split(apply, loss, w, x, y, gamma, res.vectors_KxN)
+    H, Hc = _dense_hessians(loss, apply, w, x, y, gamma)
+    lam = np.linalg.eigvalsh(H)[::-1][:2]
+    assert np.max(np.abs(res.top_K - lam) / lam) > 1e-6  # not converged: the test means something
+    np.testing.assert_allclose(split.lam_K, res.top_K, rtol=1e-12)
+    U = np.asarray(res.vectors_KxN)
+    want = np.einsum("kn,cnm,km->kc", U, Hc, U)
+    assert np.max(np.abs(np.asarray(split.curvature_KxC) - want) / np.abs(lam)[:, None]) <= 1e-12
+
+
 def test_class_hvp_against_dense_per_class_hessians():
     loss = get_loss("dmse2")
     apply, w, x, y, gamma = _problem()
