@@ -31,7 +31,8 @@ Hessian of the Γ-weighted loss (P·C × P·C, applied by a Hessian-vector produ
 the GGN G = Jᵀ H_ℓ J (:func:`ggn_matvec`), the NTK Θ = J Jᵀ on output space
 (:func:`ntk_matvec`; traced over the logits, P × P, as the authors tracked it:
 :func:`ntk_traced_matvec`), and H − G = Σ_{j,i} (∂F/∂f_ji) ∇²_w f_ji (the functional Hessian,
-:func:`functional_curvature`). The top eigenvalues come from :func:`dynloss_jax.eig.lanczos`
+:func:`functional_curvature`); G too splits by class, G = Σ_c Jᵀ ∇²_f F^(c) J
+(:func:`class_ggn_curvature`). The top eigenvalues come from :func:`dynloss_jax.eig.lanczos`
 (:func:`ggn_top`, :func:`ntk_top`), and the matvecs fit :func:`dynloss_jax.eig.block_krylov` for
 tracking. Tests: ``tests/test_curvature.py`` (dense Hessians, per-class dense Hessians and dense
 Jacobians at width ≤ 16).
@@ -151,11 +152,33 @@ def class_matrices(apply, loss, w_N, x_PxD, y_PxC, gamma_C, U_KxN, hyper=None):
 
 def class_curvature(apply, loss, w_N, x_PxD, y_PxC, gamma_C, U_KxN, hyper=None):
     """S_KxC with S[k, c] = u_kᵀ H^(c) u_k, the second directional derivative of F^(c) along u_k
-    (forward over forward: one pass per vector for all C classes). Σ_c S[k, c] = u_kᵀ H u_k, which
-    is λ_k when u_k is a unit eigenvector of H.
+    (forward over forward: one pass per vector for all C classes). Σ_c S[k, c] = u_kᵀ H u_k: λ_k
+    for a unit eigenvector of H, and exactly the Ritz value θ_k for a Ritz vector of
+    :func:`dynloss_jax.eig.lanczos` (converged or not).
     """
     parts = _parts_of_w(apply, loss, x_PxD, y_PxC, gamma_C, hyper)
     return jax.vmap(lambda u: _second_directional(parts, w_N, u))(U_KxN)
+
+
+def class_ggn_curvature(apply, loss, w_N, x_PxD, y_PxC, gamma_C, U_KxN, hyper=None):
+    """S_KxC with S[k, c] = u_kᵀ G^(c) u_k = (J u_k)ᵀ ∇²_f F^(c) (J u_k), the Gauss–Newton part
+    of :func:`class_curvature` (G^(c) = Jᵀ ∇²_f F^(c) J, Σ_c G^(c) = G): one jvp of the network
+    and a second directional derivative of the class parts on the logits, per vector. The
+    difference from :func:`class_curvature` is each class's functional-Hessian term.
+    """
+
+    def f(w):
+        return apply(w, x_PxD)
+
+    def one(u_N):
+        logits_PxC, Ju_PxC = jax.jvp(f, (w_N,), (u_N,))
+
+        def parts(z_PxC):
+            return class_parts(loss, z_PxC, y_PxC, gamma_C, hyper)
+
+        return _second_directional(parts, logits_PxC, Ju_PxC)
+
+    return jax.vmap(one)(U_KxN)
 
 
 def gamma_sensitivity(apply, loss, w_N, x_PxD, y_PxC, gamma_C, U_KxN, hyper=None):

@@ -185,6 +185,31 @@ def test_split_of_unconverged_ritz_vectors_sums_to_their_ritz_values(name):
     assert np.max(np.abs(np.asarray(split.curvature_KxC) - want) / np.abs(lam)[:, None]) <= 1e-12
 
 
+@pytest.mark.parametrize("name", ["ce", "dmse2"])
+def test_class_ggn_split_against_dense_jacobians(name):
+    """u_kᵀ G^(c) u_k from J_c (class c's rows of the dense Jacobian) and the dense Hessian of
+    (n_c/P)·loss on class c's logits; the classes sum to the GGN's quadratic form."""
+    loss = get_loss(name)
+    apply, w, x, y, gamma = _problem()
+    U = jax.random.normal(jax.random.key(11), (2, w.shape[0]), w.dtype)
+    got = np.asarray(curvature.class_ggn_curvature(apply, loss, w, x, y, gamma, U))
+    labels = np.argmax(np.asarray(y), axis=1)
+    J = np.asarray(jax.jit(jax.jacobian(lambda w_: apply(w_, x)))(w))  # P × C × N
+    Un = np.asarray(U)
+    for c in range(3):
+        idx = np.flatnonzero(labels == c)
+        Jc = J[idx].reshape(-1, J.shape[-1])
+        z = apply(w, x)[idx].reshape(-1)
+
+        def Fz(z_, idx=idx):
+            return len(idx) / 12 * loss(z_.reshape(len(idx), 3), y[idx], gamma)
+
+        Gc = Jc.T @ np.asarray(jax.hessian(Fz)(z)) @ Jc
+        np.testing.assert_allclose(got[:, c], np.einsum("kn,nm,km->k", Un, Gc, Un), rtol=1e-11)
+    G, _ = _dense_ggn_ntk(loss, apply, w, x, y, gamma)
+    np.testing.assert_allclose(got.sum(axis=1), np.einsum("kn,nm,km->k", Un, G, Un), rtol=1e-11)
+
+
 def test_class_hvp_against_dense_per_class_hessians():
     loss = get_loss("dmse2")
     apply, w, x, y, gamma = _problem()
