@@ -34,7 +34,15 @@ the GGN G = Jᵀ H_ℓ J (:func:`ggn_matvec`), the NTK Θ = J Jᵀ on output spa
 :func:`functional_curvature`); G too splits by class, G = Σ_c Jᵀ ∇²_f F^(c) J
 (:func:`class_ggn_curvature`). The top eigenvalues come from :func:`dynloss_jax.eig.lanczos`
 (:func:`ggn_top`, :func:`ntk_top`), and the matvecs fit :func:`dynloss_jax.eig.block_krylov` for
-tracking. Tests: ``tests/test_curvature.py`` (dense Hessians, per-class dense Hessians and dense
+tracking. Example, at one measurement::
+
+    model = flat_model(16)
+    res = eig.lanczos(lambda v: hessian_matvec(model.apply, dce, w, x, y, g, v),
+                      jnp.zeros_like(w), key)
+    split = class_split(model.apply, dce, w, x, y, g, res.vectors_KxN)
+    split.curvature_KxC.sum(1)  # == res.top_K, the Ritz values (to rounding)
+
+Tests: ``tests/test_curvature.py`` (dense Hessians, per-class dense Hessians and dense
 Jacobians at width ≤ 16).
 """
 

@@ -326,13 +326,16 @@ def test_class_split_vmaps_over_runs():
     U = jax.random.normal(jax.random.key(4), (2, 2, w.shape[0]))
     U = U / jnp.linalg.norm(U, axis=-1, keepdims=True)
 
-    @jax.jit
-    def one(w_, g_, u_):
-        return curvature.class_split(apply, loss, w_, x, y, g_, u_)
+    E = jnp.asarray([2, -1])  # the schedule's class, passed in (−1: none)
 
-    batched = jax.jit(jax.vmap(one))(W, G, U)
+    @jax.jit
+    def one(w_, g_, u_, e_):
+        return curvature.class_split(apply, loss, w_, x, y, g_, u_, emphasised=e_)
+
+    batched = jax.jit(jax.vmap(one))(W, G, U, E)
+    assert int(batched.emphasised[0]) == 2 and np.all(np.isnan(batched.cos_emphasised_K[1]))
     for r in range(2):
-        single = one(W[r], G[r], U[r])
+        single = one(W[r], G[r], U[r], E[r])
         for got, want in zip(batched, single, strict=True):
             np.testing.assert_allclose(got[r], want, rtol=1e-13, atol=1e-15)
 
