@@ -11,6 +11,8 @@ load hits every piece alike); the medians and their ratios to the step are print
 * ``step_with_losses``: a step and the per-class loss and accuracy in one program;
 * ``step_with_records``: a step taking its gradient as Σ_c g_c, with all the class records, in
   one program (what a compiled run would pay per recorded step);
+* ``step_with_records_subsets``: the same with the class gradients computed on each class's
+  samples alone (:func:`class_gradients_by_subsets`);
 * ``class_split_k``: the class split and alignments of K tracked vectors (:func:`class_split`);
 * ``hessian_top2`` / ``ggn_top2`` / ``ntk_top2``: 16-product Lanczos on H, G and Θ;
 * ``gap``: :func:`hessian_ggn_gap` (two 16-product Lanczos runs and the functional term).
@@ -89,6 +91,14 @@ def main(argv=None) -> int:
         progress = curvature.class_progress(apply, dce, w, x, y, g)
         return w - grads.sum(axis=0), progress, jnp.linalg.norm(grads, axis=1)
 
+    sets = curvature.class_index_sets(y)
+
+    @jax.jit
+    def step_with_records_subsets(w):
+        grads = curvature.class_gradients_by_subsets(apply, dce, w, x, y, g, sets)
+        progress = curvature.class_progress(apply, dce, w, x, y, g)
+        return w - grads.sum(axis=0), progress, jnp.linalg.norm(grads, axis=1)
+
     @jax.jit
     def step_with_losses(w):
         return step(w), curvature.class_progress(apply, dce, w, x, y, g)
@@ -117,6 +127,7 @@ def main(argv=None) -> int:
         "class_records": lambda: class_records(w),
         "step_with_losses": lambda: step_with_losses(w),
         "step_with_records": lambda: step_with_records(w),
+        "step_with_records_subsets": lambda: step_with_records_subsets(w),
         f"class_split_k{args.k}": lambda: class_split(w, U),
         "hessian_top2": lambda: hessian_top2(w),
         "ggn_top2": lambda: ggn_top2(w),
@@ -152,7 +163,7 @@ def main(argv=None) -> int:
     }
     print(f"width {args.width}, N = {w.shape[0]}, P = {x.shape[0]}, {args.repeats} repeats")
     for name, t in median.items():
-        print(f"{name:16s} {1e3 * t:9.3f} ms   ×{t / median['step']:7.2f} a step")
+        print(f"{name:26s} {1e3 * t:9.3f} ms   ×{t / median['step']:7.2f} a step")
     print(f"λ1, λ2: H {values['lam_K_hessian']}, GGN {values['lam_K_ggn']}")
     print(f"NTK λ1, λ2 {values['lam_K_ntk']}; λ1(H) − λ1(G) = {values['gap']:.6g}")
     if args.json:

@@ -52,6 +52,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dynloss_jax import eig
 
@@ -115,7 +116,11 @@ def class_progress(apply, loss, w_N, x_PxD, y_PxC, gamma_C, hyper=None) -> Class
 
     ``loss_C`` uses the loss being minimised (Γ included); pass Γ ≡ 1 for the static loss.
     """
-    logits_PxC = apply(w_N, x_PxD)
+    return class_progress_of_logits(loss, apply(w_N, x_PxD), y_PxC, gamma_C, hyper)
+
+
+def class_progress_of_logits(loss, logits_PxC, y_PxC, gamma_C, hyper=None) -> ClassProgress:
+    """:func:`class_progress` from logits already computed (e.g. by the training step)."""
     ell_P = per_sample_losses(loss, logits_PxC, y_PxC, gamma_C, hyper)
     y_PxC = y_PxC.astype(ell_P.dtype)
     count_C = jnp.sum(y_PxC, axis=0)
@@ -131,6 +136,33 @@ def class_progress(apply, loss, w_N, x_PxD, y_PxC, gamma_C, hyper=None) -> Class
 def class_gradients(apply, loss, w_N, x_PxD, y_PxC, gamma_C, hyper=None):
     """g_CxN: row c is g_c = ∇_w F^(c)(w) (reverse mode, C cotangents); Σ_c g_c = ∇F."""
     return jax.jacrev(_parts_of_w(apply, loss, x_PxD, y_PxC, gamma_C, hyper))(w_N)
+
+
+def class_index_sets(y_PxC) -> tuple:
+    """The positions of each class's samples, from concrete (NumPy) one-hot labels: a tuple of C
+    integer arrays, static for :func:`class_gradients_by_subsets`."""
+    labels_P = np.argmax(np.asarray(y_PxC), axis=1)
+    return tuple(np.flatnonzero(labels_P == c) for c in range(np.shape(y_PxC)[1]))
+
+
+def class_gradients_by_subsets(apply, loss, w_N, x_PxD, y_PxC, gamma_C, index_sets, hyper=None):
+    """g_CxN as in :func:`class_gradients`, computed class by class on each class's samples alone:
+    g_c = ∇_w (n_c/P)·loss(f(x_c), y_c, Γ), with x_c, y_c gathered by the static ``index_sets``
+    (:func:`class_index_sets`). Exact for a loss that is a mean over samples. The C forward and
+    backward passes run on n_c samples each, so the whole costs about one gradient of F (the
+    reverse-mode Jacobian of :func:`class_gradients` propagates C cotangents through all P
+    samples) — and Σ_c g_c is ∇F, so a step can take its gradient from here.
+    """
+    kw = _kw(hyper)
+    P = y_PxC.shape[0]
+
+    def grad_c(idx):
+        def F_c(w):
+            return idx.size / P * loss(apply(w, x_PxD[idx]), y_PxC[idx], gamma_C, **kw)
+
+        return jax.grad(F_c)(w_N) if idx.size else jnp.zeros_like(w_N)
+
+    return jnp.stack([grad_c(idx) for idx in index_sets])
 
 
 def class_hvp(apply, loss, w_N, x_PxD, y_PxC, gamma_C, v_N, hyper=None):

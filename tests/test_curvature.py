@@ -135,6 +135,30 @@ def test_class_gradients_against_class_subsets(name):
     np.testing.assert_allclose(g.sum(axis=0), full, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("name", ["dce", "dmse1o"])
+def test_class_gradients_by_subsets_equal_the_masked_ones(name):
+    loss = get_loss(name)
+    apply, w, x, y, gamma = _problem()
+    sets = curvature.class_index_sets(y)
+    assert [s.tolist() for s in sets] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+
+    @jax.jit
+    def by_subsets(w_, g_):
+        return curvature.class_gradients_by_subsets(apply, loss, w_, x, y, g_, sets)
+
+    masked = curvature.class_gradients(apply, loss, w, x, y, gamma)
+    np.testing.assert_allclose(by_subsets(w, gamma), masked, rtol=1e-12, atol=1e-15)
+    # a class with no samples has a zero gradient
+    keep = np.argmax(np.asarray(y), axis=1) != 1
+    xk, yk = x[keep], y[keep]
+    g = curvature.class_gradients_by_subsets(
+        apply, loss, w, xk, yk, gamma, curvature.class_index_sets(yk)
+    )
+    assert np.all(g[1] == 0)
+    want = curvature.class_gradients(apply, loss, w, xk, yk, gamma)
+    np.testing.assert_allclose(g, want, rtol=1e-12, atol=1e-15)
+
+
 # ---------------------------------------------------------------------------------------------
 # The class split of tracked eigenvectors
 
