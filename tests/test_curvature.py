@@ -21,7 +21,8 @@ from dynloss_jax.model import flat_model
 WIDTH = 6  # N = 39 parameters
 GAMMA = np.array([5.0, 1.0, 1.0]) * 3 / 7  # class 0 emphasised, Σ Γ = C
 SPLIT_LOSSES = ("ce", "dce", "dmse1", "dmse2")
-TOL = {"float64": 1e-10, "float32": 2e-4}
+# measured: <= 2.3e-15 (float64) and <= 4.7e-7 (float32) relative to λ1 on the split test
+TOL = {"float64": 1e-10, "float32": 1e-5}
 
 
 @functools.cache
