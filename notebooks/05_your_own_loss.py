@@ -118,7 +118,6 @@ assert {"amplitude", "focus", "seed"} <= set(ds.dims)
 assert np.all(np.isfinite(run["lam"]))
 if not SMOKE:
     import json
-
     import platform
     import subprocess
 
