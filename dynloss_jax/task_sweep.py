@@ -111,17 +111,15 @@ class TaskSweep:
             schedule = class_order(schedule, config.order_seed)
         if config.static_last_period:
             schedule = last_period_static(schedule, config.steps)
-        functions = {"loss": tuple(losses), "schedule": schedule, "optimizer": optimizer}
-        if isinstance(optimizer, str):
-            functions["optimizer"] = None
-        routes = route(functions, the_grid.names)
-        if isinstance(optimizer, str):
-            for name in optim.HYPERPARAMS.get(optimizer, {}):
-                if name in the_grid.names:
-                    routes[name] = "optimizer"
-        for name in the_grid.names:
-            if name not in routes and name not in ("loss", "width", "eta", "seed"):
-                raise TaskError("grid", name, "is taken by no function of the task")
+        # a named optimiser's hyperparameters (beta, b1, ...) are its keyword parameters
+        named_opt = optim.HYPERPARAMS.get(optimizer, {}) if isinstance(optimizer, str) else {}
+        functions = {
+            "loss": tuple(losses),
+            "schedule": schedule,
+            "optimizer": None if isinstance(optimizer, str) else optimizer,
+        }
+        routes = route(functions, [n for n in the_grid.names if n not in named_opt])
+        routes.update({n: "optimizer" for n in the_grid.names if n in named_opt})
         if "eta" not in the_grid.names:
             raise TaskError("grid", "eta", "the grid needs the learning rate eta")
 

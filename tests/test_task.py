@@ -381,3 +381,14 @@ def test_an_nnx_model_through_its_factory_and_a_made_one_refused(monkeypatch):
     with pytest.raises(dl.ConfigError) as e:
         run_sweep(dl.Task(model=MLP(nnx.Rngs(0)), data=_spiral(), loss=my_dce), grid=grid)
     assert e.value.param == "model" and "nnx_model" in str(e.value)
+
+
+def test_a_named_optimisers_hyperparameter_is_a_grid_axis():
+    task = dl.Task(data=_spiral(), loss="dce", optimizer="momentum")
+    grid = dict(width=[4], eta=[0.1], beta=[0.0, 0.9], amplitude=[5.0], period=[10], seed=[0])
+    run = run_sweep(task, grid=grid, steps=10)
+    loss = np.squeeze(run["loss"])
+    assert loss[0, 0] == loss[1, 0] and loss[0, -1] != loss[1, -1]  # same start, β acts
+    config = dl.SweepConfig(loss=("dce",), width=(4,), eta=(0.1,), amplitude=(5.0,), period=(10,),
+                            optimizer="momentum", beta=0.9, steps=10, **SPIRAL)  # fmt: skip
+    np.testing.assert_allclose(loss[1], np.squeeze(run_sweep(config)["loss"]), rtol=1e-12)
