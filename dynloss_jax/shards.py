@@ -41,7 +41,6 @@ import math
 import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import numpy as np
@@ -279,7 +278,7 @@ def run_shard(
     except sweep.Stopped:
         raise
     except Exception as e:
-        error = "".join(traceback.format_exception_only(type(e), e)).strip()
+        error = f"{type(e).__name__}: {e}"
         results.write_json(marker, {"state": "failed", "at": time.time(), "error": error})
         raise
 
