@@ -4,6 +4,7 @@ processes, were interrupted and resumed, or some failed; concurrent writers neve
 a torn value."""
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -246,3 +247,41 @@ def test_concurrent_writers_and_a_reader_never_see_a_torn_value(tmp_path):
     final = store.load_store(path)
     assert final.complete and "steps_done" not in final.arrays
     assert np.array_equal(final.arrays["x"], expected)
+
+
+@pytest.mark.slow  # a fresh process compiles and runs 400 steps, then again after the requeue
+def test_preempted_local_job_is_requeued_and_resumes_bit_identically(tmp_path):
+    """submitit's pre-emption signal (USR2) to a running local job: it checkpoints itself,
+    exits and is started again, and the new process resumes the shard from its last
+    checkpoint; the store then equals the one-process sweep."""
+    config = SweepConfig(**{**SETTINGS, "loss": ("dce",), "steps": 400, "width": (16,)})
+    out = tmp_path / "sweep"
+    (job,) = shards.submit(config.validate(), out, jobs=1, checkpoint_every=0)
+    state = out / shards.SHARDS / "0000" / "checkpoint-0-state.npz"
+    while not state.exists():
+        assert job.state in ("RUNNING", "UNKNOWN", "PENDING"), job.state
+        time.sleep(0.05)
+    (task,) = _children(job._process.pid)  # submitit's local controller runs the task
+    os.kill(task, signal.SIGUSR2)  # what SLURM sends before pre-empting or at the time limit
+    assert job.exception() is None, job.stderr()
+    log = job.stderr()
+    assert "this job is preempted" in log, log
+    assert job.result() == "shard 0 done"  # returned by the requeued process
+    whole = run_sweep(config)
+    run = load_run(out)
+    assert run.complete
+    for name, a in whole.arrays.items():
+        assert np.array_equal(run.arrays[name], a, equal_nan=True), name
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
