@@ -392,8 +392,10 @@ def submit(
         args = plan["strategy"]
     else:
         results.check_out_folder(out, resume=False, overwrite=overwrite)
-        if out.exists() and overwrite:
-            shutil.rmtree(out)
+        if overwrite:  # what a sharded sweep writes, nothing else of the folder
+            for name in (store.STORE, SHARDS, JOBS):
+                shutil.rmtree(out / name, ignore_errors=True)
+            (out / PLAN).unlink(missing_ok=True)
         plan = plan_shards(
             config.grid_shape, sum(1 for n in config.coords if n in PROGRAM_AXES), jobs
         )
