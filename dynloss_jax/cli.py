@@ -1,5 +1,5 @@
-"""The ``dynloss`` command: ``train`` a sweep, ``plot`` a run folder, ``rerun`` a run folder,
-``status`` of a run folder.
+"""The ``dynloss`` command: ``train`` a sweep, ``submit`` it as a job array, ``plot`` a run
+folder, ``rerun`` a run folder, ``status`` of a run folder.
 
     dynloss train --loss dce --width 10 100 --seeds 8 --eta 1 --amplitude 70 --period 5000 \\
         --steps 20000 --static-last-period --out runs/x
@@ -234,6 +234,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-plot", action="store_true", help="skip the PNG")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    _submit_parser(sub)
+
     pl = sub.add_parser("plot", help="draw a results folder to PNG")
     pl.add_argument("run", help="results folder")
     pl.add_argument("--png", default=None, help="output file (default RUN/training.png)")
@@ -280,6 +282,8 @@ def main(argv=None) -> int:
             return _status(Path(args.run))
         from dynloss_jax.task_args import task_mode, task_sweep_from_args
 
+        if args.command == "submit":  # the paper's settings (a task's pieces: not yet)
+            return _submit(config_from_args(args), args, ["dynloss", *argv])
         config = task_sweep_from_args(args) if task_mode(args) else config_from_args(args)
         every = args.checkpoint_every
         if every is not None and not every >= 0:  # NaN fails too
@@ -459,9 +463,12 @@ def _status(path: Path) -> int:
     not disturbed)."""
     import time
 
-    from dynloss_jax import results
+    from dynloss_jax import results, shards
     from dynloss_jax.progress import describe_status
 
+    if shards.is_sharded(path):
+        print(shards.describe(path))
+        return 0
     if not (path / results.CONFIG).exists():
         raise results.RunFolderError(f"{path}: no {results.CONFIG} — not a run folder")
     config = results.read_json(path / results.CONFIG)
@@ -565,6 +572,101 @@ def source_changes(then: dict, now: dict) -> list[str]:
     if then.get("data", {}).get("sha256") != now.get("data", {}).get("sha256"):
         lines.append("the data differ from the run's (another checksum)")
     return lines
+
+
+def _submit_parser(sub) -> None:
+    s = sub.add_parser(
+        "submit",
+        help="run a sweep as a job array (SLURM or local processes) filling one zarr store",
+        description="Splits the sweep into --jobs shards, each a submitit job writing its region "
+        "of OUT/store.zarr; dynloss status OUT shows each shard, load_run(OUT) reads the store.",
+    )
+    _add_settings(s)
+    s.add_argument("--executor", choices=("local", "slurm"), default="local")
+    s.add_argument("--jobs", type=_integer("an integer >= 1"), required=True, help="shards")
+    s.add_argument("--partition", default=None, help="SLURM partition")
+    s.add_argument(
+        "--time", type=_integer("minutes"), default=None, metavar="MINUTES", help="time limit"
+    )
+    s.add_argument("--gpus-per-task", type=_integer("an integer >= 0"), default=None)
+    s.add_argument("--cpus-per-task", type=_integer("an integer >= 1"), default=None)
+    s.add_argument(
+        "--array-parallelism",
+        type=_integer("an integer >= 1"),
+        default=None,
+        help="at most this many shards at once (SLURM)",
+    )
+    s.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another sbatch option, e.g. --slurm account=abc --slurm qos=high",
+    )
+    s.add_argument("--batch-size", type=_integer("an integer >= 0"), default=None)
+    s.add_argument("--devices", type=_integer("an integer >= 0"), default=0)
+    s.add_argument("--pad-widths", action=argparse.BooleanOptionalAction, default=None)
+    s.add_argument(
+        "--checkpoint-every",
+        type=_real("a number of seconds >= 0"),
+        default=None,
+        metavar="SECONDS",
+        help="each shard's checkpoints, from which a requeued job resumes (default 300)",
+    )
+    s.add_argument("--out", required=True, help="the sweep's folder (plan, store, shards)")
+    s.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    s.add_argument("--resume", action="store_true", help="submit again the shards not done")
+    s.add_argument("--no-wait", action="store_true", help="return once submitted")
+
+
+def _submit(config, args, command) -> int:
+    from dynloss_jax import shards
+    from dynloss_jax.config import ConfigError
+
+    extra = {}
+    for item in args.slurm:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError("slurm", item, "must be KEY=VALUE")
+        extra[key.replace("-", "_")] = value
+    slurm = shards.slurm_parameters(
+        partition=args.partition,
+        time=args.time,
+        gpus_per_task=args.gpus_per_task,
+        cpus_per_task=args.cpus_per_task,
+        array_parallelism=args.array_parallelism,
+        **extra,
+    )
+    try:
+        jobs = shards.submit(
+            config,
+            args.out,
+            jobs=args.jobs,
+            executor=args.executor,
+            strategy={
+                "batch_size": args.batch_size,
+                "n_devices": args.devices,
+                "pad_widths": args.pad_widths,
+            },
+            checkpoint_every=args.checkpoint_every,
+            slurm=slurm,
+            timeout_min=args.time or 60,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            command=command,
+        )
+    except ImportError as e:
+        return _fail(str(e))
+    ids = ", ".join(j.job_id for j in jobs) or "none (every shard is done)"
+    print(
+        f"submitted {len(jobs)} job(s) to {args.executor}: {ids}; progress: dynloss status "
+        f"{args.out}"
+    )
+    if args.no_wait:
+        return 0
+    failed = [j for j in jobs if j.exception() is not None]  # waits for each
+    print(shards.describe(args.out))
+    return 1 if failed else 0
 
 
 def use_compile_cache(path) -> None:

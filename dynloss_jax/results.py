@@ -185,8 +185,18 @@ def load_run(path, *, unfinished: bool = True) -> Run:
     says how): the arrays have the shapes of the finished run, steps not reached are NaN, and
     ``run.arrays["steps_done"]`` holds the steps each run has saved. With ``unfinished=False``
     such a folder is refused, as where a finished run is needed (a rerun, a figure).
+
+    The folder of a sharded sweep (:mod:`dynloss_jax.shards`), or its ``store.zarr``, is read
+    from the store (:func:`dynloss_jax.store.load_store`), also while its jobs write.
     """
     path = Path(path)
+    if (path / "plan.json").is_file() or (path / "zarr.json").is_file():  # a sharded sweep
+        from dynloss_jax.store import STORE, load_store
+
+        run = load_store(path / STORE if (path / "plan.json").is_file() else path)
+        if not (unfinished or run.complete):
+            raise RunFolderError(f"{path}: the sweep is unfinished (dynloss status {path})")
+        return run
     if not (path / CONFIG).exists():
         raise RunFolderError(f"{path}: no {CONFIG} — not a run folder, or the run never started")
     config = read_json(path / CONFIG)

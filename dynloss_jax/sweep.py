@@ -200,6 +200,7 @@ def run_sweep(
     stop: Callable[[], object] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     writers=None,
+    runs: dict | None = None,
     **settings,
 ) -> Run:
     """Runs every configuration of ``config``; returns the :class:`~dynloss_jax.run.Run` (also
@@ -223,6 +224,13 @@ def run_sweep(
     eigen-measurements, tagged by the run's grid coordinates (:mod:`dynloss_jax.writers`); a
     writer that fails warns once and is dropped, never stopping the sweep. They are flushed,
     not closed: the caller owns them.
+
+    ``runs`` (program index → indices of its runs, in the program's run order: cell by cell,
+    each cell's runs in grid order) restricts the sweep to those runs, e.g. one shard of a job
+    array (:mod:`dynloss_jax.shards`); the programs it leaves out are not compiled, and the
+    arrays keep the whole grid's shape with the other runs blank (NaN, −1 for integers). Runs are
+    independent, so each selected run gives the numbers it gives in the whole sweep (bit for bit
+    with one run at a time per device, ``batch_size=1``).
 
     ``config`` may be a :class:`~dynloss_jax.task.Task` instead: its ``grid`` (axis name →
     values; any keyword parameter of its loss, schedule or optimiser, ``eta``, ``seed``, and
@@ -260,7 +268,13 @@ def run_sweep(
     chunk, steps = config.chunk, config.steps
     programs = config.programs(strategy.pad_widths)
     cell_runs = len(config.runs()["seed"])
-    total = sum(len(p["cells"]) for p in programs) * cell_runs * steps
+    chosen = {
+        gi: np.arange(len(p["cells"]) * cell_runs)
+        if runs is None
+        else np.asarray(runs.get(gi, ()), np.int64)
+        for gi, p in enumerate(programs)
+    }
+    total = sum(len(c) for c in chosen.values()) * steps
     target = min(PIECE_SECONDS, checkpoint_every) if checkpoint_every > 0 else PIECE_SECONDS
     meter = {"done": 0, "saved": 0, "computed": 0, "seconds": 0.0, "checkpoint_at": None}
     written = [-float("inf")]  # clock() of the last progress.json
@@ -309,11 +323,15 @@ def run_sweep(
     piece = chunk  # the compiled length; only ever shortened, to a divisor
     collected = _Collector(list(config.coords), config.grid_shape, config.steps, cell_runs)
     for gi, group in enumerate(programs):
+        if not len(chosen[gi]):
+            continue
         spec = config.spec(group)
-        n_runs = cell_runs * len(group["cells"])
+        n_runs = len(chosen[gi])
+        targets = collected.targets(group["cells"], chosen[gi])
         order = strategy.deal(n_runs)  # the devices' shares, balanced; gather puts it back
         hyper = make_hyper(**config.hyper_args(group), dtype=config.dtype)
-        hyper = strategy.pad_runs(_take(hyper, order))
+        full = cell_runs * len(group["cells"])
+        hyper = _pad(strategy, _take(hyper, chosen[gi][order]), full)
         with _CompileClock() as compiling:  # counts compile events only, not the running
             init, _, finalize = engine.compiled(spec, chunk, strategy)
             # λ at an onset: compiled only with an onset rule
@@ -328,9 +346,10 @@ def run_sweep(
             if loaded is not None:
                 bounds, piece, flat_state, stretches = loaded
                 flat_state = _check_runs(out, gi, flat_state, n_runs)
-                state = strategy.pad_runs(_unflatten("state", state, _take(flat_state, order)))
+                state = _unflatten("state", state, _take(flat_state, order))
+                state = _pad(strategy, state, full)
                 for a, b, stretch in zip(bounds[:-1], bounds[1:], stretches, strict=True):
-                    collected.chunk(group["cells"], a, b - a, stretch)
+                    collected.chunk(targets, a, b - a, stretch)
                 meter["done"] += bounds[-1] * n_runs
                 meter["saved"] = meter["done"]
             step, pending, reported = bounds[-1], [], 0.0
@@ -359,14 +378,10 @@ def run_sweep(
                 step += piece
                 if onset is not None and step % chunk == 0:  # where λ at an onset is measured
                     state = onset(state, hyper, data)
-                part = _flatten("records", gather(records, n_runs, order))
-                if eig_records is not None:
-                    part.update(_flatten("eig", gather(eig_records, n_runs, order)))
-                for kind, rec in spectra.items():
-                    part.update(_flatten(kind, gather(rec, n_runs, order)))
-                collected.chunk(group["cells"], step - piece, piece, part)
+                part = _part(records, eig_records, spectra, n_runs, order)
+                collected.chunk(targets, step - piece, piece, part)
                 if live is not None:
-                    _write_live(live, config, group, part)
+                    _write_live(live, config, group, part, chosen[gi])
                 pending.append(part)
                 seconds = max(clock() - t0 - (compiling.seconds - c0), 0.0)
                 meter["done"] += piece * n_runs
@@ -390,7 +405,7 @@ def run_sweep(
                     piece = shorter_piece(piece, spec.block, seconds, target)
             final = finalize(state, hyper, data)
         compile_s.append(round(compiling.seconds, 3))
-        collected.final(group["cells"], gather(state, n_runs, order), gather(final, n_runs, order))
+        collected.final(targets, gather(state, n_runs, order), gather(final, n_runs, order))
 
     arrays, axes = collected.arrays, collected.axes
     run_config = {
@@ -406,10 +421,36 @@ def run_sweep(
         "runtime_s": round(time.time() - started, 3),
         "complete": True,
     }
+    if runs is not None:
+        run_config["runs"] = {str(gi): c.tolist() for gi, c in chosen.items() if len(c)}
     run = Run(out, {**run_config, "array_axes": axes}, arrays, axes, dict(run_config["axes"]))
     if writer:
         results.finish_folder(out, run_config, arrays, axes)
     return run
+
+
+def _pad(strategy: Strategy, tree, full: int):
+    """``tree``'s runs padded (:meth:`Strategy.pad_runs`) to as many per device as the whole
+    program of ``full`` runs has, up to two: XLA compiles a loop over runs of one trip apart
+    from a longer one and the two round differently, so a subset of a program's runs (a
+    shard) gives the whole sweep's bits only with the same count of 1 or of at least 2 runs
+    per device. With all of a program's runs this is exactly ``pad_runs``."""
+    n, devices = len(jax.tree.leaves(tree)[0]), strategy.device_count()
+    extra = max(-(-n // devices), min(-(-full // devices), 2)) * devices - n
+    if extra > 0:
+        tree = jax.tree.map(lambda a: np.concatenate([a, np.repeat(a[-1:], extra, 0)]), tree)
+    return strategy.pad_runs(tree)
+
+
+def _part(records, eig_records, spectra, n_runs: int, order) -> dict:
+    """One piece's outputs as flat named host arrays (runs in grid order): ``records.*``,
+    ``eig.*`` and each spectrum's."""
+    part = _flatten("records", gather(records, n_runs, order))
+    if eig_records is not None:
+        part.update(_flatten("eig", gather(eig_records, n_runs, order)))
+    for kind, rec in spectra.items():
+        part.update(_flatten(kind, gather(rec, n_runs, order)))
+    return part
 
 
 def _run_tags(config, group: dict) -> list[str]:
@@ -429,11 +470,11 @@ def _run_tags(config, group: dict) -> list[str]:
     return tags
 
 
-def _write_live(live, config, group: dict, part: dict) -> None:
-    """One piece's records (``part``, grid order) to the writers."""
+def _write_live(live, config, group: dict, part: dict, chosen) -> None:
+    """One piece's records (``part``, grid order) of the runs ``chosen`` to the writers."""
     from dynloss_jax.writers import write_piece
 
-    tags = _run_tags(config, group)
+    tags = [_run_tags(config, group)[i] for i in chosen]
     names = ("loss", "static_loss", "train_acc", "val_acc")
     scalars = {n: part[f"records.{n}"] for n in names}
     gamma = part["records.gamma_C"]
@@ -441,7 +482,7 @@ def _write_live(live, config, group: dict, part: dict) -> None:
     write_piece(live, tags, part["records.step"][0], scalars)
     if "eig.lam_K" in part:
         lam = part["eig.lam_K"]
-        eta = np.asarray(config.program_runs(group)["eta"], dtype=float)[:, None]
+        eta = np.asarray(config.program_runs(group)["eta"], dtype=float)[chosen, None]
         scalars = {
             "lam1": lam[..., 0],
             "lam2": lam[..., 1],
@@ -495,13 +536,14 @@ def load_unfinished(out, saved: dict) -> Run:
         if loaded is None:
             continue
         bounds, _, state, stretches = loaded
+        targets = collected.targets(group["cells"])
         for a, b, stretch in zip(bounds[:-1], bounds[1:], stretches, strict=True):
-            collected.chunk(group["cells"], a, b - a, stretch)
+            collected.chunk(targets, a, b - a, stretch)
         n_runs = cell_runs * len(group["cells"])
-        collected._fill(group["cells"], "steps_done", np.full(n_runs, bounds[-1]), [])
+        collected._fill(targets, "steps_done", np.full(n_runs, bounds[-1]), [])
         for name in ("diverged", "diverged_step"):
             if f"state.{name}" in state:
-                collected._fill(group["cells"], name, state[f"state.{name}"], [])
+                collected._fill(targets, name, state[f"state.{name}"], [])
     every = {
         "record_step": config.record_every,
         "eig_step": config.eig_every,
@@ -565,25 +607,31 @@ class _Collector:
         self.arrays: dict = {}
         self.axes: dict = {}
 
-    def _fill(self, cells, name: str, a, axes, where=None, length=None):
-        """Writes a program's per-run array ``a`` (runs of ``cells`` one after another, then
-        the trailing axes) into the grid array ``name``; ``where`` slices the first trailing
-        axis (the records of ``length`` steps)."""
+    def targets(self, cells, chosen=None) -> np.ndarray:
+        """The flat grid index of each run of a program over ``cells`` (cell by cell, each
+        cell's runs in grid order), or of its runs ``chosen`` (indices in that order)."""
+        program = self.grid[: len(cells[0])]
+        first = [np.ravel_multi_index(c, program) * self.n_runs if c else 0 for c in cells]
+        every = (np.asarray(first)[:, None] + np.arange(self.n_runs)).ravel()
+        return every if chosen is None else every[np.asarray(chosen, np.int64)]
+
+    def _fill(self, targets, name: str, a, axes, where=None, length=None):
+        """Writes a program's per-run array ``a`` (its runs in the order of ``targets``, their
+        flat grid indices, then the trailing axes) into the grid array ``name``; ``where``
+        slices the first trailing axis (the records of ``length`` steps)."""
         trailing = (
             a.shape[1:] if where is None else (self.steps * a.shape[1] // length, *a.shape[2:])
         )
         if name not in self.arrays:
             self.arrays[name] = np.full(self.grid + tuple(trailing), _blank(a.dtype), a.dtype)
             self.axes[name] = self.names + axes
-        for k, cell in enumerate(cells):
-            view = self.arrays[name][tuple(cell)].reshape((self.n_runs, *trailing))  # a view
-            part = a[k * self.n_runs : (k + 1) * self.n_runs]
-            if where is None:
-                view[...] = part
-            else:
-                view[:, where] = part
+        flat = self.arrays[name].reshape((-1, *trailing))  # a view: the runs on one axis
+        if where is None:
+            flat[targets] = a
+        else:
+            flat[targets, where] = a
 
-    def chunk(self, cells, start: int, length: int, piece: dict) -> None:
+    def chunk(self, targets, start: int, length: int, piece: dict) -> None:
         """Files the records of steps ``start`` to ``start + length`` (a multiple of every
         measurement interval, as are the pieces and chunks of a sweep)."""
         for key, a in piece.items():
@@ -597,9 +645,9 @@ class _Collector:
                 self.arrays[name][where] = a[0]
                 continue
             name, axes = _RECORDS[key]
-            self._fill(cells, name, a, axes, where, length)
+            self._fill(targets, name, a, axes, where, length)
 
-    def final(self, cells, state, final) -> None:
+    def final(self, targets, state, final) -> None:
         values = {
             "final_loss": final.loss,
             "final_static_loss": final.static_loss,
@@ -615,23 +663,23 @@ class _Collector:
         if onset:
             values["instability_lam"] = state.onset_lam_K[:, 0]
         for name, a in values.items():
-            self._fill(cells, name, a, [])
+            self._fill(targets, name, a, [])
         if not onset:
             return
-        self._fill(cells, "instability_lam_k", state.onset_lam_K, ["k"])
-        self._fill(cells, "instability_residual", state.onset_residual_K, ["k"])
-        self._fill(cells, "instability_lo", state.detector.lo, [])
-        self._fill(cells, "instability_hi", state.detector.hi, [])
+        self._fill(targets, "instability_lam_k", state.onset_lam_K, ["k"])
+        self._fill(targets, "instability_residual", state.onset_residual_K, ["k"])
+        self._fill(targets, "instability_lo", state.detector.lo, [])
+        self._fill(targets, "instability_hi", state.detector.hi, [])
         if state.watchers:
             stack = {
                 f: np.stack([getattr(ws, f) for ws in state.watchers], axis=1)
                 for f in ("onset", "lo", "hi")
             }
-            self._fill(cells, "watch_step", stack["onset"], ["watch"])
-            self._fill(cells, "watch_lo", stack["lo"], ["watch"])
-            self._fill(cells, "watch_hi", stack["hi"], ["watch"])
-            self._fill(cells, "watch_lam", state.watch_lam_WxK[..., 0], ["watch"])
-            self._fill(cells, "watch_lam_k", state.watch_lam_WxK, ["watch", "k"])
+            self._fill(targets, "watch_step", stack["onset"], ["watch"])
+            self._fill(targets, "watch_lo", stack["lo"], ["watch"])
+            self._fill(targets, "watch_hi", stack["hi"], ["watch"])
+            self._fill(targets, "watch_lam", state.watch_lam_WxK[..., 0], ["watch"])
+            self._fill(targets, "watch_lam_k", state.watch_lam_WxK, ["watch", "k"])
 
 
 def _blank(dtype):
