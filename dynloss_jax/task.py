@@ -59,7 +59,7 @@ class TaskError(ConfigError):
 def _short(value) -> str:
     if callable(value):
         return getattr(value, "__qualname__", type(value).__name__)
-    text = repr(value)
+    text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
