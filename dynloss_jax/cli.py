@@ -441,7 +441,9 @@ def _rerun(args) -> int:
     else:
         print(f"environment: the same as {args.run}'s", file=sys.stderr)
     out = Path(args.out) if args.out else Path(str(args.run).rstrip("/") + "-rerun")
-    results.check_out_folder(out, resume=False, overwrite=args.overwrite)
+    results.check_out_folder(
+        out, resume=False, overwrite=args.overwrite, settings=config.settings()
+    )
     strategy = Strategy(**old.config["strategy"])
     try:
         strategy.mesh()
