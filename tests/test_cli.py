@@ -319,3 +319,21 @@ def test_a_data_set_of_a_missing_extra_is_one_line_exit_2(capsys, tmp_path, monk
     code, _, err = dynloss(capsys, "train", "--data", "iris", "--out", tmp_path / "x")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--data iris" in err and 'pip install -e ".[data]"' in err
+
+
+def test_help_is_plain_text_with_the_examples(capsys):
+    import dynloss_jax.cli as cli
+
+    for command in ([], ["train"], ["plot"], ["status"], ["rerun"]):
+        code, out, _ = dynloss(capsys, *command, "--help")
+        assert code == 0 and out.startswith("usage: dynloss")
+        for markup in ("``", "::", ":func:", ":class:", ":data:"):
+            assert markup not in out, (command, markup)
+    code, out, _ = dynloss(capsys, "--help")
+    # every example line of the module's docstring, as written there
+    examples = [line.strip() for line in cli.__doc__.splitlines() if line.startswith("    ")]
+    assert len(examples) == 5
+    for line in examples:
+        assert f"\n  {line}" in out or f"\n      {line}" in out, line
+    assert "The dynloss command: train a sweep, plot a run folder" in out
+    assert cli.plain("see :func:`~a.b` and ``x``::") == "see a.b and x:"
