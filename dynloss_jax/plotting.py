@@ -217,7 +217,7 @@ def plot_run(run: Run, path, title: str | None = None):
             label=threshold["label"],
         )
         axes["layer_lam"].legend(fontsize=7, loc="best", ncol=2)
-        axes["layer_lam"].set_ylabel(f"λ1 per block\n(dashed: {threshold['label']})")
+        axes["layer_lam"].set_ylabel("λ1 per block")
     if "trace" in axes:
         tr, se = run.arrays["trace"][first][0], run.arrays["trace_se"][first][0]
         axes["trace"].errorbar(run.arrays["trace_step"], tr, yerr=se, fmt=".-", lw=1, ms=3)
