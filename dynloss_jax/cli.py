@@ -162,8 +162,33 @@ def config_from_args(args):
     return SweepConfig(**given).validate()
 
 
+def plain(text: str, width: int = 79) -> str:
+    """``text`` (reStructuredText of a docstring) as plain text for a terminal: inline literals
+    and roles lose their markup (``dynloss`` → dynloss, :func:`f` → f, a closing ``::`` → ``:``),
+    prose paragraphs are refilled to ``width`` columns, indented blocks (examples) kept as they
+    are with two spaces of indent."""
+    import re
+    import textwrap
+
+    out = []
+    for block in textwrap.dedent(text).strip("\n").rstrip().split("\n\n"):
+        if block.startswith(" "):
+            out.append(textwrap.indent(textwrap.dedent(block), "  "))
+            continue
+        block = re.sub(r":[a-z]+:`~?([^`]+)`", r"\1", block).replace("``", "")
+        block = re.sub(r"::$", ":", block.strip())
+        out.append(textwrap.fill(" ".join(block.split()), width))
+    return "\n\n".join(out)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="dynloss", description=__doc__.split("\n\n")[0])
+    head, _, rest = __doc__.partition("\n\n")
+    p = _Parser(
+        prog="dynloss",
+        description=plain(head),
+        epilog="examples:\n\n" + plain(rest),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run a sweep and write a results folder")
@@ -500,7 +525,9 @@ def _rerun(args) -> int:
     else:
         print(f"environment: the same as {args.run}'s", file=sys.stderr)
     out = Path(args.out) if args.out else Path(str(args.run).rstrip("/") + "-rerun")
-    results.check_out_folder(out, resume=False, overwrite=args.overwrite)
+    results.check_out_folder(
+        out, resume=False, overwrite=args.overwrite, settings=config.settings()
+    )
     strategy = Strategy(**old.config["strategy"])
     try:
         strategy.mesh()

@@ -4,7 +4,11 @@
 version, train and validation accuracy, and — when the run tracked the Hessian — λ1, λ2 against the
 optimiser's edge-of-stability line (2/η for GD; ``config.json`` ``threshold``) and λ1 over that
 line against 1; with the spectrum recorded also each block's λ1, the trace and the spectral
-density of the first configuration over time. Each configuration is the mean over its seeds.
+density of the first configuration over time. Each configuration's curve is the mean over its
+seeds (diverged runs left out), with a band of ±1 standard error of that mean where there are two
+or more seeds; the figure's subtitle says so. Every line style has a legend entry, the
+edge-of-stability line is drawn in black (:data:`THRESHOLD_COLOR`, no curve's colour), and the
+accuracy panel has the chance level 1/C (:data:`CHANCE_COLOR`).
 
 The module leaves matplotlib's backend alone (a notebook's inline backend survives the import);
 the ``dynloss`` command selects the file-only ``Agg`` backend itself.
@@ -22,6 +26,9 @@ from dynloss_jax.losses import DYNAMICAL
 from dynloss_jax.run import Run
 
 MAX_LINES = 12
+THRESHOLD_COLOR = "black"  # the edge-of-stability line: not in matplotlib's colour cycle
+CHANCE_COLOR = "0.55"  # the chance level 1/C on accuracy panels (grey)
+BAND_ALPHA = 0.18
 
 
 def configurations(run: Run, limit: int | None = MAX_LINES):
@@ -70,6 +77,41 @@ class _quiet_nan:
 
     def __exit__(self, *exc):
         self._w.__exit__(*exc)
+
+
+def seed_sem(run: Run, name: str, index):
+    """Standard error of :func:`seed_mean`: s/√n over the n finite values of non-diverged seeds
+    (s² = Σ (a − mean)² / (n − 1)); NaN where n < 2."""
+    return run.summary(name)[1][index]
+
+
+def n_classes(run: Run) -> int:
+    """C of the run's data set (``config.json``'s ``data``, else the ``n_classes`` setting)."""
+    data = run.config.get("data") or {}
+    return int(data.get("n_classes") or run.config["settings"].get("n_classes", 3))
+
+
+def subtitle(run: Run) -> str:
+    """What the curves of :func:`plot_run` are: the mean over how many seeds, with what band."""
+    seeds = len(run.coords["seed"])
+    if seeds == 1:
+        return "one seed per configuration (no band)"
+    return (
+        f"curves: mean over {seeds} seeds per configuration (diverged runs left out); "
+        "bands: ±1 s.e.m. over seeds"
+    )
+
+
+def _band(ax, x, mean, sem, color) -> None:
+    if np.any(np.isfinite(sem)):
+        ax.fill_between(x, mean - sem, mean + sem, color=color, alpha=BAND_ALPHA, lw=0)
+
+
+def _styles(entries, color="0.3") -> list:
+    """Legend handles of line styles alone: ``entries`` = [(label, linestyle, linewidth)]."""
+    from matplotlib.lines import Line2D
+
+    return [Line2D([], [], color=color, ls=ls, lw=lw, label=t) for t, ls, lw in entries]
 
 
 def _threshold(run: Run, threshold: dict, index) -> float:
@@ -152,20 +194,26 @@ def plot_run(run: Run, path, title: str | None = None):
     else:
         ax_list[0].set_title(title or _describe(run, confs[0][1]).split(", A=")[0], fontsize=9)
 
+    thresholds = set()
     for (label, index), color in zip(confs, itertools.cycle(colors)):
-        axes["loss"].semilogy(steps, seed_mean(run, "loss", index), color=color, lw=1, label=label)
+        mean = seed_mean(run, "loss", index)
+        axes["loss"].semilogy(steps, mean, color=color, lw=1, label=label)
+        _band(axes["loss"], steps, mean, seed_sem(run, "loss", index), color)
         axes["loss"].semilogy(
             steps, seed_mean(run, "static_loss", index), color=color, lw=0.8, ls=":"
         )
-        axes["acc"].plot(steps, seed_mean(run, "train_acc", index), color=color, lw=1)
-        axes["acc"].plot(steps, seed_mean(run, "val_acc", index), color=color, lw=0.8, ls="--")
+        for name, ls, lw in (("train_acc", "-", 1), ("val_acc", "--", 0.8)):
+            mean = seed_mean(run, name, index)
+            axes["acc"].plot(steps, mean, color=color, lw=lw, ls=ls)
+            _band(axes["acc"], steps, mean, seed_sem(run, name, index), color)
         if "lam" in axes:
             line = _threshold(run, threshold, index)
             eig_steps = run.arrays["eig_step"]
             lam = seed_mean(run, "lam", index)
-            axes["lam"].plot(eig_steps, lam[:, 0], color=color, lw=1)
-            axes["lam"].plot(eig_steps, lam[:, 1], color=color, lw=0.7, alpha=0.6)
-            axes["lam"].axhline(line, color=color, ls="--", lw=0.8)
+            axes["lam"].plot(eig_steps, lam[:, 0], color=color, lw=1.4)
+            _band(axes["lam"], eig_steps, lam[:, 0], seed_sem(run, "lam", index)[:, 0], color)
+            axes["lam"].plot(eig_steps, lam[:, 1], color=color, lw=0.7, ls="-.")
+            thresholds.add(float(line))
             axes["eta_lam"].plot(eig_steps, lam[:, 0] / line, color=color, lw=1)
     first = confs[0][1]
     if "layer_lam" in axes:
@@ -175,23 +223,49 @@ def plot_run(run: Run, path, title: str | None = None):
         layer = seed_mean(run, "layer_lam", first)
         for b, name in enumerate(blocks):
             axes["layer_lam"].plot(run.arrays["eig_step"], layer[:, b], lw=1, label=name)
-        axes["layer_lam"].axhline(_threshold(run, threshold, first), color="k", ls="--", lw=0.8)
+        axes["layer_lam"].axhline(
+            _threshold(run, threshold, first),
+            color=THRESHOLD_COLOR,
+            ls="--",
+            lw=0.8,
+            label=threshold["label"],
+        )
         axes["layer_lam"].legend(fontsize=7, loc="best", ncol=2)
-        axes["layer_lam"].set_ylabel(f"λ1 per block\n(dashed: {threshold['label']})")
+        axes["layer_lam"].set_ylabel("λ1 per block")
     if "trace" in axes:
         tr, se = run.arrays["trace"][first][0], run.arrays["trace_se"][first][0]
         axes["trace"].errorbar(run.arrays["trace_step"], tr, yerr=se, fmt=".-", lw=1, ms=3)
         axes["trace"].set_ylabel("tr H (seed 0)\n± std. error")
     if "density" in axes:
         _density_panel(axes["density"], run, first)
-    axes["loss"].set_ylabel("loss F(t)\n(dotted: static)")
-    axes["loss"].legend(fontsize=7, loc="best")
-    axes["acc"].set_ylabel("accuracy\n(dashed: validation)")
+    axes["loss"].set_ylabel("loss F(t)")
+    axes["loss"].add_artist(axes["loss"].legend(fontsize=7, loc="upper right"))
+    styles = _styles([("loss minimised F(t)", "-", 1), ("its static version (Γ ≡ 1)", ":", 0.8)])
+    axes["loss"].legend(handles=styles, fontsize=7, loc="lower left")
+    chance = axes["acc"].axhline(
+        1 / n_classes(run),
+        color=CHANCE_COLOR,
+        ls=(0, (1, 3)),
+        lw=1.2,
+        label=f"chance (1/C = 1/{n_classes(run)})",
+    )
+    axes["acc"].set_ylabel("accuracy")
+    styles = _styles([("train", "-", 1), ("validation", "--", 0.8)])
+    axes["acc"].legend(handles=[*styles, chance], fontsize=7, loc="lower right")
     if "lam" in axes:
-        axes["lam"].set_ylabel(f"λ1, λ2\n(dashed: {threshold['label']})")
-        axes["eta_lam"].axhline(1, color="k", ls="--", lw=0.8)
+        for value in sorted(thresholds):
+            axes["lam"].axhline(value, color=THRESHOLD_COLOR, ls="--", lw=0.9)
+        axes["lam"].set_ylabel("λ1, λ2 of the\nHessian")
+        styles = _styles([("λ1", "-", 1.4), ("λ2", "-.", 0.7)])
+        edge = _styles([(threshold["label"], "--", 0.9)], color=THRESHOLD_COLOR)
+        axes["lam"].legend(handles=[*styles, *edge], fontsize=7, loc="lower right")
+        axes["eta_lam"].axhline(
+            1, color=THRESHOLD_COLOR, ls="--", lw=0.9, label=f"1 (λ1 = {threshold['label']})"
+        )
+        axes["eta_lam"].legend(fontsize=7, loc="lower right")
         axes["eta_lam"].set_ylabel(f"λ1 / ({threshold['label']})")
     ax_list[-1].set_xlabel("step t")
+    fig.suptitle(subtitle(run), fontsize=8)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return fig

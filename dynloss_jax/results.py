@@ -244,12 +244,19 @@ def load_run(path, *, unfinished: bool = True) -> Run:
 def check_out_folder(
     out, *, resume: bool, overwrite: bool, settings: dict | None = None, layout: dict | None = None
 ) -> None:
-    """Refuses to write into a non-empty folder unless resuming it or told to overwrite.
+    """Refuses to write into a non-empty folder unless resuming it or told to overwrite, with a
+    message that says what the folder holds and what to do:
 
-    With ``resume`` a non-empty folder must hold an unfinished run (its ``config.json`` says
-    ``complete: false``) started with the same ``settings`` and, when both are known, the same
-    execution ``layout`` (batch size and device count): another layout changes the results at
-    rounding level, and a resumed run would no longer equal an uninterrupted one bit for bit.
+    * the same ``settings``, unfinished: continue it with ``--resume``;
+    * the same ``settings``, finished: nothing to do (or ``--overwrite`` to run it again);
+    * other settings (finished or not, with or without ``--resume``): the settings that differ,
+      each with the folder's value and this run's, and ``--overwrite`` or another ``--out``;
+    * no ``config.json``: not a run folder.
+
+    With ``resume`` the folder must hold an unfinished run started with the same ``settings`` and,
+    when both are known, the same execution ``layout`` (batch size and device count): another
+    layout changes the results at rounding level, and a resumed run would no longer equal an
+    uninterrupted one bit for bit. ``settings=None`` skips the comparison of settings.
     """
     out = Path(out)
     if resume and overwrite:
@@ -261,41 +268,82 @@ def check_out_folder(
         raise ConfigError("out", str(out), f"cannot be created: {ancestor} is a file")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise ConfigError("out", str(out), f"cannot be written: {ancestor} is not writable")
-    if not (out.is_dir() and any(out.iterdir())):
+    if overwrite or not (out.is_dir() and any(out.iterdir())):
         return
-    if not (resume or overwrite):
+    flag = "resume" if resume else "out"
+    marker = out / CONFIG
+    if not marker.exists():
         raise ConfigError(
-            "out", str(out), "exists and is not empty: pass --overwrite, or --resume to continue it"
+            flag,
+            str(out),
+            f"exists and is not empty, and has no {CONFIG}: not a run folder; "
+            "pass --overwrite to replace what it holds, or choose another --out",
         )
-    if resume:
-        marker = out / CONFIG
-        if not marker.exists():
-            raise ConfigError("resume", str(out), f"has no {CONFIG}: not a run folder")
-        saved = read_json(marker)
-        if saved.get("complete"):
-            raise ConfigError("resume", str(out), "holds a finished run; nothing to resume")
-        if settings is not None and normalised(saved.get("settings")) != settings:
-            old = normalised(saved.get("settings")) or {}
-            differ = sorted(k for k in settings if old.get(k) != settings[k])
-            raise ConfigError(
-                "resume",
-                str(out),
-                f"the folder was started with other settings ({', '.join(differ)})",
-            )
-        old_layout = saved.get("layout")
-        if old_layout is not None:
-            old_layout = {"pad_widths": False, **old_layout}  # folders from before the option
-        if layout is not None and old_layout is not None and old_layout != layout:
-            raise ConfigError(
-                "resume",
-                str(out),
-                f"the folder was started with batch size {old_layout['batch_size']} on "
-                f"{old_layout['devices']} device(s){_padded(old_layout)}, this run would use "
-                f"batch size {layout['batch_size']} on {layout['devices']}{_padded(layout)}; "
-                f"results would differ at rounding level: pass --batch-size "
-                f"{old_layout['batch_size']} --devices {old_layout['devices']} "
-                f"--{'' if old_layout['pad_widths'] else 'no-'}pad-widths",
-            )
+    saved = read_json(marker)
+    state = "finished" if saved.get("complete") else "unfinished"
+    differ = [] if settings is None else settings_differences(saved.get("settings"), settings)
+    if differ:
+        raise ConfigError(
+            flag,
+            str(out),
+            f"holds a{'n' if state == 'unfinished' else ''} {state} run with other settings "
+            f"({'; '.join(differ)}): pass --overwrite to replace it, or choose another --out",
+        )
+    same = "these settings" if settings is not None else "a run"
+    if saved.get("complete"):
+        what = f"holds a finished run of {same}" if settings is not None else "holds a finished run"
+        raise ConfigError(
+            flag,
+            str(out),
+            f"{what}; nothing to {'resume' if resume else 'do'} (dynloss plot and dynloss "
+            "status read it), or pass --overwrite to run it again",
+        )
+    if not resume:
+        what = f"an unfinished run of {same}" if settings is not None else "an unfinished run"
+        raise ConfigError(
+            "out",
+            str(out),
+            f"holds {what}: continue it with --resume, or pass --overwrite to start it again",
+        )
+    old_layout = saved.get("layout")
+    if old_layout is not None:
+        old_layout = {"pad_widths": False, **old_layout}  # folders from before the option
+    if layout is not None and old_layout is not None and old_layout != layout:
+        raise ConfigError(
+            "resume",
+            str(out),
+            f"the folder was started with batch size {old_layout['batch_size']} on "
+            f"{old_layout['devices']} device(s){_padded(old_layout)}, this run would use "
+            f"batch size {layout['batch_size']} on {layout['devices']}{_padded(layout)}; "
+            f"results would differ at rounding level: pass --batch-size "
+            f"{old_layout['batch_size']} --devices {old_layout['devices']} "
+            f"--{'' if old_layout['pad_widths'] else 'no-'}pad-widths",
+        )
+
+
+def settings_differences(stored: dict | None, settings: dict) -> list[str]:
+    """The settings in which a folder's stored ``settings`` differ from ``settings``, as
+    ``"--steps 40 in the folder, 80 now"`` (lists written as the flags take them:
+    ``"--width 3 5"``); empty when they agree once :func:`normalised`."""
+    old = normalised(stored)
+    if not isinstance(old, dict):
+        return [f"its {CONFIG} holds no readable settings"]
+    if old == settings:
+        return []
+
+    def shown(value) -> str:
+        if value is None:
+            return "not set"
+        if isinstance(value, list | tuple):
+            return " ".join(map(str, value)) or "none"
+        return str(value)
+
+    names = [*settings, *(k for k in old if k not in settings)]
+    return [
+        f"--{k.replace('_', '-')} {shown(old.get(k))} in the folder, {shown(settings.get(k))} now"
+        for k in names
+        if old.get(k) != settings.get(k)
+    ]
 
 
 def _padded(layout: dict) -> str:

@@ -123,13 +123,15 @@ def sweep(config, out: Path, args, label: str):
         raise results.ConfigError("overwrite", True, "cannot be combined with --resume")
     resume = False
     if args.resume and (Path(out) / results.CONFIG).exists():
-        from dynloss_jax.config import normalised
-
         saved = results.read_json(Path(out) / results.CONFIG)
         if saved.get("complete"):
-            if normalised(saved.get("settings")) != config.settings():
+            differ = results.settings_differences(saved.get("settings"), config.settings())
+            if differ:
                 raise results.ConfigError(
-                    "resume", str(out), "holds a finished run with other settings"
+                    "resume",
+                    str(out),
+                    f"holds a finished run with other settings ({'; '.join(differ)}): pass "
+                    "--overwrite to replace it, or choose another --out",
                 )
             if not args.quiet:
                 print(f"{label}: {out} is complete, loaded", file=sys.stderr)

@@ -242,7 +242,8 @@ def plot(runs: dict, summary: dict, path):
         )
     fig.suptitle(
         "Dynamical vs static losses: validation accuracy after a static last "
-        "period\n(mean over seeds; error bars: s.e.m.)",
+        "period\n(points: mean over the seeds of each width, diverged runs left out; "
+        "error bars: ±1 s.e.m. over seeds)",
         fontsize=10,
     )
     fig.savefig(path, dpi=100)
@@ -254,7 +255,10 @@ def accuracy_panel(
     ax, run, rows, title: str, prefix: str = "", ylabel: str = "validation accuracy"
 ) -> None:
     """Accuracy against width (log axis), one line per loss with s.e.m. bars, from the rows of
-    :func:`summarise` for ``run`` (``prefix`` picks e.g. the ``train_`` entries of a row)."""
+    :func:`summarise` for ``run`` (``prefix`` picks e.g. the ``train_`` entries of a row), and
+    the chance level 1/C as a grey dotted line."""
+    from dynloss_jax.plotting import CHANCE_COLOR, n_classes
+
     widths = [r["width"] for r in rows]
     n_losses = len(run.coords["loss"])
     for li, loss in enumerate(run.coords["loss"]):
@@ -271,6 +275,13 @@ def accuracy_panel(
             capsize=3,
             label=label,
         )
+    ax.axhline(
+        1 / n_classes(run),
+        color=CHANCE_COLOR,
+        ls=(0, (1, 3)),
+        lw=1.2,
+        label=f"chance (1/C = 1/{n_classes(run)})",
+    )
     ax.set_xscale("log")
     ax.set_xticks(widths)
     ax.set_xticklabels([str(w) for w in widths])

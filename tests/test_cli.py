@@ -204,6 +204,62 @@ def test_existing_non_empty_out_is_refused_and_left_alone(capsys, tmp_path):
     assert compiles == []
 
 
+def _hand_written_folder(folder: Path, flags: dict, *, complete: bool) -> None:
+    """A run folder's config.json as a sweep of ``flags`` writes it (settings only)."""
+    from dynloss_jax.cli import _parser, config_from_args
+
+    args = _parser().parse_args(["train", *(a for kv in flags.items() for a in kv), "--out", "x"])
+    folder.mkdir()
+    settings = config_from_args(args).settings()
+    (folder / "config.json").write_text(json.dumps({"settings": settings, "complete": complete}))
+
+
+@pytest.mark.parametrize("complete", [False, True], ids=["unfinished", "finished"])
+def test_a_used_folder_of_the_same_settings_says_whether_to_resume(complete, capsys, tmp_path):
+    folder = tmp_path / "run"
+    _hand_written_folder(folder, BASE, complete=complete)
+    before = (folder / "config.json").read_text()
+    args = [a for k, v in BASE.items() for a in (k, v)]
+    with count_compiles() as compiles:
+        code, _, err = dynloss(capsys, "train", *args, "--out", folder)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"--out {folder}: " in err and "other settings" not in err
+        if complete:
+            assert "holds a finished run of these settings; nothing to do" in err
+            assert "--overwrite" in err and "--resume" not in err
+            code, _, err = dynloss(capsys, "train", *args, "--out", folder, "--resume")
+            assert code == 2 and f"--resume {folder}: " in err
+            assert "finished run of these settings; nothing to resume" in err
+        else:
+            assert "holds an unfinished run of these settings: continue it with --resume" in err
+    assert compiles == [] and (folder / "config.json").read_text() == before
+
+
+def test_a_used_folder_of_other_settings_names_each_difference(capsys, tmp_path):
+    folder = tmp_path / "run"
+    _hand_written_folder(folder, {**BASE, "--width": "3"}, complete=False)
+    before = (folder / "config.json").read_text()
+    changed = {**BASE, "--width": "3 5", "--steps": "80"}
+    args = [a for k, v in changed.items() for a in (k, *v.split())]
+    for extra, flag in [([], "--out"), (["--resume"], "--resume")]:
+        with count_compiles() as compiles:
+            code, _, err = dynloss(capsys, "train", *args, "--out", folder, *extra)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert f"{flag} {folder}: holds an unfinished run with other settings (" in err
+        differences = re.search(r"other settings \((.*)\):", err).group(1).split("; ")
+        assert sorted(differences) == [
+            "--steps 40 in the folder, 80 now",
+            "--width 3 in the folder, 3 5 now",
+        ]
+        assert "--overwrite" in err and "another --out" in err
+        assert compiles == [] and (folder / "config.json").read_text() == before
+    # finished, the same words say so
+    config = json.loads(before)
+    (folder / "config.json").write_text(json.dumps({**config, "complete": True}))
+    code, _, err = dynloss(capsys, "train", *args, "--out", folder)
+    assert code == 2 and "holds a finished run with other settings (" in err
+
+
 def test_plot_of_a_missing_folder_exits_2(tiny, capsys, tmp_path):
     code, _, err = dynloss(capsys, "plot", tmp_path / "nothing")
     assert code == 2 and "not a run folder" in err and len(err.strip().splitlines()) == 1
@@ -263,3 +319,21 @@ def test_a_data_set_of_a_missing_extra_is_one_line_exit_2(capsys, tmp_path, monk
     code, _, err = dynloss(capsys, "train", "--data", "iris", "--out", tmp_path / "x")
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert "--data iris" in err and 'pip install -e ".[data]"' in err
+
+
+def test_help_is_plain_text_with_the_examples(capsys):
+    import dynloss_jax.cli as cli
+
+    for command in ([], ["train"], ["plot"], ["status"], ["rerun"]):
+        code, out, _ = dynloss(capsys, *command, "--help")
+        assert code == 0 and out.startswith("usage: dynloss")
+        for markup in ("``", "::", ":func:", ":class:", ":data:"):
+            assert markup not in out, (command, markup)
+    code, out, _ = dynloss(capsys, "--help")
+    # every example line of the module's docstring, as written there
+    examples = [line.strip() for line in cli.__doc__.splitlines() if line.startswith("    ")]
+    assert len(examples) == 5
+    for line in examples:
+        assert f"\n  {line}" in out or f"\n      {line}" in out, line
+    assert "The dynloss command: train a sweep, plot a run folder" in out
+    assert cli.plain("see :func:`~a.b` and ``x``::") == "see a.b and x:"
