@@ -392,3 +392,31 @@ def test_a_named_optimisers_hyperparameter_is_a_grid_axis():
     config = dl.SweepConfig(loss=("dce",), width=(4,), eta=(0.1,), amplitude=(5.0,), period=(10,),
                             optimizer="momentum", beta=0.9, steps=10, **SPIRAL)  # fmt: skip
     np.testing.assert_allclose(loss[1], np.squeeze(run_sweep(config)["loss"]), rtol=1e-12)
+
+
+def _equal_to_builtin(settings, names):
+    case = dict(eta=(0.5, 1.0), amplitude=(5.0,), period=(20,), seeds=1)
+    grid = dict(width=[6], eta=[0.5, 1.0], amplitude=[5.0], period=[20], seed=[0])
+    task = dl.Task(data=_spiral(), loss=my_dce, schedule=my_triangle)
+    builtin = run_sweep(dl.SweepConfig(loss=("dce",), width=(6,), **case, **SPIRAL, **settings))
+    ours = run_sweep(task, grid=grid, **settings)
+    for name in names:
+        a, b = np.squeeze(ours[name]), np.squeeze(builtin[name])
+        assert b.dtype.kind != "f" or np.any(np.isfinite(b)), name
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-14, err_msg=name)
+    return builtin
+
+
+def test_top_k_and_step_limits_of_a_task_equal_the_builtin_run():
+    """--top-k and steps_eta through a task (its own DCE and triangle): the built-in numbers."""
+    settings = dict(steps=40, record_every=5, eig_every=10, top_k=2, steps_eta=20.0)
+    builtin = _equal_to_builtin(settings, ("lam", "lam_above", "loss", "stopped_step"))
+    # η = 1 stops at steps_eta/η = 20; η = 0.5 runs the program's 40 steps
+    assert np.squeeze(builtin["stopped_step"]).tolist() == [-1, 20]
+
+
+@pytest.mark.slow
+def test_the_spectrum_of_a_task_equals_the_builtin_run():
+    settings = dict(steps=40, record_every=5, eig_every=10, density_every=20, trace_every=20,
+                    density_matvecs=8)  # fmt: skip
+    _equal_to_builtin(settings, ("density_nodes", "density_weights", "trace", "lam"))
