@@ -350,8 +350,9 @@ def _padded(layout: dict) -> str:
     return ", widths padded" if layout.get("pad_widths") else ""
 
 
-def start_folder(out, settings: dict, layout: dict, *, resume: bool) -> None:
-    """Marks ``out`` as an unfinished run (settings, layout, ``complete: false``), removing the
+def start_folder(out, settings: dict, layout: dict, *, resume: bool, axes=None) -> None:
+    """Marks ``out`` as an unfinished run (settings, layout, the grid's ``axes`` when given,
+    ``complete: false``), removing the
     checkpoints of an earlier start; a resumed folder keeps its checkpoints. Either way the
     temporary files of a process killed mid-write are removed."""
     out = Path(out)
@@ -363,7 +364,10 @@ def start_folder(out, settings: dict, layout: dict, *, resume: bool) -> None:
         out.mkdir(parents=True, exist_ok=True)
         for f in [*out.glob("checkpoint-*.npz"), out / ARRAYS, out / PROGRESS]:
             f.unlink(missing_ok=True)
-        write_json(out / CONFIG, {"settings": settings, "layout": layout, "complete": False})
+        start = {"settings": settings, "layout": layout, "complete": False}
+        if axes is not None:  # a task's grid cannot be rebuilt from its settings
+            start["axes"] = axes
+        write_json(out / CONFIG, start)
 
 
 def _state_file(out, group: int) -> Path:

@@ -260,7 +260,7 @@ def run_sweep(
             out, resume=resume, overwrite=overwrite, settings=settings, layout=layout
         )
         if writer:
-            results.start_folder(out, settings, layout, resume=resume)
+            results.start_folder(out, settings, layout, resume=resume, axes=config.coords)
     provenance = _provenance(strategy)
     started = time.time()
 
@@ -515,7 +515,8 @@ def load_unfinished(out, saved: dict) -> Run:
     (each file it writes appears whole), so this is how to look at a sweep while it runs."""
     try:
         config = SweepConfig.from_settings(saved["settings"])
-        the_grid = Grid.of(saved["axes"])
+        # a folder started before its axes were written: the paper's grid, from its settings
+        the_grid = Grid.of(saved["axes"]) if "axes" in saved else config.grid()
         pad = bool((saved.get("layout") or {}).get("pad_widths"))
         programs = the_grid.programs(pad, family=family)
     except (KeyError, TypeError, ValueError) as e:

@@ -33,10 +33,11 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 
+import dynloss_jax
 import dynloss_jax as dl
 
 SMOKE = os.environ.get("SMOKE") == "1"  # a seconds-long version of every cell
-dl.use_cpu_cores()
+dynloss_jax.use_cpu_cores()
 jax.config.update("jax_enable_x64", True)
 
 # %% [markdown]

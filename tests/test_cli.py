@@ -335,5 +335,5 @@ def test_help_is_plain_text_with_the_examples(capsys):
     assert len(examples) == 5
     for line in examples:
         assert f"\n  {line}" in out or f"\n      {line}" in out, line
-    assert "The dynloss command: train a sweep, plot a run folder" in out
+    assert "The dynloss command: train a sweep, submit it as a job array, plot a run" in out
     assert cli.plain("see :func:`~a.b` and ``x``::") == "see a.b and x:"
