@@ -29,10 +29,19 @@ def first_bash_block(text: str) -> list[str]:
     return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def setup_line() -> str:
+def start_commands() -> list[str]:
+    """The two commands of "Start here": the main job and the tests, each with the set-up."""
     commands = first_bash_block(section("Start here"))
-    (line,) = [c for c in commands if c.startswith("python3 -m venv")]
-    return line
+    assert len(commands) == 2, commands
+    return commands
+
+
+def setup_line() -> str:
+    """The set-up both commands begin with (the part before their last ``&&``)."""
+    main_job, tests = (c.rsplit(" && ", 1) for c in start_commands())
+    assert main_job[0] == tests[0], (main_job, tests)
+    assert main_job[1].startswith("python -m experiments.") and tests[1] == "python -m pytest"
+    return main_job[0]
 
 
 def test_start_here_activates_what_command_line_types():
