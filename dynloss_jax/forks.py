@@ -223,31 +223,55 @@ def forks(
     batch_size: int = 0,
 ) -> Forks:
     """Every branch of ``names`` from every t* of ``steps`` of the runs of ``seeds_S`` (an
-    integer array, S), mapped over seeds and over t* × branches in one program: vmapped
-    (``batch_size`` 0, the layout for a GPU), or in vmapped blocks of ``batch_size`` runs
-    (``lax.map``; 1: one after another, the fastest on a CPU, where a batched step is slower
-    per run — and a branch's arithmetic is then exactly the unforked run's, so ``stay``
+    integer array, S): :func:`starts` of each seed, then :func:`fork_from`, in one program."""
+    seeds_S = jnp.asarray(seeds_S)
+    st = _map(lambda seed: starts(tr, seed, steps), seeds_S, batch_size)
+    return fork_from(
+        tr, st, seeds_S, horizon=horizon, record_every=record_every, names=names, r=r,
+        batch_size=batch_size,
+    )  # fmt: skip
+
+
+def fork_from(
+    tr: Trainer,
+    starts_SxT: Start,
+    seeds_S,
+    *,
+    horizon: int,
+    record_every: int = 10,
+    names=BRANCHES,
+    r: float = 0.1,
+    batch_size: int = 0,
+) -> Forks:
+    """Every branch of ``names`` from every :class:`Start` of ``starts_SxT`` (leading axes seed
+    and t*, e.g. from :func:`starts` mapped over ``seeds_S``), mapped over seeds × t* × branches:
+    vmapped (``batch_size`` 0, the layout for a GPU), or in vmapped blocks of ``batch_size``
+    branches (``lax.map``; 1: one after another, the fastest on a CPU, where a batched step is
+    slower per run — and a branch's arithmetic is then exactly the unforked run's, so ``stay``
     reproduces it bit for bit; vmapped, batched matrix products round differently, ~1e-16).
     The kick's direction is drawn from ``fold_in(fold_in(key(seed), KICK_STREAM), t*)``, the
-    same for every branch (only ``kick`` uses it)."""
+    same for every branch (only ``kick`` uses it). Reusing the starts, a second call gives
+    e.g. the long ``leave`` variant (``horizon``/r steps) without replaying the runs."""
     brs = branches(names, r)
     n_b = len(tuple(names))
+    seeds_S = jnp.asarray(seeds_S)
+    n_s, n_t = starts_SxT.w_prev_N.shape[:2]
+    # every (seed, t*, branch), seed major
+    pairs = jax.tree.map(
+        lambda a: jnp.repeat(a.reshape((n_s * n_t,) + a.shape[2:]), n_b, axis=0), starts_SxT
+    )
+    seed_of = jnp.repeat(seeds_S, n_t * n_b)
+    pair_brs = jax.tree.map(lambda a: jnp.tile(a, (n_s * n_t,) + (1,) * (a.ndim - 1)), brs)
 
-    def one_seed(seed):
-        st = starts(tr, seed, steps)
+    def one(args):
+        seed, start, br = args
         base = jax.random.fold_in(jax.random.key(seed), KICK_STREAM)
-        # every (t*, branch) pair, t* major
-        pairs = jax.tree.map(lambda a: jnp.repeat(a, n_b, axis=0), st)
-        pair_brs = jax.tree.map(lambda a: jnp.tile(a, (len(steps),) + (1,) * (a.ndim - 1)), brs)
+        key = jax.random.fold_in(base, start.state.step)
+        return run_branch(tr, start, br, key, horizon=horizon, record_every=record_every)
 
-        def one(args):
-            start, br = args
-            key = jax.random.fold_in(base, start.state.step)
-            return run_branch(tr, start, br, key, horizon=horizon, record_every=record_every)
-
-        out = _map(one, (pairs, pair_brs), batch_size)
-        out = jax.tree.map(lambda a: a.reshape((len(steps), n_b) + a.shape[1:]), out)
-        return (*out, jax.vmap(lambda s: jnp.linalg.norm(displacement(s)))(st))
-
-    final, rec, kick, dnorm = _map(one_seed, jnp.asarray(seeds_S), batch_size)
+    final, rec, kick = _map(one, (seed_of, pairs, pair_brs), batch_size)
+    final, rec, kick = jax.tree.map(
+        lambda a: a.reshape((n_s, n_t, n_b) + a.shape[1:]), (final, rec, kick)
+    )
+    dnorm = jax.vmap(jax.vmap(lambda s: jnp.linalg.norm(displacement(s))))(starts_SxT)
     return Forks(rec, final, dnorm, kick)
