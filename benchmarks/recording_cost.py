@@ -13,7 +13,9 @@ device), ``--steps`` steps with loss and accuracy every 25. The same run is made
 * ``lam+class_records``: λ1, λ2 every 25 steps and the per-class records at every record
   (``class_records``: each class's losses, accuracies and gradient norm, every 25 steps);
 * ``lam+class_split``: λ1, λ2 and their class split and class-gradient cosines
-  (``class_split``) every 25 steps.
+  (``class_split``) every 25 steps;
+* ``lam+ggn_ntk``: λ1, λ2 and the top two of the Gauss–Newton matrix and of the NTK (16
+  Lanczos steps each) and u1ᵀ(H − G)u1 (``ggn_ntk``) every 25 steps.
 
 ``--settings`` picks some of the rows (``lam`` is always run). Each setting is compiled once
 (the compiled program is cached), then timed ``--repeats`` times; the figure is the median wall
@@ -42,6 +44,7 @@ SETTINGS = {
     "all": dict(eig_every=25, layer_sharpness=True, density_every=100, trace_every=100),
     "lam+class_records": dict(eig_every=25, class_records=True),
     "lam+class_split": dict(eig_every=25, class_split=True),
+    "lam+ggn_ntk": dict(eig_every=25, ggn_ntk=True),
 }
 # the measurement each row adds over `lam` (its added time is divided by their number)
 PER_MEASUREMENT = {
@@ -51,6 +54,7 @@ PER_MEASUREMENT = {
     "lam+trace": "trace",
     "lam+class_records": "records",
     "lam+class_split": "lam",
+    "lam+ggn_ntk": "lam",
 }
 
 

@@ -202,6 +202,13 @@ class ProgramSettings:
         False, FLAG, "λ1 of each weight and bias block at every --eig-every measurement"
     )
     layer_matvecs: int = setting(16, integer(1), "Lanczos steps per block for --layer-sharpness")
+    ggn_ntk: bool = setting(
+        False,
+        FLAG,
+        "at every --eig-every measurement: λ1, λ2 of the Gauss-Newton matrix J^T H_f J and of "
+        "the NTK J J^T (output space), each by --num-matvecs cold Lanczos steps, and "
+        "u1^T (H - G) u1 at the tracked u1 (ggn_lam, ntk_lam, functional_u1)",
+    )
     class_records: bool = setting(
         False,
         FLAG,
@@ -352,6 +359,14 @@ class SweepConfig(ProgramSettings):
                 )
         if self.layer_sharpness and not self.eig_every:
             raise ConfigError("layer_sharpness", True, "needs --eig-every > 0")
+        if self.ggn_ntk and not self.eig_every:
+            raise ConfigError("ggn_ntk", True, "needs --eig-every > 0")
+        if self.ggn_ntk and self.optimizer in ADAPTIVE_NAMES:
+            raise ConfigError(
+                "ggn_ntk",
+                True,
+                f"compares with H, but with {self.optimizer} λ is of P^-1/2 H P^-1/2",
+            )
         if self.class_split and not self.eig_every:
             raise ConfigError("class_split", True, "needs --eig-every > 0")
         if self.class_split and self.optimizer in ADAPTIVE_NAMES:

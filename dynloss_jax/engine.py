@@ -7,7 +7,8 @@ Per run the program is
               one below), measure the trace / spectral density, then scan over the next level]
     interval: measure λ1, λ2, λ_min (and, with ``layer_sharpness``, each block's λ1; with
               ``class_split``, each tracked vector's class split and its cosines with the
-              class gradients) by warm-started Lanczos at the interval's first step, then scan
+              class gradients; with ``ggn_ntk``, the top of the Gauss–Newton matrix and of
+              the NTK) by warm-started Lanczos at the interval's first step, then scan
               over record blocks (``record_every`` steps); the interval is ``eig_every`` steps,
               or ``record_every``
     block:  record loss, static loss, train/validation accuracy and Γ (with
@@ -323,6 +324,19 @@ def _interval(spec: RunSpec, hyper: Hyper, data: Data, state: State):
             spec, hyper, matvec, state.step, state.eig_key, state.eig_vectors_KxN, state.diverged
         )
         state = state._replace(eig_vectors_KxN=vectors)
+        if spec.ggn_ntk:
+            eig_record = eig_record._replace(
+                **tracking.measure_ggn_ntk(
+                    spec,
+                    hyper,
+                    data,
+                    state.w_N,
+                    state.step,
+                    state.eig_key,
+                    vectors[0],
+                    state.diverged,
+                )  # fmt: skip
+            )
         if spec.class_split:
             eig_record = eig_record._replace(
                 **tracking.measure_classes(

@@ -110,6 +110,11 @@ class RunSpec(ProgramSettings):
             raise ValueError(f"top_k must be 0, or >= 1 with eig_every > 0, got {self.top_k}")
         if self.layer_sharpness and not self.eig_every:
             raise ValueError("layer_sharpness is measured with λ1: it needs eig_every > 0")
+        if self.ggn_ntk and (not self.eig_every or self.adaptive):
+            raise ValueError(
+                "ggn_ntk is measured beside λ of H: it needs eig_every > 0 and an optimiser "
+                "whose λ is of H (not adam or rmsprop)"
+            )
         if self.class_split and not self.eig_every:
             raise ValueError("class_split is measured with λ1: it needs eig_every > 0")
         if self.class_split and self.adaptive:

@@ -43,6 +43,10 @@ class EigRecord(NamedTuple):
     class_cos_KxC: jax.Array | None = None
     class_grad_norm_C: jax.Array | None = None
     emphasised: jax.Array | None = None  # int; −1: no class emphasised (all Γ_c equal)
+    # with ggn_ntk (see measure_ggn_ntk)
+    ggn_lam_K: jax.Array | None = None  # λ1 ≥ λ2 of G = Jᵀ H_f J
+    ntk_lam_K: jax.Array | None = None  # λ1 ≥ λ2 of Θ = J Jᵀ (output space)
+    functional_u1: jax.Array | None = None  # u1ᵀ (H − G) u1
 
 
 class DensityRecord(NamedTuple):
@@ -280,3 +284,47 @@ def measure_classes(spec: RunSpec, hyper: Hyper, data: Data, w_N, step, vectors_
         class_grad_norm_C=norms,
         emphasised=jnp.where(diverged, -1, c).astype(jnp.int32),
     )
+
+
+def measure_ggn_ntk(spec: RunSpec, hyper: Hyper, data: Data, w_N, step, eig_key, u1_N, diverged):
+    """Beside λ of H at w_t (``ggn_ntk``), as :class:`EigRecord` fields:
+
+    * ``ggn_lam_K``: λ1 ≥ λ2 of the Gauss–Newton matrix G = Jᵀ H_f J, J = ∂f/∂w on the training
+      points (P·C × N), H_f = ∇²_f F_t the output-space Hessian of the loss minimised at t
+      (:func:`dynloss_jax.curvature.ggn_matvec`);
+    * ``ntk_lam_K``: λ1 ≥ λ2 of the NTK Θ = J Jᵀ on output space (P·C × P·C, no 1/P;
+      :func:`dynloss_jax.curvature.ntk_matvec`), whose nonzero eigenvalues are those of JᵀJ;
+    * ``functional_u1``: u1ᵀ (H − G) u1 = Σ_{j,i} (∂F/∂f_ji) u1ᵀ∇²f_ji u1 at the tracked u1
+      (:func:`dynloss_jax.curvature.functional_curvature`): what the network's own curvature
+      adds to λ1 (λ1(H) − λ1(G) ≤ it, up to the Ritz residuals).
+
+    Each top pair by ``num_matvecs`` Lanczos steps from a random start drawn from
+    ``fold_in(eig_key, step)`` (cold: no warm start is kept). In a padded program J is taken on
+    the run's real parameters. NaN once the run has diverged."""
+    key = jax.random.fold_in(jax.random.wrap_key_data(eig_key), step)
+    gamma_C = objective.gamma_at(spec, step, hyper)
+    loss = objective.run_loss(spec, hyper)
+    apply, x, y = spec.model.apply, data.x_train, data.y_train
+    mask = real_mask(spec, hyper)
+
+    def ggn(v):
+        return curvature.ggn_matvec(apply, loss, w_N, x, y, gamma_C, v)
+
+    g = lanczos(spec, hyper, ggn, None, jax.random.fold_in(key, 2), spec.num_matvecs)
+
+    def f(w):
+        return apply(w, x)
+
+    logits_PxC, vjp = jax.vjp(f, w_N)
+
+    def ntk(u_M):
+        (Jtu_N,) = vjp(u_M.reshape(logits_PxC.shape))
+        if mask is not None:
+            Jtu_N = Jtu_N * mask
+        return jax.jvp(f, (w_N,), (Jtu_N,))[1].reshape(-1)
+
+    zero_M = jnp.zeros((logits_PxC.size,), w_N.dtype)
+    n = eig.lanczos(ntk, zero_M, jax.random.fold_in(key, 3), num_matvecs=spec.num_matvecs, k=N_TOP)
+    fc = curvature.functional_curvature(apply, loss, w_N, x, y, gamma_C, u1_N[None])[0]
+    ggn_lam, ntk_lam, fc = nan_if(diverged, (g.top_K, n.top_K, fc))
+    return dict(ggn_lam_K=ggn_lam, ntk_lam_K=ntk_lam, functional_u1=fc)

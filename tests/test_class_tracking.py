@@ -186,12 +186,78 @@ def test_a_padded_run_has_the_unpadded_class_records_and_split():
 
 
 @pytest.mark.parametrize(
-    "settings, words",
-    [(dict(class_split=True), "--eig-every"),
-     (dict(class_split=True, eig_every=10, optimizer="adam"), "P^-1/2 H P^-1/2")],
+    "flag, settings, words",
+    [("class_split", {}, "--eig-every"),
+     ("class_split", dict(eig_every=10, optimizer="adam"), "P^-1/2 H P^-1/2"),
+     ("ggn_ntk", {}, "--eig-every"),
+     ("ggn_ntk", dict(eig_every=10, optimizer="rmsprop"), "P^-1/2 H P^-1/2")],
 )  # fmt: skip
-def test_class_split_refuses_what_it_cannot_split(settings, words):
+def test_what_cannot_be_split_or_compared_is_refused(flag, settings, words):
     with pytest.raises(ConfigError, match=words.replace("^", r"\^")):
-        dl.SweepConfig(steps=20, record_every=5, **settings).validate()
-    with pytest.raises(ValueError, match="class_split"):
-        RunSpec(loss="dce", width=3, n_steps=20, record_every=5, **settings)
+        dl.SweepConfig(steps=20, record_every=5, **{flag: True}, **settings).validate()
+    with pytest.raises(ValueError, match=flag):
+        RunSpec(loss="dce", width=3, n_steps=20, record_every=5, **{flag: True}, **settings)
+
+
+def _dense_ggn_ntk(apply, loss, w, x, y, g):
+    """Dense G = Jᵀ H_f J, Θ = J Jᵀ and H at w, J = ∂f/∂w (P·C × N) by forward mode."""
+    P, C = y.shape
+    J = np.asarray(jax.jacfwd(lambda v: apply(v, x).reshape(-1))(w))
+    z = apply(w, x).reshape(-1)
+    H_f = np.asarray(jax.hessian(lambda z: loss(z.reshape(P, C), y, g))(z))
+    H = np.asarray(jax.hessian(lambda v: loss(apply(v, x), y, g))(w))
+    return J.T @ H_f @ J, J @ J.T, H
+
+
+def _top2(M):
+    return np.sort(np.linalg.eigvalsh(M))[::-1][:2]
+
+
+def test_in_run_gauss_newton_and_ntk_equal_dense_jacobians():
+    data = _data()
+    config = dl.SweepConfig(
+        loss=("dce",), width=(WIDTH,), eta=(1.0,), amplitude=(6.0,), period=(20,), seeds=1,
+        first_seed=SEED, points_per_class=4, ggn_ntk=True, **RUN,
+    )  # fmt: skip
+    run = run_sweep(config)
+    model = flat_model(WIDTH)
+    x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    dce = dl.get_loss("dce")
+    w = model.init(jax.random.split(jax.random.key(SEED))[0])
+    grad = jax.jit(jax.grad(lambda v, g: dce(model.apply(v, x), y, g)))
+    want = {"ggn": [], "ntk": [], "fc": []}
+    for t in range(STEPS):
+        g = dl.schedule.triangle()(t, 3, amplitude=6.0, period=20)
+        if t % EIG_EVERY == 0:
+            G, Theta, H = _dense_ggn_ntk(model.apply, dce, w, x, y, g)
+            u1 = np.linalg.eigh(H)[1][:, -1]
+            want["ggn"].append(_top2(G))
+            want["ntk"].append(_top2(Theta))
+            want["fc"].append(u1 @ (H - G) @ u1)
+        w = w - grad(w, g)
+    np.testing.assert_allclose(np.squeeze(run["ggn_lam"]), np.array(want["ggn"]), rtol=1e-10)
+    np.testing.assert_allclose(np.squeeze(run["ntk_lam"]), np.array(want["ntk"]), rtol=1e-9)
+    scale = np.abs(np.squeeze(run["lam"])).max()
+    np.testing.assert_allclose(
+        np.squeeze(run["functional_u1"]), np.array(want["fc"]), rtol=0, atol=1e-10 * scale
+    )
+    # the network's own curvature is not negligible here: H and G differ at the top
+    assert np.max(np.abs(np.array(want["fc"]))) > 1e-4 * scale
+
+
+def test_for_a_linear_model_the_gauss_newton_top_is_the_hessians():
+    data = _data()
+
+    def init(key):
+        return {"W": 0.5 * jax.random.normal(key, (2, 3)), "b": jnp.zeros(3)}
+
+    def apply(params, x):
+        return x @ params["W"] + params["b"]
+
+    task = dl.Task(model=(init, apply), data=(data.x_train, data.y_train), loss="dce")
+    grid = dict(eta=[1.0], amplitude=[6.0], period=[20], seed=[SEED])
+    run = run_sweep(task, grid=grid, steps=20, record_every=5, eig_every=10, num_matvecs=9,
+                    ggn_ntk=True)  # fmt: skip
+    np.testing.assert_allclose(run["ggn_lam"], run["lam"], rtol=1e-10)
+    assert np.max(np.abs(run["functional_u1"])) < 1e-13 * np.max(np.abs(run["lam"]))
+    assert np.min(np.abs(run["lam"])) > 1e-3
