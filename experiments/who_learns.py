@@ -27,7 +27,15 @@ the alignment numbers.
   (and training) accuracy over the horizon, mean and s.e.m. over seeds, and the paired
   differences stay − other over seeds (mean, s.e.m., t = mean/s.e.m.), over all seeds
   (``stay_minus``) and over the seeds at the edge at t* (``stay_minus_edge_seeds``: λ1 of the
-  last measurement ≥ 0.95·2/η; their number is ``n_edge_seeds``).
+  start itself, by 32 Lanczos steps, ≥ 0.95·2/η; their number is ``n_edge_seeds``).
+
+The forks start from the trainer's replay of each run (:func:`dynloss_jax.loop.trainer`: the
+engine's initialisation, step and data), not from stored parameters. The replay agrees with the
+sweep's records to ~1e-12 at first, but at the edge of stability rounding differences grow
+(in one check, by step 1825 for CE on the spiral and 75 for DCE on the digits), so at a late t*
+a replay is another trajectory of the same seed and schedule: the alignment numbers are of
+the sweep's runs, the fork numbers of the replays (``replay_vs_sweep_max_diff`` says how far
+apart their per-class accuracies are at t*).
   ``branches`` at the top of the summary is the spiral DCE case at its second fork step (the
   late part of the first period, where the runs sit at the edge).
 
@@ -163,6 +171,7 @@ def after_runs(runs: dict, s: dict, args) -> None:
 
     import dynloss_jax as dl
     from dynloss_jax import forks as fk
+    from dynloss_jax.eig import lanczos
     from dynloss_jax.loop import trainer
 
     folder = Path(next(iter(runs.values())).path).parent / FORKS
@@ -183,6 +192,20 @@ def after_runs(runs: dict, s: dict, args) -> None:
                     lambda x: fk.starts(tr, x, c["fork_steps"]), seeds
                 )  # fmt: skip
             )(jnp.asarray(seeds))
+            # λ1 of each start, measured on the replayed state itself (Lanczos, 32 products)
+            start_lam = jax.jit(
+                jax.vmap(
+                    jax.vmap(
+                        lambda a, tr=tr: lanczos(
+                            tr.hessian(a),
+                            jnp.zeros_like(a.w_N),
+                            jax.random.key(0),
+                            num_matvecs=32,
+                            k=1,
+                        ).top_K[0]
+                    )
+                )  # fmt: skip
+            )(st.state)
             main = jax.jit(
                 lambda st, seeds, tr=tr, c=c, every=every: fk.fork_from(
                     tr,
@@ -208,6 +231,7 @@ def after_runs(runs: dict, s: dict, args) -> None:
                 )  # fmt: skip
             )(st, jnp.asarray(seeds))
             out = {"fork_steps": np.asarray(c["fork_steps"]), "seeds": seeds,
+                   "start_lam1": np.asarray(start_lam),
                    "displacement_norm": np.asarray(main.displacement_norm),
                    "kick_norm": np.asarray(main.kick_norm)}  # fmt: skip
             for field in main.records._fields:
@@ -285,8 +309,11 @@ def branch_numbers(forks: dict, run, loss_index: int, edge: float) -> dict:
     for j, t in enumerate(forks["fork_steps"]):
         last = np.searchsorted(eig_step, t, side="right") - 1
         g = gamma[np.searchsorted(record_step, t, side="right") - 1]
+        at_edge = forks["start_lam1"][:, j] >= edge * 2.0 / eta
         entry = {
-            "edge_seed_fraction": float(np.mean(lam1[:, last] >= edge * 2.0 / eta)),
+            "edge_seed_fraction": float(np.mean(at_edge)),
+            "sweep_edge_seed_fraction": float(np.mean(lam1[:, last] >= edge * 2.0 / eta)),
+            "start_lam1_eta_over_2": _listed(_mean_sem(forks["start_lam1"][:, j] * eta / 2)),
             "emphasised": int(np.argmax(g)) if np.ptp(g) > 0 else -1,
             "displacement_norm": _listed(_mean_sem(forks["displacement_norm"][:, j])),
         }
@@ -299,7 +326,6 @@ def branch_numbers(forks: dict, run, loss_index: int, edge: float) -> dict:
         for b, name in enumerate(BRANCH_NAMES):
             entry[name] = _branch_entry(change["val"][:, b], change["train"][:, b])
         entry["leave_long"] = _branch_entry(change["val_long"], change["train_long"])
-        at_edge = lam1[:, last] >= edge * 2.0 / eta
         for key, sel in (("stay_minus", slice(None)), ("stay_minus_edge_seeds", at_edge)):
             paired = {}
             for b, name in enumerate(BRANCH_NAMES):
@@ -359,7 +385,7 @@ def summarise(runs: dict) -> dict:
             cases[f"{case}_{loss}"] = {
                 **alignment(run, i, edge),
                 "branches": branch_numbers(forks, run, i, edge),
-                "fork_start_max_diff": _start_check(forks, run, i),
+                "replay_vs_sweep_max_diff": _start_check(forks, run, i),
             }
     primary = cases["spiral_dce"]
     t_primary = list(primary["branches"])[min(1, len(primary["branches"]) - 1)]
@@ -377,8 +403,11 @@ def summarise(runs: dict) -> dict:
 
 
 def _start_check(forks, run, loss_index: int) -> float | None:
-    """max |stay's per-class validation accuracy at t* − the sweep's record at t*| (the forks
-    start from the sweep's own runs); None where no record falls on a t*."""
+    """max |stay's per-class validation accuracy at t* − the sweep's record at t*|: whether the
+    trainer's replay of a run (same initialisation, step and data) is still the sweep's run at
+    t*; None where no record falls on a t*. The two programs round differently (~1e-16 at first),
+    and at the edge of stability such differences grow until the replay is another trajectory
+    of the same seed."""
     record_step = np.asarray(run["record_step"])
     acc = np.asarray(run["class_val_acc"])[(loss_index, 0, 0, 0, 0)]  # (seed, record, class)
     diffs = []

@@ -77,7 +77,12 @@ def test_who_learns_quick_smoke(tmp_path, capsys, monkeypatch):
                     forks["kick_norm"][:, j, who_learns.BRANCH_NAMES.index("kick")],
                     forks["displacement_norm"][:, j], rtol=1e-12,
                 )  # fmt: skip
-            assert got["fork_start_max_diff"] is None or got["fork_start_max_diff"] < 1e-12
+            # λ1 at each start, measured on the replayed state, decides the edge seeds
+            lam1 = forks["start_lam1"]
+            eta = run.config["settings"]["eta"][0]
+            for j, t in enumerate(forks["fork_steps"]):
+                entry = got["branches"][str(t)]
+                assert entry["n_edge_seeds"] == int(np.sum(lam1[:, j] >= 0.95 * 2 / eta))
     assert aligned >= 1  # the smoke run has edge steps somewhere, so alignments were checked
     assert summary["split_max_err"] == pytest.approx(max(errs), rel=1e-12, abs=1e-18)
     assert set(summary["branches"]) >= {"stay", "leave", "kick", "freeze_gamma"}
