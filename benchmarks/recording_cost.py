@@ -18,10 +18,10 @@ device), ``--steps`` steps with loss and accuracy every 25. The same run is made
   Lanczos steps each) and u1ᵀ(H − G)u1 (``ggn_ntk``) every 25 steps.
 
 ``--settings`` picks some of the rows (``lam`` is always run). Each setting is compiled once
-(the compiled program is cached), then timed ``--repeats`` times; the figure is the median wall
-time of ``run_sweep``. Reported: the time per run-step, the ratio to ``lam``, and the added time
-per measurement, (t − t_lam) / number of measurements, also in units of one unrecorded step
-(``none``'s time per step, or ``lam``'s without it).
+(the compiled program is cached), then timed ``--repeats`` times, round-robin over the
+settings; the figure is the median wall time of ``run_sweep``. Reported: the time per run-step,
+the ratio to ``lam``, and the added time per measurement, (t − t_lam) / number of measurements,
+also in units of one unrecorded step (``none``'s time per step, or ``lam``'s without it).
 
     python -m benchmarks.recording_cost [--steps 5000] [--repeats 5] [--settings A,B] [--json PATH]
 """
@@ -81,10 +81,9 @@ def main(argv=None) -> int:
     from dynloss_jax.results import write_json
     from experiments.common import run_info
 
-    rows = {}
+    configs = {}
     for name in dict.fromkeys(chosen):
-        extra = SETTINGS[name]
-        config = SweepConfig(
+        configs[name] = SweepConfig(
             loss=("dce",),
             width=(args.width,),
             eta=(1.0,),
@@ -93,21 +92,28 @@ def main(argv=None) -> int:
             steps=args.steps,
             record_every=25,
             chunk_steps=args.steps,
-            **extra,
+            **SETTINGS[name],
         )
-        run_sweep(config)  # compiles; later calls reuse the program
-        times = []
-        for _ in range(args.repeats):
+        run_sweep(configs[name])  # compiles; later calls reuse the program
+    # round-robin over the settings, so that a change of machine load hits every row alike
+    times = {name: [] for name in configs}
+    for _ in range(args.repeats):
+        for name, config in configs.items():
             t = time.perf_counter()
             run_sweep(config)
-            times.append(time.perf_counter() - t)
+            times[name].append(time.perf_counter() - t)
+    rows = {}
+    for name in configs:
+        extra = SETTINGS[name]
         measurements = {
             "lam": args.steps // 25 if extra.get("eig_every") else 0,
             "density": args.steps // 100 if extra.get("density_every") else 0,
             "trace": args.steps // 100 if extra.get("trace_every") else 0,
             "records": args.steps // 25,
         }
-        rows[name] = {"median_s": statistics.median(times), "times_s": times, **measurements}
+        rows[name] = {
+            "median_s": statistics.median(times[name]), "times_s": times[name], **measurements
+        }  # fmt: skip
         print(f"{name:>12}: {rows[name]['median_s']:.3f} s", flush=True)
 
     base = rows["lam"]["median_s"]

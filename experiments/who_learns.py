@@ -27,7 +27,9 @@ the alignment numbers.
   (and training) accuracy over the horizon, mean and s.e.m. over seeds, and the paired
   differences stay − other over seeds (mean, s.e.m., t = mean/s.e.m.), over all seeds
   (``stay_minus``) and over the seeds at the edge at t* (``stay_minus_edge_seeds``: λ1 of the
-  start itself, by 32 Lanczos steps, ≥ 0.95·2/η; their number is ``n_edge_seeds``).
+  start itself, by 32 Lanczos steps, ≥ 0.95·2/η; their number is ``n_edge_seeds``), and each
+  branch's class-mean change separately for the seeds at and below the edge (``at_edge``,
+  ``below_edge``, with their per-class validation accuracy at t*).
 
 The forks start from the trainer's replay of each run (:func:`dynloss_jax.loop.trainer`: the
 engine's initialisation, step and data), not from stored parameters. The replay agrees with the
@@ -334,6 +336,16 @@ def branch_numbers(forks: dict, run, loss_index: int, edge: float) -> dict:
             paired["leave_long"] = _paired(change["val"][sel, 0] - change["val_long"][sel])
             entry[key] = paired
         entry["n_edge_seeds"] = int(at_edge.sum())
+        # the same branches split by where the seed is at t*: at the edge or below it
+        acc0 = forks["val_acc_RxC"][:, j, 0, 0]  # (seed, class) at t*
+        for key, sel in (("at_edge", at_edge), ("below_edge", ~at_edge)):
+            entry[key] = {
+                "start_val_acc": _listed(_mean_sem(acc0[sel])),
+                **{
+                    name: _listed(_mean_sem(change["val"][sel, b].mean(-1)))
+                    for b, name in enumerate(BRANCH_NAMES)
+                },
+            }
         out[str(int(t))] = entry
     return out
 
