@@ -493,16 +493,23 @@ def plot(runs: dict, summary: dict, path) -> None:
     ax.set_title("alignment of u1 over edge steps")
     ax.legend(fontsize=7)
     ax = axes[1, 1]
-    top = summary["branches"]
-    names_b = list(top)
-    n_classes = len(top["stay"]["val_acc_change_mean"])
+    case, t_star = summary["branches_case"].split(" at t* = ")
+    entry = summary["cases"][case]["branches"][t_star]
+    paired = entry["stay_minus_edge_seeds"]
+    names_b = ("leave", "kick", "freeze_gamma")
+    n_classes = len(paired["leave"]["mean"])
     width = 0.8 / len(names_b)
     for b, name in enumerate(names_b):
-        m = np.asarray(top[name]["val_acc_change_mean"])
-        s = np.asarray(top[name]["val_acc_change_sem"])
-        ax.bar(np.arange(n_classes) + b * width, m, width, yerr=s, label=name)
+        m = np.asarray(paired[name]["mean"], float)
+        s = np.asarray(paired[name]["sem"], float)
+        ax.bar(np.arange(n_classes) + b * width, m, width, yerr=s, label=f"stay − {name}")
     ax.set_xticks(np.arange(n_classes) + 0.4 - width / 2, [f"class {c}" for c in range(n_classes)])
-    ax.set_title(f"forks, {summary['branches_case']}: Δ val accuracy over the horizon")
+    ax.set_title(
+        f"forks, {case} at t* = {t_star} (c(t*) = {entry['emphasised']}), the "
+        f"{entry['n_edge_seeds']} seeds at the edge:\n"
+        "Δ val accuracy over the horizon, stay − branch",
+        fontsize=9,
+    )
     ax.axhline(0, color="k", lw=0.6)
     ax.legend(fontsize=7)
     fig.tight_layout()
