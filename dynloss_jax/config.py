@@ -213,8 +213,8 @@ class ProgramSettings:
         False,
         FLAG,
         "at every record, per class: training and validation loss and accuracy and the norm of "
-        "the class's gradient (class_loss, class_acc, class_val_loss, class_val_acc, "
-        "class_grad_norm)",
+        "the class's gradient (class_loss, class_static_loss, class_acc, class_val_loss, "
+        "class_val_acc, class_grad_norm)",
     )
     class_split: bool = setting(
         False,

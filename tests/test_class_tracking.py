@@ -114,14 +114,15 @@ def _check(run, want):
     assert np.min(np.ptp(split, axis=-1)) > 1e-6
 
 
-def test_in_run_class_split_and_records_equal_dense_per_class_hessians_dce():
+@pytest.mark.parametrize("loss, static, eta", [("dce", "ce", 1.0), ("dmse1", "mse", 0.2)])
+def test_in_run_class_split_and_records_equal_dense_per_class_hessians(loss, static, eta):
     data = _data()
     config = dl.SweepConfig(
-        loss=("dce",), width=(WIDTH,), eta=(1.0,), amplitude=(6.0,), period=(20,), seeds=1,
+        loss=(loss,), width=(WIDTH,), eta=(eta,), amplitude=(6.0,), period=(20,), seeds=1,
         first_seed=SEED, points_per_class=4, **RUN, **FLAGS,
     )  # fmt: skip
     run = run_sweep(config)
-    want = _replay(dl.get_loss("dce"), dl.get_loss("ce"), 1.0, 6.0, 20, data)
+    want = _replay(dl.get_loss(loss), dl.get_loss(static), eta, 6.0, 20, data)
     _check(run, want)
     assert run.axes["class_split"][-3:] == ["eig", "k", "class"]
     ds = run.to_xarray()
