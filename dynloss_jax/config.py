@@ -34,6 +34,7 @@ from dynloss_jax.instability import NAMES as DETECTORS
 from dynloss_jax.instability import get_detector
 from dynloss_jax.losses import LOSSES
 from dynloss_jax.model import DTYPES, INITS, check_dtype
+from dynloss_jax.optim import ADAPTIVE as ADAPTIVE_NAMES
 from dynloss_jax.optim import HYPERPARAMS
 from dynloss_jax.schedule import WAVEFORMS
 
@@ -201,6 +202,27 @@ class ProgramSettings:
         False, FLAG, "λ1 of each weight and bias block at every --eig-every measurement"
     )
     layer_matvecs: int = setting(16, integer(1), "Lanczos steps per block for --layer-sharpness")
+    ggn_ntk: bool = setting(
+        False,
+        FLAG,
+        "at every --eig-every measurement: λ1, λ2 of the Gauss-Newton matrix J^T H_f J and of "
+        "the NTK J J^T (output space), each by --num-matvecs cold Lanczos steps, and "
+        "u1^T (H - G) u1 at the tracked u1 (ggn_lam, ntk_lam, functional_u1)",
+    )
+    class_records: bool = setting(
+        False,
+        FLAG,
+        "at every record, per class: training and validation loss and accuracy and the norm of "
+        "the class's gradient (class_loss, class_static_loss, class_acc, class_val_loss, "
+        "class_val_acc, class_grad_norm)",
+    )
+    class_split: bool = setting(
+        False,
+        FLAG,
+        "at every --eig-every measurement, for each tracked eigenvector u_k: its class split "
+        "u_k^T H^(c) u_k (sums to λ_k), cos(u_k, g_c) with each class's gradient, and the "
+        "emphasised class c(t) (class_split, class_cos, eig_class_grad_norm, emphasised)",
+    )
     depth: int = setting(1, integer(1), "hidden layers")
     init: str = setting("glorot", choice(INITS), "initialisation: " + " or ".join(INITS))
     dtype: str = setting("float64", choice(DTYPES), "float64 or float32")
@@ -337,6 +359,22 @@ class SweepConfig(ProgramSettings):
                 )
         if self.layer_sharpness and not self.eig_every:
             raise ConfigError("layer_sharpness", True, "needs --eig-every > 0")
+        if self.ggn_ntk and not self.eig_every:
+            raise ConfigError("ggn_ntk", True, "needs --eig-every > 0")
+        if self.ggn_ntk and self.optimizer in ADAPTIVE_NAMES:
+            raise ConfigError(
+                "ggn_ntk",
+                True,
+                f"compares with H, but with {self.optimizer} λ is of P^-1/2 H P^-1/2",
+            )
+        if self.class_split and not self.eig_every:
+            raise ConfigError("class_split", True, "needs --eig-every > 0")
+        if self.class_split and self.optimizer in ADAPTIVE_NAMES:
+            raise ConfigError(
+                "class_split",
+                True,
+                f"splits the Hessian H, but with {self.optimizer} λ is of P^-1/2 H P^-1/2",
+            )
         if self.static_last_period:
             for t in self.period:
                 if self.steps % t:

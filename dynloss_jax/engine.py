@@ -5,11 +5,15 @@ Per run the program is
     chunk  = scan over the outermost measurement blocks
     [spectrum levels: every ``trace_every`` / ``density_every`` steps (each a multiple of the
               one below), measure the trace / spectral density, then scan over the next level]
-    interval: measure λ1, λ2, λ_min (and, with ``layer_sharpness``, each block's λ1) by
-              warm-started Lanczos at the interval's first step, then scan over record blocks
-              (``record_every`` steps); the interval is ``eig_every`` steps, or ``record_every``
-    block:  record loss, static loss, train/validation accuracy and Γ at the block's first
-            step, then scan over its optimiser steps
+    interval: measure λ1, λ2, λ_min (and, with ``layer_sharpness``, each block's λ1; with
+              ``class_split``, each tracked vector's class split and its cosines with the
+              class gradients; with ``ggn_ntk``, the top of the Gauss–Newton matrix and of
+              the NTK) by warm-started Lanczos at the interval's first step, then scan
+              over record blocks (``record_every`` steps); the interval is ``eig_every`` steps,
+              or ``record_every``
+    block:  record loss, static loss, train/validation accuracy and Γ (with
+            ``class_records``, each class's losses, accuracies and gradient norm) at the
+            block's first step, then scan over its optimiser steps
 
 so there is no ``lax.cond`` on the step (under vmap both branches would run). A step is the
 update of ``RunSpec.optimizer`` (optax; full-batch GD by default, its state in the carry) from
@@ -102,6 +106,13 @@ class Record(NamedTuple):
     train_acc: jax.Array
     val_acc: jax.Array
     gamma_C: jax.Array
+    # with class_records (see tracking.class_record), each (C,)
+    class_loss_C: jax.Array | None = None  # the loss minimised (Γ(t) included), class mean
+    class_static_loss_C: jax.Array | None = None
+    class_acc_C: jax.Array | None = None
+    class_val_loss_C: jax.Array | None = None  # static loss on the validation points
+    class_val_acc_C: jax.Array | None = None
+    class_grad_norm_C: jax.Array | None = None  # ‖∇F^(c)‖
 
 
 class Final(NamedTuple):
@@ -225,7 +236,9 @@ def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
     """
     steps_B = state.step + jnp.arange(spec.record_every, dtype=state.step.dtype)
     gamma_BxC = jax.vmap(lambda t: objective.gamma_at(spec, t, hyper))(steps_B)
-    val_acc = objective.accuracy(spec.model.apply(state.w_N, data.x_val), data.y_val)
+    w_first = state.w_N
+    val_logits = spec.model.apply(state.w_N, data.x_val)
+    val_acc = objective.accuracy(val_logits, data.y_val)
     was_diverged = state.diverged
     state, loss, logits = _gd_step(spec, hyper, data, state, gamma_BxC[0])
     nan = jnp.full((), jnp.nan, loss.dtype)
@@ -238,6 +251,11 @@ def _record_block(spec: RunSpec, hyper: Hyper, data: Data, state: State):
         val_acc=jnp.where(was_diverged, nan, val_acc),
         gamma_C=gamma_BxC[0],
     )
+    if spec.class_records:
+        classes = tracking.class_record(
+            spec, hyper, data, w_first, gamma_BxC[0], logits, val_logits
+        )
+        record = record._replace(**tracking.nan_if(was_diverged, classes))
     if spec.record_every > 1:
         state, _ = jax.lax.scan(
             lambda s, g: (_gd_step(spec, hyper, data, s, g)[0], None), state, gamma_BxC[1:]
@@ -306,6 +324,25 @@ def _interval(spec: RunSpec, hyper: Hyper, data: Data, state: State):
             spec, hyper, matvec, state.step, state.eig_key, state.eig_vectors_KxN, state.diverged
         )
         state = state._replace(eig_vectors_KxN=vectors)
+        if spec.ggn_ntk:
+            eig_record = eig_record._replace(
+                **tracking.measure_ggn_ntk(
+                    spec,
+                    hyper,
+                    data,
+                    state.w_N,
+                    state.step,
+                    state.eig_key,
+                    vectors[0],
+                    state.diverged,
+                )  # fmt: skip
+            )
+        if spec.class_split:
+            eig_record = eig_record._replace(
+                **tracking.measure_classes(
+                    spec, hyper, data, state.w_N, state.step, vectors, state.diverged
+                )
+            )
     else:
         eig_record = None
     state, records = jax.lax.scan(

@@ -81,6 +81,23 @@ def _member(spec: RunSpec, hyper: Hyper, fns, logits, y, gamma_C):
     return jax.lax.switch(hyper.member, members, logits, y, gamma_C)
 
 
+def run_loss(spec: RunSpec, hyper: Hyper, static: bool = False):
+    """The run's loss as ``loss(logits_PxC, y_PxC, gamma_C) -> scalar`` (its member, with the
+    hyperparameters it takes), the form :mod:`dynloss_jax.curvature` takes; with ``static`` the
+    member's static loss (call it at Γ ≡ 1)."""
+    fns = spec.static_fns if static else spec.loss_fns
+
+    def loss(logits_PxC, y_PxC, gamma_C):
+        return _member(spec, hyper, fns, logits_PxC, y_PxC, gamma_C)
+
+    return loss
+
+
+def run_static_loss(spec: RunSpec, hyper: Hyper):
+    """:func:`run_loss` of the member's static loss (call it at Γ ≡ 1)."""
+    return run_loss(spec, hyper, static=True)
+
+
 def loss_of_w(spec: RunSpec, hyper: Hyper, w_N, gamma_C, x, y):
     """``(F(w_N), logits_PxC)``: the run's loss (its member of ``spec.losses``, with the
     hyperparameters it takes) at Γ = ``gamma_C`` on the points ``x``, ``y``."""

@@ -110,6 +110,18 @@ class RunSpec(ProgramSettings):
             raise ValueError(f"top_k must be 0, or >= 1 with eig_every > 0, got {self.top_k}")
         if self.layer_sharpness and not self.eig_every:
             raise ValueError("layer_sharpness is measured with λ1: it needs eig_every > 0")
+        if self.ggn_ntk and (not self.eig_every or self.adaptive):
+            raise ValueError(
+                "ggn_ntk is measured beside λ of H: it needs eig_every > 0 and an optimiser "
+                "whose λ is of H (not adam or rmsprop)"
+            )
+        if self.class_split and not self.eig_every:
+            raise ValueError("class_split is measured with λ1: it needs eig_every > 0")
+        if self.class_split and self.adaptive:
+            raise ValueError(
+                f"class_split splits the Hessian H, but with {self.optimizer} the tracked λ are "
+                "of P^-1/2 H P^-1/2"
+            )
         if self.n_steps % self.block:
             raise ValueError(f"n_steps ({self.n_steps}) must be a multiple of {self.block}")
 
