@@ -24,3 +24,66 @@ def _fresh_compiled_programs():
     its own). Programs are still shared within a module, where tests reuse them."""
     yield
     jax.clear_caches()
+
+
+# The longest checks of the default suite, moved out so that it runs in about five minutes on
+# two cores (docs/results/suite_timing.json); each still runs with `pytest -m slow`, which
+# .ci/run runs after the default suite. Durations from a quiet `pytest -n 2 --durations=0`.
+MOVED_TO_SLOW = {
+    "test_experiments.py::test_central_flow_quick_smoke",
+    "test_experiments.py::test_beyond_spiral_quick_smoke",
+    "test_experiments.py::test_resume_loads_finished_sweeps_and_continues_an_interrupted_one",
+    "test_experiments.py::test_fig3_quick_smoke",
+    "test_experiments.py::test_fig4_quick_smoke",
+    "test_experiments.py::test_fig4_one_program_per_family_equals_one_per_eta",
+    "test_gpu_check.py::test_tiny_check_runs_every_part",
+    "test_central_flow_anchor.py::test_central_flow_anchor_quick_smoke",
+    "test_central_flow.py::test_planted_solutions_all_k_in_one_call",
+    "test_central_flow.py::test_masked_equals_unmasked_smaller_problem",
+    "test_flows_rmsprop.py::test_rmsprop_reaches_its_edge_and_the_central_flow_predicts_its_average",
+    "test_flows_rmsprop.py::test_central_flow_with_moving_preconditioner_converges_at_fourth_order",
+    "test_flows.py::test_two_critical_directions_each_follow_their_own_closed_form",
+    "test_flows.py::test_central_flow_converges_at_fourth_order",
+    "test_onset.py::test_per_run_step_limits_equal_runs_of_their_own_length",
+    "test_onset.py::test_where_the_onset_falls_against_the_first_lambda1_above_2_over_eta",
+    "test_onset.py::test_stop_at_onset_gives_the_same_onsets_as_the_full_run_and_tracking_agrees",
+    "test_notebooks.py::test_notebook_runs_in_smoke_mode[01_dynamical_losses]",
+    "test_notebooks.py::test_notebook_runs_in_smoke_mode[02_edge_of_stability]",
+    "test_notebooks.py::test_notebook_runs_in_smoke_mode[03_sweeps]",
+    "test_notebooks.py::test_notebook_runs_in_smoke_mode[04_spectrum]",
+    "test_task.py::test_a_task_sweep_resumes_bit_identically",
+    "test_task.py::test_top_k_and_step_limits_of_a_task_equal_the_builtin_run",
+    "test_reliability.py::test_resume_after_a_signal_is_bit_identical[term]",
+    "test_reliability.py::test_shortened_pieces_change_no_number[float32]",
+    "test_padding.py::test_float32_padded_equals_unpadded",
+    "test_padding.py::test_pad_widths_makes_ce_dce_over_three_widths_one_program",
+    "test_optimizers.py::test_optimizer_state_and_spectrum_records_resume_bit_identically",
+    "test_optimizers.py::test_density_with_batched_runs_on_two_cpu_devices_finishes",
+    "test_optimizers.py::test_train_on_wine_with_momentum_and_a_random_class_order_from_the_command_line",
+    "test_optimizers.py::test_in_run_density_is_the_dense_spectrum",
+    "test_top_k.py::test_a_padded_program_tracks_the_same_top_k",
+    "test_shards.py::test_interrupted_shard_resumes_bit_identically",
+    "test_class_tracking.py::test_in_run_gauss_newton_and_ntk_equal_dense_jacobians",
+    "test_class_tracking.py::test_in_run_class_split_and_records_equal_dense_per_class_hessians[dmse1-mse-0.2]",
+    "test_engine.py::test_a_waveform_set_in_the_config_reaches_gamma_in_the_run",
+    "test_eig.py::test_engine_warm_start_equals_long_cold_lanczos_across_class_switches",
+    "test_benchmarks.py::test_both_baselines_compute_the_engines_losses_on_the_same_seed",
+    "test_curvature.py::test_ggn_and_ntk_against_dense_jacobians[dce-float32]",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m 'not slow' deselects
+def pytest_collection_modifyitems(config, items):
+    found = set()
+    for item in items:
+        name = item.nodeid.split("/")[-1]
+        if name in MOVED_TO_SLOW:
+            item.add_marker(pytest.mark.slow)
+            found.add(name)
+    # in a whole-suite collection every name must be found (a renamed test would quietly move
+    # back into the default suite otherwise)
+    modules = {item.nodeid.split("::")[0].split("/")[-1] for item in items}
+    wanted = {name.split("::")[0] for name in MOVED_TO_SLOW}
+    if wanted <= modules and found != MOVED_TO_SLOW:
+        missing = sorted(MOVED_TO_SLOW - found)
+        raise pytest.UsageError(f"MOVED_TO_SLOW names tests that do not exist: {missing}")

@@ -44,7 +44,8 @@ def test_who_learns_quick_smoke(tmp_path, capsys, monkeypatch):
     first = capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     info = json.loads((out / "run_info.json").read_text())
-    assert "who_learns" in info["command"] and info["environment"]
+    # the command is how this process was launched (under pytest, pytest's own), so only its form
+    assert info["command"].startswith("python -m ") and info["environment"]
     errs, aligned = [], 0
     for case in ("spiral", "digits"):
         run = load_run(out / case)
