@@ -69,6 +69,17 @@ MOVED_TO_SLOW = {
     "test_eig.py::test_engine_warm_start_equals_long_cold_lanczos_across_class_switches",
     "test_benchmarks.py::test_both_baselines_compute_the_engines_losses_on_the_same_seed",
     "test_curvature.py::test_ggn_and_ntk_against_dense_jacobians[dce-float32]",
+    # every user of a costly module fixture, so that the fixture is not built by default
+    "test_gpu_check.py::test_tiny_check_throughput_keys",
+    "test_gpu_check.py::test_tiny_check_reproduces_the_stored_reference",
+    "test_gpu_check.py::test_tiny_check_experiments_and_f32_study",
+    "test_central_flow.py::test_agrees_with_cvxpy_within_its_accuracy",
+    "test_reliability.py::test_load_run_reads_a_folder_while_its_sweep_runs",
+    "test_reliability.py::test_status_and_plot_of_an_unfinished_folder",
+    "test_reliability.py::test_a_signal_stops_the_run_with_a_checkpoint_and_one_line[term]",
+    "test_landscape.py::test_fig2_smoke_writes_a_consistent_folder",
+    "test_instability.py::test_online_detector_in_the_engine_equals_first_instability_of_the_recorded_loss",
+    "test_experiments.py::test_fig3b_run_length_smoke",
 }
 
 
