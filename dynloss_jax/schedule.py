@@ -202,13 +202,29 @@ def class_order(schedule, order_seed: int):
     return wrapped
 
 
+@functools.cache
 def paper_schedule(waveform: str = "triangle", *, n_steps=None, order_seed=None):
-    """The schedule of the paper's settings: :func:`waveform_schedule`, with
-    :func:`class_order` when ``order_seed`` is given and :func:`last_period_static` when
-    ``n_steps`` is (the run's length)."""
-    schedule = waveform_schedule(waveform)
-    if order_seed is not None:
-        schedule = class_order(schedule, int(order_seed))
-    if n_steps is not None:
-        schedule = last_period_static(schedule, int(n_steps))
+    """The schedule of the paper's settings ``(step, n_classes, amplitude, period) -> Γ``:
+    :func:`gamma` with the waveform, its random class order when ``order_seed`` is given and Γ ≡ 1
+    in the last period when ``n_steps`` (the run's length) is. It is what
+    ``class_order(waveform_schedule(w), seed)`` and ``last_period_static(..., n_steps)`` compute,
+    but keeps :func:`gamma`'s own arithmetic (the static period applied to the raw weight before
+    normalising): inside a compiled run the combinators' order of operations gave results that
+    differ in the last bits, which the edge of stability amplifies, and the stored results were
+    made with this one."""
+    if waveform not in WAVEFORMS:
+        raise ValueError(f"waveform must be one of {', '.join(WAVEFORMS)}, got {waveform!r}")
+
+    def schedule(step, n_classes, amplitude, period):
+        return gamma(
+            step,
+            n_classes=n_classes,
+            amplitude=amplitude,
+            period=period,
+            static_after=None if n_steps is None else n_steps - period,
+            waveform=waveform,
+            order_seed=order_seed,
+        )
+
+    schedule.__name__ = schedule.__qualname__ = waveform
     return schedule
