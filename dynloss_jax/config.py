@@ -357,24 +357,14 @@ class SweepConfig(ProgramSettings):
                 raise ConfigError(
                     "trace_every", self.trace_every, "and --density-every must divide one another"
                 )
-        if self.layer_sharpness and not self.eig_every:
-            raise ConfigError("layer_sharpness", True, "needs --eig-every > 0")
-        if self.ggn_ntk and not self.eig_every:
-            raise ConfigError("ggn_ntk", True, "needs --eig-every > 0")
-        if self.ggn_ntk and self.optimizer in ADAPTIVE_NAMES:
-            raise ConfigError(
-                "ggn_ntk",
-                True,
-                f"compares with H, but with {self.optimizer} λ is of P^-1/2 H P^-1/2",
-            )
-        if self.class_split and not self.eig_every:
-            raise ConfigError("class_split", True, "needs --eig-every > 0")
-        if self.class_split and self.optimizer in ADAPTIVE_NAMES:
-            raise ConfigError(
-                "class_split",
-                True,
-                f"splits the Hessian H, but with {self.optimizer} λ is of P^-1/2 H P^-1/2",
-            )
+        for name in ("layer_sharpness", "ggn_ntk", "class_split"):  # measured with λ
+            if getattr(self, name) and not self.eig_every:
+                raise ConfigError(name, True, "needs --eig-every > 0")
+        for name in ("ggn_ntk", "class_split"):  # of H itself
+            if getattr(self, name) and self.optimizer in ADAPTIVE_NAMES:
+                raise ConfigError(
+                    name, True, f"measures H, but with {self.optimizer} λ is of P^-1/2 H P^-1/2"
+                )
         if self.static_last_period:
             for t in self.period:
                 if self.steps % t:
