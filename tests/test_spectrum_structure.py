@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import dynloss_jax as dl
+import dynloss_jax.environment
 from dynloss_jax import load_run
 from dynloss_jax.loop import trainer
 from experiments import spectrum_structure as ss
@@ -64,6 +65,11 @@ def test_spectrum_structure_quick_smoke(tmp_path, capsys, monkeypatch):
         got = np.asarray(run["ntk_lam"])[0, ..., 0].reshape(s["seeds"], -1)[seed, 0]
         # a Ritz value of 8 Lanczos steps: a lower bound, here within 1e-6
         assert want * (1 - 1e-6) <= got <= want * (1 + 1e-12)
+
+    # run_info records the source state (the commit the run was made at)
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["git_commit"] == dl.environment.source()["git_commit"]
+    assert info["git_commit"] is None or isinstance(info["git_dirty"], bool)
 
     # --replot prints the same table without training
     (out / ss.PNG).unlink()
