@@ -1,0 +1,283 @@
+"""The central flow under DCE on a short period: is its predicted trajectory converged in the
+numerical settings, and where does it beat the stable flow and GD's midpoints?
+
+    python -m benchmarks.central_flow_convergence            # the study (≈ 30 min on 2 cores)
+    python -m benchmarks.central_flow_convergence --quick    # two settings, a shorter run
+
+The case: DCE on the spiral (Fig. 2's network at width 32), A = 70, T = 300, η = 2 (2/η = 1),
+one cycle of Γ (900 steps), seed 0: short enough that Γ changes within a few dozen steps, and
+GD meets the edge near the ends of the second and third periods. Every setting runs
+:func:`dynloss_jax.flows.run_flows` (GD, midpoints, stable flow, central flow in one program)
+through :func:`experiments.central_flow.flows_of`.
+
+Settings, each a change of one thing from the base (K = 3, 3 eigen-iterations, κ = 0.1):
+
+* the active-set rule of the stored run (``activation="step"``: the directions within
+  ``edge_tol`` of 2/η at each GD step's start, held for its substeps) at 2, 4, 8 and 16 RK4
+  substeps per GD step, and at 4 substeps with κ = 0 and with K = 5;
+* the matrix barrier (``activation="barrier"``: all K directions in the projection problem, the
+  block kept at or below 2/η with the rate 1/dt) at 2, 4, 8 and 16 substeps, and at 4 substeps
+  with 6 and 12 eigen-iterations and with K = 5.
+
+The reference for GD's time-averaged loss is fixed before any comparison was made:
+ℓ̄_k = (L_{k−1} + 2L_k + L_{k+1})/4, a centred window of one period-2 cycle, which cancels a
+period-2 oscillation exactly and is biased only by the curvature of the trend over two steps (a
+100-step window is not usable when Γ changes within a few dozen steps). A centred 10-step window
+(T/30) is stored beside it as a sensitivity check only. A step is *at the edge* when GD's λ1 ≥
+0.95·2/η, *off the edge* otherwise.
+
+Per setting ``convergence.json`` holds: the runtime; the flow's max ηλ1/2 and the steps with
+ηλ1/2 > 1.05 and > 1.01 (with how many directions were active there); the max over steps of
+|ℓ̂ − ℓ̂_ref|/ℓ̂_ref against the finest setting of its rule (16 substeps) and against the other
+rule's finest; and the median and max relative errors against ℓ̄ of the central flow's
+prediction, the stable flow's loss and the midpoints' loss, at the edge and off it.
+``arrays.npz`` keeps per setting the predicted loss, the stable flow's loss, the flow's λ1 and
+the active count, and GD's loss and λ1 and the midpoints' loss once (written after every
+setting; ``--summarise`` recomputes the JSON from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+OUT = "docs/results/central_flow/convergence"
+CASE = dict(
+    losses=("dce",),
+    width=32,
+    amplitude=70.0,
+    period=300,
+    cycles=1,
+    eta=2.0,
+    seed=0,
+    k=3,
+    substeps=2,
+    eig_iterations=3,
+    edge_tol=1e-3,
+    kappa=0.1,
+    window=100,
+    piece=300,
+    activation="step",
+)
+AT_EDGE = 0.95  # GD's ηλ1/2 at or above this: a step at the edge
+SENSITIVITY_WINDOW = 10
+
+
+def settings_list(quick: bool) -> dict:
+    """``{name: settings}``: the base case with one thing changed (see the module docstring)."""
+    runs = {}
+    for n in (2, 4):
+        for rule in ("step", "barrier"):
+            runs[f"{rule}_sub{n}"] = dict(CASE, activation=rule, substeps=n)
+    if not quick:
+        runs["step_sub4_kappa0"] = dict(CASE, activation="step", substeps=4, kappa=0.0)
+        runs["step_sub4_k5"] = dict(CASE, activation="step", substeps=4, k=5)
+        for it in (6, 12):
+            runs[f"barrier_sub4_eig{it}"] = dict(
+                CASE, activation="barrier", substeps=4, eig_iterations=it
+            )
+        runs["barrier_sub4_k5"] = dict(CASE, activation="barrier", substeps=4, k=5)
+        for n in (8, 16):
+            for rule in ("barrier", "step"):
+                runs[f"{rule}_sub{n}"] = dict(CASE, activation=rule, substeps=n)
+    return runs
+
+
+def reference(loss_T):
+    """ℓ̄_k = (L_{k−1} + 2L_k + L_{k+1})/4; NaN at the two ends."""
+    import numpy as np
+
+    x = np.asarray(loss_T, float)
+    out = np.full_like(x, np.nan)
+    out[1:-1] = 0.25 * (x[:-2] + 2.0 * x[1:-1] + x[2:])
+    return out
+
+
+def rel(pred_T, ref_T):
+    import numpy as np
+
+    return np.abs(np.asarray(pred_T) - ref_T) / np.abs(ref_T)
+
+
+def split_errors(pred_T, ref_T, at_edge_T) -> dict:
+    """Median and max relative error at the edge and off it (finite reference only)."""
+    import numpy as np
+
+    r = rel(pred_T, ref_T)
+    ok = np.isfinite(r)
+    out = {}
+    for name, sel in (("at_edge", ok & at_edge_T), ("off_edge", ok & ~at_edge_T), ("all", ok)):
+        out[name] = {
+            "median": float(np.median(r[sel])) if sel.any() else None,
+            "max": float(np.max(r[sel])) if sel.any() else None,
+            "steps": int(sel.sum()),
+        }
+    return out
+
+
+def max_change(a_T, b_T) -> float:
+    """max over steps of |a − b|/|b|."""
+    import numpy as np
+
+    return float(np.max(np.abs(np.asarray(a_T) - b_T) / np.abs(b_T)))
+
+
+def escape(lam_T, active_T, eta: float) -> dict:
+    import numpy as np
+
+    h = np.asarray(lam_T) * eta / 2
+    out = {"max_eta_lam1_over_2": float(h.max())}
+    for level in (1.05, 1.01):
+        sel = h > level
+        out[f"steps_above_{level}"] = int(sel.sum())
+        out[f"active_count_above_{level}"] = {
+            str(c): int(n) for c, n in enumerate(np.bincount(np.asarray(active_T)[sel].astype(int)))
+        }
+    return out
+
+
+def run_setting(s: dict) -> tuple[dict, float]:
+    from experiments import central_flow as cf
+
+    started = time.perf_counter()
+    a = cf.run_one(s, "dce", quiet=True)
+    return a, time.perf_counter() - started
+
+
+def pack(packed: dict, name: str, a: dict) -> None:
+    """Adds one setting's arrays to ``packed`` (GD's and the other processes' once)."""
+    if "gd__loss" not in packed:
+        packed["gd__loss"] = a["loss_gd"]
+        packed["gd__lam1"] = a["lam_gd"][:, 0]
+        packed["mid__loss"] = a["loss_mid"]
+    packed[f"{name}__stable_loss"] = a["loss_stable"]
+    packed[f"{name}__predicted"] = a["predicted"]
+    packed[f"{name}__lam1"] = a["lam_central"][:, 0]
+    packed[f"{name}__active"] = a["active"]
+
+
+def finest_of(names, rule: str):
+    """The setting of ``rule`` with the most substeps (others at the base)."""
+    subs = [n for n in names if n.startswith(rule + "_sub") and n[len(rule) + 4 :].isdigit()]
+    return max(subs, key=lambda n: int(n[len(rule) + 4 :]), default=None)
+
+
+def summarise(runs: dict, packed: dict, eta: float) -> dict:
+    """The numbers of ``convergence.json`` from the packed arrays (see the module docstring)."""
+    import numpy as np
+
+    from experiments.central_flow import smooth
+
+    names = [n for n in runs if f"{n}__predicted" in packed]
+    ref = reference(packed["gd__loss"])
+    ref10 = smooth(packed["gd__loss"], SENSITIVITY_WINDOW)
+    at_edge = packed["gd__lam1"] * eta / 2 >= AT_EDGE
+    finest = {rule: finest_of(names, rule) for rule in ("step", "barrier")}
+    out = {}
+    for name in names:
+        s = runs[name]
+        pred = packed[f"{name}__predicted"]
+        entry = {
+            "settings": {
+                k: s[k] for k in ("activation", "substeps", "eig_iterations", "k", "kappa")
+            },
+            **escape(packed[f"{name}__lam1"], packed[f"{name}__active"], eta),
+            "max_predicted": float(np.max(pred)),
+            "final_predicted": float(pred[-1]),
+            "central": split_errors(pred, ref, at_edge),
+            "stable": split_errors(packed[f"{name}__stable_loss"], ref, at_edge),
+            "central_window_10": split_errors(pred, ref10, at_edge),
+            "rule_finest": finest[s["activation"]],
+        }
+        for f in finest.values():
+            if f is not None:
+                entry[f"max_change_vs_{f}"] = max_change(pred, packed[f"{f}__predicted"])
+        out[name] = entry
+    gd = {
+        "at_edge_steps": int(at_edge.sum()),
+        "steps": int(at_edge.size),
+        "max_eta_lam1_over_2": float(np.max(packed["gd__lam1"]) * eta / 2),
+        "midpoints": split_errors(packed["mid__loss"], ref, at_edge),
+        "midpoints_window_10": split_errors(packed["mid__loss"], ref10, at_edge),
+        "max_reference": float(np.nanmax(ref)),
+        "final_reference": float(ref[-2]),
+    }
+    return {"settings": out, "gd": gd}
+
+
+def git(*args) -> str | None:
+    try:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def main(argv=None) -> int:
+    from experiments import common
+
+    common.setup()
+    import numpy as np
+
+    from dynloss_jax import results
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=OUT)
+    p.add_argument("--quick", action="store_true", help="two substep counts per rule")
+    p.add_argument("--only", nargs="+", help="run only these settings (names as in the JSON)")
+    p.add_argument(
+        "--summarise", action="store_true", help="recompute the JSON from the stored arrays"
+    )
+    args = p.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = settings_list(args.quick)
+    if args.summarise:
+        loaded = np.load(out / "arrays.npz")
+        packed = {k: loaded[k] for k in loaded.files}
+        summary = results.read_json(out / "convergence.json")
+        fresh = summarise(runs, packed, CASE["eta"])
+        for name, entry in fresh["settings"].items():
+            entry["runtime_s"] = summary["settings"][name]["runtime_s"]
+        summary.update(fresh)
+        results.write_json(out / "convergence.json", summary)
+        return 0
+    if args.only:
+        runs = {k: v for k, v in runs.items() if k in args.only}
+    started, load_before = time.time(), os.getloadavg()
+    packed, runtimes, loads = {}, {}, {}
+    for name, s in runs.items():
+        a, dt = run_setting(s)
+        pack(packed, name, a)
+        runtimes[name], loads[name] = round(dt, 1), list(os.getloadavg())
+        results.atomic_write_npz(out / "arrays.npz", {k: np.asarray(v) for k, v in packed.items()})
+        h = a["lam_central"][:, 0] * s["eta"] / 2
+        print(
+            f"{name}: {dt:.0f} s, max ηλ1/2 {h.max():.4f}, load {os.getloadavg()[0]:.2f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    summary = summarise(runs, packed, CASE["eta"])
+    for name in summary["settings"]:
+        summary["settings"][name]["runtime_s"] = runtimes[name]
+        summary["settings"][name]["load_avg_after"] = loads[name]
+    summary["case"] = {k: v for k, v in CASE.items() if k not in ("activation", "window", "piece")}
+    summary["reference"] = (
+        "GD's loss smoothed by the centred weights (1, 2, 1)/4 over steps k-1, k, k+1 (chosen "
+        "before the comparison); a step is at the edge when GD's eta*lambda1/2 >= 0.95"
+    )
+    info = common.run_info(started, load_before)
+    info["commit"] = (git("rev-parse", "HEAD") or "").strip() or None
+    status = git("status", "--porcelain", "--untracked-files=no")
+    info["uncommitted_changes"] = None if status is None else bool(status.strip())
+    summary["run_info"] = info
+    results.write_json(out / "convergence.json", summary)
+    print(f"wrote {out / 'convergence.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
