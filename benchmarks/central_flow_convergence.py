@@ -209,6 +209,155 @@ def summarise(runs: dict, packed: dict, eta: float) -> dict:
     return {"settings": out, "gd": gd}
 
 
+def diagnose(s: dict) -> dict:
+    """The central flow alone, step by step at the settings ``s``, with what the compiled
+    program does not record: per GD step the Ritz eigenvalues used for the active set, the
+    projection's residual, the eigen-residuals ‖Hu − λu‖, the held block's diagonal F = UᵀHU at
+    the step's start and end (U held over the step), the largest eigenvalue of the block at the
+    end, and — where the Ritz ηλ1/2 exceeds 0.9 — the dense Hessian's top eigenvalues at the
+    step's start (staleness of the Ritz values) and end (what the step did to the true λ1)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from dynloss_jax import central_flow, flows
+    from experiments import central_flow as cf
+
+    loss_fn, w0, U0, _ = cf.spiral_problem(s, "dce")
+    eta, n = s["eta"], s["substeps"]
+    dt = eta / n
+    kappa = 1.0 / dt if s["activation"] == "barrier" else s["kappa"] / eta
+
+    def solve(alpha, beta, mask):
+        p = central_flow.solve(alpha, beta, mask)
+        return p.X, p.residual
+
+    def block(w, t, U):
+        HU = jax.vmap(lambda v: flows.hvp(loss_fn, w, t, v), in_axes=1, out_axes=1)(U)
+        F = U.T @ HU
+        return 0.5 * (F + F.T)
+
+    @jax.jit
+    def step(w, U, k):
+        t = eta * k.astype(w.dtype)
+        lam, Uc, eres = flows.top_eigs(loss_fn, w, t, U, s["eig_iterations"])
+
+        def velocity(y, r):
+            return flows.central_velocity(
+                loss_fn,
+                y,
+                r,
+                Uc,
+                lam,
+                eta=eta,
+                edge_tol=s["edge_tol"],
+                kappa=kappa,
+                solve=solve,
+                activation=s["activation"],
+            )
+
+        crit = velocity(w, t)[1]
+        w_end = jax.lax.fori_loop(
+            0, n, lambda j, x: flows._rk4(lambda y, r: velocity(y, r)[0], x, t + j * dt, dt), w
+        )
+        F_end = block(w_end, t + eta, Uc)
+        return (
+            w_end,
+            Uc,
+            {
+                "lam": lam,
+                "active": crit.mask_K.sum() * (jnp.trace(crit.X_KxK) > 0),
+                "masked": crit.mask_K.sum(),
+                "residual": crit.residual,
+                "eig_residual": eres,
+                "F_start": jnp.diagonal(crit.F_KxK),
+                "F_end": jnp.diagonal(F_end),
+                "F_end_max": jnp.linalg.eigvalsh(F_end)[-1],
+            },
+        )
+
+    @jax.jit
+    def dense_top(w, k):
+        return jnp.linalg.eigvalsh(jax.hessian(loss_fn)(w, eta * k.astype(w.dtype)))[::-1][:2]
+
+    h = eta / 2
+    w, U, rows = w0, U0, []
+    for k in range(cf.n_steps(s)):
+        w_new, U, r = step(w, U, jnp.asarray(k))
+        r = {a: np.asarray(b) for a, b in r.items()}
+        row = {"step": k, "lam1": float(r["lam"][0] * h), "lam2": float(r["lam"][1] * h)}
+        row.update(
+            active=int(r["active"]),
+            masked=int(r["masked"]),
+            residual=float(r["residual"]),
+            eig_residual_max=float(r["eig_residual"].max()),
+            F11_start=float(r["F_start"][0] * h),
+            F11_end=float(r["F_end"][0] * h),
+            F22_end=float(r["F_end"][1] * h),
+            block_max_end=float(r["F_end_max"] * h),
+        )
+        if row["lam1"] > 0.9:
+            row["dense_lam1_start"] = float(dense_top(w, jnp.asarray(k))[0] * h)
+            row["dense_lam1_end"] = float(dense_top(w_new, jnp.asarray(k + 1))[0] * h)
+        rows.append(row)
+        w = w_new
+    lam1 = np.array([r["lam1"] for r in rows])
+    dense = [r for r in rows if "dense_lam1_start" in r]
+    # an escape step: the flow's λ1 rises by more than 1 % of 2/η in one GD step to above it
+    jumps = [
+        rows[k] for k in range(len(rows) - 1) if lam1[k + 1] - lam1[k] > 0.01 and lam1[k + 1] > 1.0
+    ]
+    return {
+        "settings": {k: s[k] for k in ("activation", "substeps", "eig_iterations", "k", "kappa")},
+        "max_eta_lam1_over_2": float(lam1.max()),
+        "steps_above_1.05": int((lam1 > 1.05).sum()),
+        "ritz_minus_dense_lam1_max_abs": max(abs(r["lam1"] - r["dense_lam1_start"]) for r in dense),
+        "residual_max": max(r["residual"] for r in rows),
+        "escape_steps": [
+            {
+                **r,
+                "held_drift": r["F11_end"] - r["F11_start"],
+                "coupling": r["block_max_end"] - max(r["F11_end"], r["F22_end"]),
+                "outside_span": r.get("dense_lam1_end", float("nan")) - r["block_max_end"],
+            }
+            for r in jumps
+        ],
+        "steps_at_edge": dense,
+    }
+
+
+def diagnose_stored(path: Path, eta: float = 1.0) -> dict:
+    """The stored run at Fig. 2's settings (step rule): where its DCE flow's λ1 leaves the edge.
+    Counts the steps above 1.05·2/η by active count, the one-step rises of ηλ1/2 by more than
+    0.05 and the state before each (active count, λ1, λ2), and the steps above 1.05·2/η with a
+    second eigenvalue at 0.9–0.999 of 2/η (near the edge but outside the per-step mask)."""
+    import numpy as np
+
+    a = np.load(path)
+    lam = a["dce__lam_central"] * eta / 2
+    act = a["dce__active"]
+    above = lam[:, 0] > 1.05
+    d = np.diff(lam[:, 0])
+    rises = np.flatnonzero(d > 0.05)
+    near2 = above & (lam[:, 1] >= 0.9) & (lam[:, 1] < 0.999)
+    return {
+        "steps_above_1.05": int(above.sum()),
+        "active_count_above_1.05": {str(c): int(n) for c, n in enumerate(np.bincount(act[above]))},
+        "rises_over_0.05": [
+            {
+                "step": int(k),
+                "lam1_before": float(lam[k, 0]),
+                "lam1_after": float(lam[k + 1, 0]),
+                "lam2_before": float(lam[k, 1]),
+                "active_before": int(act[k]),
+            }
+            for k in rises
+        ],
+        "steps_above_1.05_with_lam2_0.9_to_0.999": int(near2.sum()),
+        "steps_above_1.05_with_one_active_and_lam2_0.9_to_0.999": int((near2 & (act == 1)).sum()),
+    }
+
+
 def git(*args) -> str | None:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
@@ -229,6 +378,13 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="two substep counts per rule")
     p.add_argument("--only", nargs="+", help="run only these settings (names as in the JSON)")
     p.add_argument(
+        "--diagnose",
+        nargs="+",
+        choices=("step", "barrier"),
+        help="write diagnosis.json: the stored run's escapes and a step-by-step run of the "
+        "short-period case under these rules (2 substeps)",
+    )
+    p.add_argument(
         "--summarise", action="store_true", help="recompute the JSON from the stored arrays"
     )
     args = p.parse_args(argv)
@@ -238,12 +394,29 @@ def main(argv=None) -> int:
     if args.summarise:
         loaded = np.load(out / "arrays.npz")
         packed = {k: loaded[k] for k in loaded.files}
-        summary = results.read_json(out / "convergence.json")
+        path = out / "convergence.json"
+        summary = results.read_json(path) if path.exists() else {}
         fresh = summarise(runs, packed, CASE["eta"])
         for name, entry in fresh["settings"].items():
-            entry["runtime_s"] = summary["settings"][name]["runtime_s"]
+            old = summary.get("settings", {}).get(name, {})
+            for key in ("runtime_s", "load_avg_after"):
+                entry[key] = old.get(key)
         summary.update(fresh)
         results.write_json(out / "convergence.json", summary)
+        return 0
+    if args.diagnose:
+        started, load_before = time.time(), os.getloadavg()
+        out_d = {
+            "stored_run": diagnose_stored(Path("docs/results/central_flow/arrays.npz")),
+            "short_period": {rule: diagnose(dict(CASE, activation=rule)) for rule in args.diagnose},
+        }
+        info = common.run_info(started, load_before)
+        info["commit"] = (git("rev-parse", "HEAD") or "").strip() or None
+        status = git("status", "--porcelain", "--untracked-files=no")
+        info["uncommitted_changes"] = None if status is None else bool(status.strip())
+        out_d["run_info"] = info
+        results.write_json(out / "diagnosis.json", out_d)
+        print(f"wrote {out / 'diagnosis.json'}")
         return 0
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only}
