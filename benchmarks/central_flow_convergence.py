@@ -388,6 +388,9 @@ def main(argv=None) -> int:
         "--summarise", action="store_true", help="recompute the JSON from the stored arrays"
     )
     args = p.parse_args(argv)
+    commit = (git("rev-parse", "HEAD") or "").strip() or None  # the code that runs
+    status = git("status", "--porcelain", "--untracked-files=no")
+    dirty = None if status is None else bool(status.strip())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = settings_list(args.quick)
@@ -411,9 +414,7 @@ def main(argv=None) -> int:
             "short_period": {rule: diagnose(dict(CASE, activation=rule)) for rule in args.diagnose},
         }
         info = common.run_info(started, load_before)
-        info["commit"] = (git("rev-parse", "HEAD") or "").strip() or None
-        status = git("status", "--porcelain", "--untracked-files=no")
-        info["uncommitted_changes"] = None if status is None else bool(status.strip())
+        info["commit"], info["uncommitted_changes"] = commit, dirty
         out_d["run_info"] = info
         results.write_json(out / "diagnosis.json", out_d)
         print(f"wrote {out / 'diagnosis.json'}")
@@ -443,9 +444,7 @@ def main(argv=None) -> int:
         "before the comparison); a step is at the edge when GD's eta*lambda1/2 >= 0.95"
     )
     info = common.run_info(started, load_before)
-    info["commit"] = (git("rev-parse", "HEAD") or "").strip() or None
-    status = git("status", "--porcelain", "--untracked-files=no")
-    info["uncommitted_changes"] = None if status is None else bool(status.strip())
+    info["commit"], info["uncommitted_changes"] = commit, dirty
     summary["run_info"] = info
     results.write_json(out / "convergence.json", summary)
     print(f"wrote {out / 'convergence.json'}")
