@@ -421,7 +421,7 @@ def main(argv=None) -> int:
         print(f"wrote {out / 'diagnosis.json'}")
         return 0
     if args.only:
-        runs = {k: v for k, v in runs.items() if k in args.only}
+        runs = {k: runs[k] for k in args.only}  # in the order given
     started, load_before = time.time(), os.getloadavg()
     packed, runtimes, loads, sittings = {}, {}, {}, []
     path = out / "convergence.json"
