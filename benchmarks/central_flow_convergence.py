@@ -31,12 +31,16 @@ period-2 oscillation exactly and is biased only by the curvature of the trend ov
 
 Per setting ``convergence.json`` holds: the runtime; the flow's max ηλ1/2 and the steps with
 ηλ1/2 > 1.05 and > 1.01 (with how many directions were active there); the max over steps of
-|ℓ̂ − ℓ̂_ref|/ℓ̂_ref against the finest setting of its rule (16 substeps) and against the other
-rule's finest; and the median and max relative errors against ℓ̄ of the central flow's
-prediction, the stable flow's loss and the midpoints' loss, at the edge and off it.
+|ℓ̂ − ℓ̂_ref|/ℓ̂_ref against the finest setting of each rule (16 substeps); and the median and
+max relative errors against ℓ̄ of the central flow's prediction, the stable flow's loss and the
+midpoints' loss, at the edge and off it. ``successive_substeps``: the same change between
+consecutive substep counts of a rule, the step where it peaks, and how many steps move by more
+than 1 % and 0.1 %, at the edge and off it.
 ``arrays.npz`` keeps per setting the predicted loss, the stable flow's loss, the flow's λ1 and
-the active count, and GD's loss and λ1 and the midpoints' loss once (written after every
-setting; ``--summarise`` recomputes the JSON from it).
+the active count (under the barrier every direction is in the problem, so this is K), and
+GD's loss and λ1 and the midpoints' loss once (written after every
+setting; ``--summarise`` recomputes the JSON from it). ``stored_run_errors``: the stored run
+at Fig. 2's settings (T = 5000, η = 1) read with the same reference and edge split.
 """
 
 from __future__ import annotations
@@ -198,6 +202,25 @@ def summarise(runs: dict, packed: dict, eta: float) -> dict:
             if f is not None:
                 entry[f"max_change_vs_{f}"] = max_change(pred, packed[f"{f}__predicted"])
         out[name] = entry
+    successive = {}
+    for rule in ("step", "barrier"):
+        subs = sorted(
+            (int(n[len(rule) + 4 :]), n)
+            for n in names
+            if n.startswith(rule + "_sub") and n[len(rule) + 4 :].isdigit()
+        )
+        for (_, a), (_, b) in zip(subs, subs[1:], strict=False):
+            pa, pb = packed[f"{a}__predicted"], packed[f"{b}__predicted"]
+            c = np.abs(pa - pb) / np.abs(pb)
+            successive[f"{a}_vs_{b}"] = {
+                "max_change": float(c.max()),
+                "at_step": int(c.argmax()),
+                "steps_over_0.01": int((c > 0.01).sum()),
+                "steps_over_0.001": int((c > 0.001).sum()),
+                "median_change": float(np.median(c)),
+                "max_change_at_edge": float(c[at_edge].max()) if at_edge.any() else None,
+                "max_change_off_edge": float(c[~at_edge].max()),
+            }
     gd = {
         "at_edge_steps": int(at_edge.sum()),
         "steps": int(at_edge.size),
@@ -207,7 +230,7 @@ def summarise(runs: dict, packed: dict, eta: float) -> dict:
         "max_reference": float(np.nanmax(ref)),
         "final_reference": float(ref[-2]),
     }
-    return {"settings": out, "gd": gd}
+    return {"settings": out, "successive_substeps": successive, "gd": gd}
 
 
 def diagnose(s: dict) -> dict:
@@ -359,6 +382,28 @@ def diagnose_stored(path: Path, eta: float = 1.0) -> dict:
     }
 
 
+def stored_errors(path: Path, eta: float = 1.0) -> dict:
+    """The stored run at Fig. 2's settings (``docs/results/central_flow/arrays.npz``) read with
+    this study's reference and edge split: per loss, the central flow's, the stable flow's and
+    the midpoints' relative errors against (L_{k−1} + 2L_k + L_{k+1})/4, at the edge (GD's
+    ηλ1/2 ≥ 0.95) and off it."""
+    import numpy as np
+
+    a = np.load(path)
+    out = {}
+    for loss in ("ce", "dce"):
+        ref = reference(a[f"{loss}__loss_gd"])
+        at_edge = a[f"{loss}__lam_gd"][:, 0] * eta / 2 >= AT_EDGE
+        out[loss] = {
+            "at_edge_steps": int(at_edge.sum()),
+            "steps": int(at_edge.size),
+            "central": split_errors(a[f"{loss}__predicted"], ref, at_edge),
+            "stable": split_errors(a[f"{loss}__loss_stable"], ref, at_edge),
+            "midpoints": split_errors(a[f"{loss}__loss_mid"], ref, at_edge),
+        }
+    return out
+
+
 def git(*args) -> str | None:
     try:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
@@ -406,6 +451,7 @@ def main(argv=None) -> int:
             for key in ("runtime_s", "load_avg_after"):
                 entry[key] = old.get(key)
         summary.update(fresh)
+        summary["stored_run_errors"] = stored_errors(Path("docs/results/central_flow/arrays.npz"))
         results.write_json(out / "convergence.json", summary)
         return 0
     if args.diagnose:
@@ -444,6 +490,7 @@ def main(argv=None) -> int:
             flush=True,
         )
     summary = summarise(settings_list(args.quick), packed, CASE["eta"])
+    summary["stored_run_errors"] = stored_errors(Path("docs/results/central_flow/arrays.npz"))
     for name in summary["settings"]:
         summary["settings"][name]["runtime_s"] = runtimes[name]
         summary["settings"][name]["load_avg_after"] = loads[name]

