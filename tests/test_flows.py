@@ -241,9 +241,9 @@ def test_short_period_dce_flow_meets_the_edge_and_the_barrier_holds_it(short_dce
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="not converged where Γ switches classes and the top two eigenvalues meet at the "
-    "edge: the predicted loss moved by 3.1 % between 8 and 16 substeps on this case when the "
-    "test was written (docs/results/central_flow/convergence/ for the study's case)",
+    reason="not converged: the predicted loss moved by up to 3.1 % between 8 and 16 substeps "
+    "on this case when the test was written (on the study's case, "
+    "docs/results/central_flow/convergence/, the largest moves sit where Γ switches classes)",
 )
 def test_short_period_dce_prediction_is_converged_in_its_step_at_every_step(short_dce):
     """The claim the study asks for: between the two finest substep counts the central flow's
