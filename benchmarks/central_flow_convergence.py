@@ -17,7 +17,9 @@ Settings, each a change of one thing from the base (K = 3, 3 eigen-iterations, �
   substeps per GD step, and at 2 substeps with K = 5 and with κ = 0;
 * the matrix barrier (``activation="barrier"``: all K directions in the projection problem, the
   block kept at or below 2/η with the rate 1/dt) at 2, 4, 8 and 16 substeps, and at 2 substeps
-  with 12 eigen-iterations and with K = 5.
+  with 12 eigen-iterations and with K = 5;
+* the matrix barrier with the eigenpairs (and so the held basis U) refreshed at every substep
+  instead of once per GD step (``eig_every="substep"``), ``barrier_refresh_sub<n>``.
 
 ``--only NAME ...`` runs those settings and adds them to the stored arrays (a study in several
 sittings); the JSON is then recomputed from all stored settings.
@@ -89,6 +91,10 @@ def settings_list(quick: bool) -> dict:
         runs["step_sub2_kappa0"] = dict(CASE, activation="step", kappa=0.0)
         runs["barrier_sub2_eig12"] = dict(CASE, activation="barrier", eig_iterations=12)
         runs["barrier_sub2_k5"] = dict(CASE, activation="barrier", k=5)
+        for n in (2, 4, 8, 16):  # the eigenpairs refreshed at every substep
+            runs[f"barrier_refresh_sub{n}"] = dict(
+                CASE, activation="barrier", substeps=n, eig_every="substep"
+            )
     return runs
 
 
@@ -188,7 +194,8 @@ def summarise(runs: dict, packed: dict, eta: float) -> dict:
         pred = packed[f"{name}__predicted"]
         entry = {
             "settings": {
-                k: s[k] for k in ("activation", "substeps", "eig_iterations", "k", "kappa")
+                k: s.get(k, "step")
+                for k in ("activation", "substeps", "eig_iterations", "k", "kappa", "eig_every")
             },
             **escape(packed[f"{name}__lam1"], packed[f"{name}__active"], eta),
             "max_predicted": float(np.max(pred)),
@@ -203,7 +210,7 @@ def summarise(runs: dict, packed: dict, eta: float) -> dict:
                 entry[f"max_change_vs_{f}"] = max_change(pred, packed[f"{f}__predicted"])
         out[name] = entry
     successive = {}
-    for rule in ("step", "barrier"):
+    for rule in ("step", "barrier", "barrier_refresh"):
         subs = sorted(
             (int(n[len(rule) + 4 :]), n)
             for n in names

@@ -193,6 +193,7 @@ def run_flows(
     solve: Callable,
     time_term: bool = True,
     activation: str = "step",
+    eig_every: str = "step",
     state: FlowState | None = None,
     first_step=0,
 ):
@@ -207,11 +208,15 @@ def run_flows(
     (:func:`central_velocity`): ``"step"`` those within ``edge_tol`` of 2/η at the GD step's
     start, held over its substeps, with drift relaxed at rate ``kappa``; ``"barrier"`` all K,
     the block kept at or below 2/η as a matrix with the rate 1/dt (one substep; ``kappa`` and
-    ``edge_tol`` are then unused). ``threshold`` c marks the eigenvalues above c/η in the records
+    ``edge_tol`` are then unused). ``eig_every="substep"`` refreshes the central flow's
+    eigenpairs (and its active set) at every substep, warm-started from the last, instead of
+    once per GD step. ``threshold`` c marks the eigenvalues above c/η in the records
     (``above``). Pure: jit and vmap it from outside."""
     dt = eta / substeps
     if activation == "barrier":
         kappa = 1.0 / dt
+    if eig_every not in ("step", "substep"):
+        raise ValueError(f"eig_every must be 'step' or 'substep', got {eig_every!r}")
 
     def eigs(w, t, U):
         return top_eigs(loss_fn, w, t, U, eig_iterations)
@@ -262,12 +267,21 @@ def run_flows(
         def central_f(w, s):
             return central(w, s, U_c, lam_c)[0]
 
-        w_central = jax.lax.fori_loop(
-            0,
-            substeps,
-            lambda j, w: _rk4(central_f, w, t + j * dt, dt),
-            state.w_central,
-        )
+        if eig_every == "step":
+            w_central = jax.lax.fori_loop(
+                0,
+                substeps,
+                lambda j, w: _rk4(central_f, w, t + j * dt, dt),
+                state.w_central,
+            )
+        else:  # the eigenpairs followed substep by substep
+
+            def refreshed(j, carry):
+                w, U = carry
+                lam, U, _ = eigs(w, t + j * dt, U)
+                return _rk4(lambda y, s: central(y, s, U, lam)[0], w, t + j * dt, dt), U
+
+            w_central, U_c = jax.lax.fori_loop(0, substeps, refreshed, (state.w_central, U_c))
         record = FlowRecord(
             loss_gd=loss_gd,
             loss_mid=loss_fn(mid, t),

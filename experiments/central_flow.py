@@ -141,6 +141,7 @@ def flows_of(loss_fn, U0, s: dict, n_steps: int):
             kappa=s["kappa"] / s["eta"],
             solve=solve,
             activation=s.get("activation", "step"),
+            eig_every=s.get("eig_every", "step"),
             state=state,
             first_step=first,
         )
