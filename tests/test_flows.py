@@ -209,9 +209,19 @@ def test_barrier_keeps_a_direction_that_starts_just_below_the_edge_from_overshoo
     assert float(state.w_central[1]) == pytest.approx(float(exact_y(ETA * 40)), abs=1e-4)
 
 
-def test_activation_must_be_known():
+def test_activation_and_eig_every_must_be_known():
     with pytest.raises(ValueError, match="activation"):
         run_driven(2, n_steps=1, activation="stage")
+    with pytest.raises(ValueError, match="eig_every"):
+        run_driven(2, n_steps=1, eig_every="stage")
+
+
+def test_eigenpairs_refreshed_every_substep_keep_the_closed_form():
+    """With the eigenpairs refreshed at every substep the driven model still follows
+    y(t) = 2/(η c(t)) − 1 with λ1 at 2/η."""
+    state, rec = run_driven(4, n_steps=50, eig_every="substep")
+    assert float(state.w_central[1]) == pytest.approx(float(exact_y(ETA * 50)), abs=1e-9)
+    np.testing.assert_allclose(rec.lam_central[:, 0], 2.0 / ETA, rtol=1e-9)
 
 
 SHORT_DCE_SUBSTEPS = (8, 16)
