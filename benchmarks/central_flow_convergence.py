@@ -499,8 +499,8 @@ def main(argv=None) -> int:
     summary = summarise(settings_list(args.quick), packed, CASE["eta"])
     summary["stored_run_errors"] = stored_errors(Path("docs/results/central_flow/arrays.npz"))
     for name in summary["settings"]:
-        summary["settings"][name]["runtime_s"] = runtimes[name]
-        summary["settings"][name]["load_avg_after"] = loads[name]
+        summary["settings"][name]["runtime_s"] = runtimes.get(name)
+        summary["settings"][name]["load_avg_after"] = loads.get(name)
     summary["case"] = {k: v for k, v in CASE.items() if k not in ("activation", "window", "piece")}
     summary["reference"] = (
         "GD's loss smoothed by the centred weights (1, 2, 1)/4 over steps k-1, k, k+1 (chosen "
