@@ -79,6 +79,9 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("docs/reproduction.md", "0.075", "--eta 0.075 --amplitudes"): (
         "a setting in a command (η of Fig. 3b, SPEC §2), not a result"
     ),
+    ("docs/reproduction.md", "0.075", "η other than 0.075"): (
+        "a setting (η of Fig. 3b, SPEC §2), not a result"
+    ),
     ("docs/reproduction.md", "1.16", "`delta_mean`/`delta_sem` is 1.16"): (
         "derived: the largest delta_mean/delta_sem of the dmse1 cells in "
         "sm_mse_family/dmse1_w32_summary.json (1.160) and dmse1_w61_summary.json (1.082)"
