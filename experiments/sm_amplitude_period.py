@@ -53,7 +53,7 @@ FULL = dict(
     width=32,
     seeds=10,
     eta=1.0,
-    record_every=250,
+    record_every=125,
 )
 QUICK = dict(
     FULL, amplitudes=(1.0, 5.0, 25.0, 100.0), periods=(250, 1000, 4000), steps=16_000, seeds=4
@@ -81,7 +81,7 @@ def add_flags(p):
     p.add_argument("--width", type=int, help="hidden units (default 32)")
     p.add_argument("--seeds", type=int, help="seeds per cell (default 10; quick 4)")
     p.add_argument("--eta", type=float, help="learning rate (default 1)")
-    p.add_argument("--record-every", type=int, help="curves every k steps (default 250)")
+    p.add_argument("--record-every", type=int, help="curves every k steps (default 125: T/2 of every default T)")
 
 
 def settings_from(args) -> dict:
@@ -99,6 +99,13 @@ def configs(s: dict) -> dict:
     for period in s["periods"]:
         if s["steps"] % period:
             raise ConfigError("periods", period, f"must divide --steps ({s['steps']})")
+        if period % 2 or (period // 2) % s["record_every"]:
+            raise ConfigError(
+                "periods",
+                period,
+                f"T/2 must be a multiple of --record-every ({s['record_every']}), so that the "
+                "peak of each period's emphasis is recorded",
+            )
     return {
         "": SweepConfig(
             loss=(s["loss"],),
@@ -110,6 +117,7 @@ def configs(s: dict) -> dict:
             steps=s["steps"],
             record_every=s["record_every"],
             static_last_period=True,
+            class_records=True,
         )
     }
 
