@@ -170,7 +170,8 @@ def forgetting_readings(record_step, val, class_val, steps: int, period: int) ->
     * ``others_peak`` (..., K): the lowest per-class accuracy among the classes *not*
       emphasised in period k, at that step;
     * ``last_min``: the minimum over the records of the last dynamical period,
-      steps − 2T ≤ step ≤ steps − T (both ends included; its end is the ``*_dynamic`` reading);
+      steps − 2T ≤ step ≤ steps − T (both ends included; its end is the ``*_dynamic`` reading),
+      and ``last_min_tau``: where in that period it lies, as τ/T (0 and 1 are its ends, Γ ≡ 1);
     * ``best_before``: the maximum over the records before it (step < steps − 2T);
     * ``drop`` = best_before − last_min; ``peak_drop`` = the best of the earlier peaks minus the
       last one (NaN when K < 2).
@@ -201,6 +202,7 @@ def forgetting_readings(record_step, val, class_val, steps: int, period: int) ->
     if not window.any() or not before.any():
         raise ValueError(f"T = {period}: no records in the last dynamical period or before it")
     last_min = val[..., window].min(axis=-1)
+    last_min_step = record_step[window][np.argmin(val[..., window], axis=-1)]
     best_before = val[..., before].max(axis=-1)
     with np.errstate(invalid="ignore"):
         peak_drop = (
@@ -215,6 +217,7 @@ def forgetting_readings(record_step, val, class_val, steps: int, period: int) ->
         "class_peak": class_peak,
         "others_peak": others_peak,
         "last_min": last_min,
+        "last_min_tau": (last_min_step - (steps - 2 * period)) / period,
         "best_before": best_before,
         "drop": best_before - last_min,
         "peak_drop": peak_drop,
@@ -261,8 +264,8 @@ def _forgetting(run, amplitudes: list) -> list:
             "last_window": [steps - 2 * int(period), steps - int(period)],
         }
         per_seed = {}
-        for name in ("peak", "class_peak", "others_peak", "last_min", "best_before", "drop",
-                     "peak_drop"):  # fmt: skip
+        for name in ("peak", "class_peak", "others_peak", "last_min", "last_min_tau",
+                     "best_before", "drop", "peak_drop"):  # fmt: skip
             a = np.array(r[name], dtype=float)  # (A, seed, ...)
             a[diverged[:, ti]] = np.nan
             per_seed[name] = a
@@ -274,7 +277,7 @@ def _forgetting(run, amplitudes: list) -> list:
                 entry["delta_" + name + "_sem"] = sem.tolist()
         entry["per_seed"] = {
             name: per_seed[name].tolist()
-            for name in ("peak", "class_peak", "last_min", "best_before")
+            for name in ("peak", "class_peak", "last_min", "last_min_tau", "best_before")
         }
         out.append(entry)
     return out

@@ -341,6 +341,8 @@ def test_sm_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
             last_min = val[ai, ti, :, lo : hi + 1].min(-1)
             best = val[ai, ti, :, :lo].max(-1)
             np.testing.assert_allclose(f["last_min_mean"][ai], last_min.mean(), atol=1e-15)
+            tau = np.argmin(val[ai, ti, :, lo : hi + 1], -1) * every / period
+            np.testing.assert_allclose(f["per_seed"]["last_min_tau"][ai], tau, atol=1e-15)
             np.testing.assert_allclose(f["drop_mean"][ai], (best - last_min).mean(), atol=1e-15)
             d = last_min - val[i1, ti, :, lo : hi + 1].min(-1)
             np.testing.assert_allclose(f["delta_last_min_mean"][ai], d.mean(), atol=1e-15)
@@ -369,6 +371,7 @@ def test_sm_forgetting_readings_on_a_planted_curve():
     assert r["peak_step"] == [50, 150, 250] and r["emphasised"] == [0, 1, 2]
     np.testing.assert_array_equal(r["peak"], val[:, [5, 15, 25]])
     np.testing.assert_array_equal(r["last_min"], [0.1, 0.2])
+    np.testing.assert_array_equal(r["last_min_tau"], [0.0, 1.0])  # steps 200 and 300, T = 100
     assert r["best_before"][0] == 0.9
     np.testing.assert_array_equal(r["drop"], r["best_before"] - [0.1, 0.2])
     assert r["others_peak"][0, 1] == 0.7  # class 1 (0.05) is the emphasised one
