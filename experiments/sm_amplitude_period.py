@@ -283,6 +283,49 @@ def _forgetting(run, amplitudes: list) -> list:
     return out
 
 
+CURVES = "curves.npz"
+
+
+def save_curves(run, path) -> None:
+    """The validation curves the forgetting readings use, small enough to keep beside the
+    summary: the number of correctly classified validation points, overall (``val_correct``,
+    [A, T, seed, record]) and per class (``class_val_correct``, [..., record, class]), as
+    uint16 (accuracy × points, an integer), with ``record_step``, the axes' values and the
+    point counts. Raises ``ValueError`` if an accuracy is not a whole number of points."""
+    import numpy as np
+
+    s = run.config["settings"]
+    n_classes, per_class = s["n_classes"], s["points_per_class"]
+    if s["data"] != "spiral":
+        raise ValueError("save_curves assumes the spiral validation set (points_per_class each)")
+    val = np.asarray(run["val_acc"], dtype=float)[0, 0, 0] * (n_classes * per_class)
+    cval = np.asarray(run["class_val_acc"], dtype=float)[0, 0, 0] * per_class
+    counts = []
+    for a in (val, cval):
+        r = np.round(np.nan_to_num(a, nan=0.0))
+        if np.max(np.abs(np.nan_to_num(a, nan=0.0) - r), initial=0.0) > 1e-6:
+            raise ValueError("an accuracy is not a whole number of validation points")
+        counts.append(r.astype(np.uint16))
+    np.savez_compressed(
+        path,
+        record_step=np.asarray(run["record_step"]),
+        amplitude=np.asarray(run.coords["amplitude"], dtype=float),
+        period=np.asarray(run.coords["period"]),
+        seed=np.asarray(run.coords["seed"]),
+        diverged=np.asarray(run["diverged"], dtype=bool)[0, 0, 0],
+        val_points=np.asarray(n_classes * per_class),
+        class_val_points=np.asarray(per_class),
+        val_correct=counts[0],
+        class_val_correct=counts[1],
+    )
+
+
+def after_runs(runs: dict, s: dict, args) -> None:
+    """Keeps :data:`CURVES` beside the run's arrays."""
+    run = runs[""]
+    save_curves(run, Path(run.path) / CURVES)
+
+
 def summarise(runs: dict) -> dict:
     """Mean and s.e.m. over seeds of the final validation accuracy per (A, T), and of its paired
     difference to A = 1 at the same T and seed; the same read at the end of the last dynamical

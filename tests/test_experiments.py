@@ -350,6 +350,11 @@ def test_sm_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
                 pd = peak[:, :-1].max(-1) - peak[:, -1]
                 np.testing.assert_allclose(f["peak_drop_mean"][ai], pd.mean(), atol=1e-15)
     assert "Forgetting readings" in text
+    # the compact curves kept beside the summary give the same accuracies
+    with np.load(tmp_path / sm_amplitude_period.CURVES) as c:
+        np.testing.assert_allclose(c["val_correct"] / c["val_points"], val, atol=1e-12)
+        np.testing.assert_allclose(c["class_val_correct"] / c["class_val_points"], cval, atol=1e-12)
+        np.testing.assert_array_equal(c["record_step"], run["record_step"])
     assert (tmp_path / sm_amplitude_period.FORGETTING_PNG).stat().st_size > 10_000
 
 
