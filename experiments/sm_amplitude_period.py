@@ -445,6 +445,13 @@ def plot(runs: dict, summary: dict, path):
     amplitudes, periods = summary["amplitude"], summary["period"]
     i1 = amplitudes.index(1.0)
     keep = [i for i in range(len(amplitudes)) if i != i1]
+    if not keep:  # the static loss alone (a baseline run): no differences to draw
+        return plot_forgetting(
+            summary,
+            path,
+            title=f"static {s['loss'][0].upper()} (A = 1): width {s['width'][0]}, "
+            f"η = {s['eta'][0]:g}, {s['steps']} steps, {s['seeds']} seeds",
+        )
     acc = np.asarray(summary["val_acc_mean"]).T
     fig, (ax_d, ax_dyn, ax_a) = plt.subplots(
         1,
