@@ -568,3 +568,44 @@ def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     for key in stored.files:
         np.testing.assert_array_equal(got[key], stored[key], err_msg=key)
     assert not list(out.glob("checkpoint_*"))
+
+
+def test_sm_stored_forgetting_readings_recompute_from_the_stored_curves():
+    """The committed forgetting scan: every τ = T/2 reading, the last dynamical period's
+    minimum and the drops of its summary, recomputed by index arithmetic from the committed
+    validation curves (correct-point counts)."""
+    from pathlib import Path
+
+    folder = Path(__file__).parents[1] / "docs/results/sm_amplitude_period/long_periods/forgetting"
+    for name in ("dce", "static_ce_width100"):
+        summary = json.loads((folder / name / "summary.json").read_text())
+        settings = json.loads((folder / name / "config.json").read_text())["settings"]
+        steps, every = settings["steps"], settings["record_every"]
+        with np.load(folder / name / "curves.npz") as c:
+            val = c["val_correct"] / c["val_points"]  # (A, T, seed, record)
+            cval = c["class_val_correct"] / c["class_val_points"]
+            assert list(c["period"]) == summary["period"] and not c["diverged"].any()
+        assert val.shape[-1] == steps // every
+        i1 = summary["amplitude"].index(1.0)
+        for ti, f in enumerate(summary["forgetting"]):
+            period = f["period"]
+            rows = [(k * period + period // 2) // every for k in range(steps // period - 1)]
+            lo, hi = (steps - 2 * period) // every, (steps - period) // every
+            for ai in range(len(summary["amplitude"])):
+                v = val[ai, ti]
+                np.testing.assert_allclose(f["peak_mean"][ai], v[:, rows].mean(0), atol=1e-12)
+                np.testing.assert_allclose(
+                    f["class_peak_mean"][ai], cval[ai, ti][:, rows].mean(0), atol=1e-12
+                )
+                last_min = v[:, lo : hi + 1].min(-1)
+                np.testing.assert_allclose(f["last_min_mean"][ai], last_min.mean(), atol=1e-12)
+                drop = v[:, :lo].max(-1) - last_min
+                np.testing.assert_allclose(f["drop_mean"][ai], drop.mean(), atol=1e-12)
+                d = last_min - val[i1, ti][:, lo : hi + 1].min(-1)
+                sem = d.std(ddof=1) / np.sqrt(len(d))
+                np.testing.assert_allclose(f["delta_last_min_mean"][ai], d.mean(), atol=1e-12)
+                np.testing.assert_allclose(f["delta_last_min_sem"][ai], sem, atol=1e-12)
+                # the older reading at step steps − T is the last period's end point
+                np.testing.assert_allclose(
+                    summary["val_acc_dynamic_mean"][ai][ti], v[:, hi].mean(), atol=1e-12
+                )
