@@ -452,6 +452,9 @@ def main(argv=None) -> int:
                 old.unlink()
         out.mkdir(parents=True, exist_ok=True)
         started, load_before = time.time(), os.getloadavg()
+        from dynloss_jax.environment import source
+
+        at_start = source()
         try:
             arrays = {
                 loss: run_one(s, loss, args.quiet, checkpoint_of(args, out, loss, s))
@@ -468,7 +471,7 @@ def main(argv=None) -> int:
             {f"{loss}__{k}": v for loss, a in arrays.items() for k, v in a.items()},
         )
         results.write_json(out / common.SUMMARY, summary)
-        results.write_json(out / common.RUN_INFO, common.run_info(started, load_before))
+        results.write_json(out / common.RUN_INFO, common.run_info(started, load_before, at_start))
         for loss in s["losses"]:  # the arrays are written: the checkpoints are done with
             checkpoint_of(args, out, loss, s)[0].unlink(missing_ok=True)
     per_loss = {k: v for k, v in summary.items() if k != "settings"}

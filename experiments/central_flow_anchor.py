@@ -438,6 +438,9 @@ def main(argv=None) -> int:
             checkpoint[0].unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
         started, load_before = time.time(), os.getloadavg()
+        from dynloss_jax.environment import source
+
+        at_start = source()
         try:
             arrays = run_flows_anchor(s, args.quiet, checkpoint)
         except ConfigError as e:
@@ -450,7 +453,7 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         results.atomic_write_npz(out / ARRAYS, arrays)
         results.write_json(out / common.SUMMARY, summary)
-        results.write_json(out / common.RUN_INFO, common.run_info(started, load_before))
+        results.write_json(out / common.RUN_INFO, common.run_info(started, load_before, at_start))
         checkpoint[0].unlink()
     plot(arrays, summary, s, out / PNG)
     print(table(summary))

@@ -224,12 +224,15 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started, load_before = time.time(), os.getloadavg()
+    from dynloss_jax.environment import source
+
+    at_start = source()
     arrays = run(s)
     summary = summarise(arrays, s)
     summary["settings"] = s
     np.savez_compressed(out / "arrays.npz", **arrays)
     results.write_json(out / common.SUMMARY, summary)
-    results.write_json(out / common.RUN_INFO, common.run_info(started, load_before))
+    results.write_json(out / common.RUN_INFO, common.run_info(started, load_before, at_start))
     plot(arrays, summary, s, out / PNG)
     e = summary["edge_phase"]
     print(

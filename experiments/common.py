@@ -165,13 +165,17 @@ SUMMARY = "summary.json"
 RUN_INFO = "run_info.json"  # how the summary was made: command, runtime, machine, load
 
 
-def run_info(started: float, load_before) -> dict:
+def run_info(started: float, load_before, source_at_start: dict | None = None) -> dict:
+    """How a result was made: command, runtime, load, machine, and the source state
+    (``git_commit``, ``git_dirty``) read when the run *started* (``source_at_start``, from
+    :func:`dynloss_jax.environment.source`; read now if not given) — the checkout may move
+    while a long run goes on."""
     from dynloss_jax.environment import environment, source
 
     env = environment()
     return {
         "command": " ".join(_command()),
-        **source(),
+        **(source_at_start if source_at_start is not None else source()),
         "runtime_s": round(time.time() - started, 1),
         "load_avg_before": list(load_before),
         "load_avg_after": list(os.getloadavg()),
@@ -238,6 +242,9 @@ def main(exp: ModuleType, argv=None) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
     again = resume_command(["python", "-m", module], given)
     started, load_before = time.time(), os.getloadavg()
+    from dynloss_jax.environment import source
+
+    at_start = source()
     args.stop = GracefulStop(
         lambda signal_name: (
             f"{name}: stopped at once by {signal_name}; the folders under {out} "
@@ -274,7 +281,7 @@ def main(exp: ModuleType, argv=None) -> int:
         return 1
     if not args.replot:
         results.write_json(out / SUMMARY, summary)
-        results.write_json(out / RUN_INFO, run_info(started, load_before))
+        results.write_json(out / RUN_INFO, run_info(started, load_before, at_start))
         for filename, obj in getattr(exp, "outputs", lambda _: {})(summary).items():
             results.write_json(out / filename, obj)
     exp.plot(runs, summary, out / exp.PNG)
