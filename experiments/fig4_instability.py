@@ -102,6 +102,9 @@ FULL = dict(
     dense_etas_ce=(0.5, 1.0, 2.0),
     dense_etas_mse=(0.2, 0.4),
     dense_matvecs=10,
+    dense_conditions="middle",
+    dense_to_cap=False,
+    main=True,
     programs="family",
 )
 QUICK = dict(
@@ -187,6 +190,26 @@ def add_flags(p):
     p.add_argument("--dense-etas-ce", type=float, nargs="*", help="η of DCE with dense λ1")
     p.add_argument("--dense-etas-mse", type=float, nargs="*", help="η of DMSE1/2 with dense λ1")
     p.add_argument(
+        "--dense-conditions",
+        choices=("middle", "all"),
+        help="runs with λ1 at every step at A = 50, T = 5000 (middle, default) or at every (A, T)",
+    )
+    p.add_argument(
+        "--dense-to-cap",
+        action="store_const",
+        const=True,
+        help="runs with λ1 at every step do not stop at the onsets: each runs to its step cap "
+        "(steps_eta/η), so every rule is read, and λ1's crossing of 2/η seen, over the same "
+        "rule-independent window",
+    )
+    p.add_argument(
+        "--no-main",
+        dest="main",
+        action="store_const",
+        const=False,
+        help="only the runs with λ1 at every step",
+    )
+    p.add_argument(
         "--programs",
         choices=("family", "eta"),
         help="one sweep per loss family with each run's own length (default), or one per (loss, η)",
@@ -232,7 +255,10 @@ def configs(s: dict) -> dict:
     for losses in families(s["losses"]):
         etas = etas_of(s, losses[0])
         dense = s["dense_etas_ce"] if etas is s["etas_ce"] else s["dense_etas_mse"]
-        for kind, grid in (("", etas), ("dense_", dense if s["dense_seeds"] else ())):
+        for kind, grid in (
+            ("", etas if s["main"] else ()),
+            ("dense_", dense if s["dense_seeds"] else ()),
+        ):
             if not grid:
                 continue
             if s["programs"] == "family":
@@ -295,16 +321,22 @@ def config_of(s: dict, losses: tuple, etas: tuple, *, dense: bool = False):
         return config
     import dataclasses
 
-    amplitude = 50.0 if 50.0 in s["amplitudes"] else s["amplitudes"][0]
-    period = 5000 if 5000 in s["periods"] else s["periods"][0]
+    amplitude = (50.0 if 50.0 in s["amplitudes"] else s["amplitudes"][0],)
+    period = (5000 if 5000 in s["periods"] else s["periods"][0],)
+    if s["dense_conditions"] == "all":
+        amplitude, period = tuple(s["amplitudes"]), tuple(s["periods"])
+    to_cap = bool(s["dense_to_cap"])
     return dataclasses.replace(
         config,
-        amplitude=(amplitude,),
-        period=(period,),
+        amplitude=amplitude,
+        period=period,
         seeds=s["dense_seeds"],
         record_every=1,
         eig_every=1,
         num_matvecs=s["dense_matvecs"],
+        stop_at_onset=not to_cap,
+        watch_steps=0 if to_cap else config.watch_steps,
+        watch_steps_eta=0.0 if to_cap else config.watch_steps_eta,
     )
 
 
@@ -583,8 +615,6 @@ def summarise_table(rows: list[dict]) -> dict:
     of s.e., the rule × loss fits whose slope lies more than 3 s.e. from −1."""
     import numpy as np
 
-    from dynloss_jax.instability import get_detector
-
     main = [r for r in rows if r["kind"] == "main"]
     dense = [r for r in rows if r["kind"] == "dense"]
     rules = table_rules(rows)
@@ -650,6 +680,56 @@ def summarise_table(rows: list[dict]) -> dict:
                 )
         fits[loss] = _fit_entry(all_eta, all_lam, all_cell)
 
+    sens = rule_stats(main, rules)
+
+    rejections = {}
+    for kind in ("minus_one_in_se", "minus_one_in_se_clustered"):
+        hits = [
+            f"{entry['label']} {loss}"
+            for entry in sens.values()
+            for loss, fit in entry["fits"].items()
+            if abs(fit[kind]) > 3
+        ]
+        total = sum(len(entry["fits"]) for entry in sens.values())
+        rejections[kind] = {"rejected": len(hits), "fits": total, "which": hits}
+
+    grid = {
+        "width": sorted({r["width"] for r in main}),
+        "amplitude": sorted({r["amplitude"] for r in main}),
+        "period": sorted({r["period"] for r in main}),
+        "seeds": len({r["seed"] for r in main}),
+    }
+    return {
+        "grid": grid,
+        "rows": out_rows,
+        "fits": fits,
+        "conditions": conditions,
+        "sensitivity": sens,
+        "rejections": rejections,
+        "crossing": crossing_table(dense, rules),
+        "dense_sensitivity": rule_stats(dense, rules),
+        "dense": dense_summary(dense),
+    }
+
+
+def rule_stats(rows: list[dict], rules: list[str]) -> dict:
+    """Per rule (by full name): per (loss, η) the mean η·λ1/2 at its onsets with s.e.m., onsets
+    found of runs and the median onset step; per loss the fits of :func:`_fit_entry` and the
+    range of the mean η·λ1/2 over η."""
+    import numpy as np
+
+    from dynloss_jax.instability import get_detector
+
+    def by(rs, *keys):
+        out: dict = {}
+        for r in rs:
+            out.setdefault(tuple(r[k] for k in keys), []).append(r)
+        return out
+
+    def ordered(rs):  # (A, T, seed) order, as a sweep flattens its runs
+        return sorted(rs, key=lambda r: (r["amplitude"], r["period"], r["seed"]))
+
+    main = rows
     sens: dict = {}
     for label in rules:
         c_on, c_1, _ = rule_columns(label)
@@ -689,33 +769,7 @@ def summarise_table(rows: list[dict]) -> dict:
         entry["found"] = sum(r["found"] for r in entry["rows"])
         entry["runs"] = sum(r["runs"] for r in entry["rows"])
 
-    rejections = {}
-    for kind in ("minus_one_in_se", "minus_one_in_se_clustered"):
-        hits = [
-            f"{entry['label']} {loss}"
-            for entry in sens.values()
-            for loss, fit in entry["fits"].items()
-            if abs(fit[kind]) > 3
-        ]
-        total = sum(len(entry["fits"]) for entry in sens.values())
-        rejections[kind] = {"rejected": len(hits), "fits": total, "which": hits}
-
-    grid = {
-        "width": sorted({r["width"] for r in main}),
-        "amplitude": sorted({r["amplitude"] for r in main}),
-        "period": sorted({r["period"] for r in main}),
-        "seeds": len({r["seed"] for r in main}),
-    }
-    return {
-        "grid": grid,
-        "rows": out_rows,
-        "fits": fits,
-        "conditions": conditions,
-        "sensitivity": sens,
-        "rejections": rejections,
-        "crossing": crossing_table(dense, rules),
-        "dense": dense_summary(dense),
-    }
+    return sens
 
 
 def crossing_table(dense: list[dict], rules: list[str]) -> dict:
@@ -852,6 +906,14 @@ def plot(runs: dict, summary: dict, path):
     import numpy as np
 
     sens = summary.get("sensitivity") or {}
+    if not summary["rows"]:  # only runs with λ1 at every step: their rules' ratios
+        sens = summary.get("dense_sensitivity") or {}
+        fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
+        _sensitivity_panel(ax, sens, {"dce": "C3", "dmse1": "C0", "dmse2": "C2"}, {})
+        ax.set_title("runs with λ1 at every step, each rule to the step cap", fontsize=9)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return fig
     fig, axes = plt.subplots(
         1,
         3 if sens else 2,
