@@ -22,6 +22,26 @@ per rule, the mean η·λ1/2 per (loss, η) with its s.e.m. and the fitted slope
 ``--dense-seeds`` seeds, η of ``--dense-etas-ce`` / ``--dense-etas-mse``) give, per rule, the
 steps from its onset to the first step with λ1 > 2/η.
 
+The per-run table, ``runs.csv`` (beside ``summary.json``): one row per run (``kind`` main or
+dense, loss, width, η, A, T, seed), its step cap, where it stopped, whether it diverged, and per
+rule — the run's own (declared) rule first, then each watched one — its onset step and λ1, λ2
+there (empty: no onset); for runs with λ1 at every step also the last step measured, GD's first
+step with λ1 > 2/η and whether it crossed within the run. Every number of ``summary.json`` and
+``sensitivity.json`` is recomputed from that table alone (:func:`summarise_table`), and
+``--replot`` reads it when the run folders are not there. The slopes come with two errors: the
+per-run least-squares s.e., which treats every run as independent, and the s.e. of the same fit
+on the (η, A, T) condition means of log λ1 (``slope_se_clustered``), which counts the runs of
+one condition, sharing its ratio, as one point; ``rejections`` counts the rule × loss fits more
+than 3 s.e. from −1 under each.
+
+A watched rule's window above is tied to the declared rule's onset. ``--dense-to-cap`` removes
+that tie for the runs with λ1 at every step: they do not stop at an onset but run to their step
+cap (``--steps-eta``/η, ``--steps-eta-mse``/η), so every rule is read, and λ1's crossing of 2/η
+looked for, over one rule-independent window; ``--dense-conditions all`` puts them at every
+(A, T), ``--no-main`` runs only them. The cost of λ1 at every step (10 warm-started Lanczos
+steps a step, loss every step) against λ only at the onsets is measured on a few runs in
+``docs/results/fig4_instability/per_run/lambda_every_step_cost.json``.
+
 Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps
 for DCE, 30 seeds per condition. DMSE1 and DMSE2 runs are capped at 10 000/η steps
 (``--steps-eta-mse``): their median onset steps are at most 2 434/η (``summary.json``), and a run
@@ -63,6 +83,8 @@ the run length scaled down by 10 and 40), 2 seeds.
     python -m experiments.fig4_instability --seeds 10   # the stored run
     python -m experiments.fig4_instability --watch     # one rule only: no watched rules
     python -m experiments.fig4_instability --replot
+    python -m experiments.fig4_instability --no-main --dense-to-cap --dense-conditions all \
+        --steps-eta 10000 --steps-eta-mse 5000      # λ1 every step, every rule to the cap
 """
 
 from __future__ import annotations
