@@ -729,6 +729,7 @@ def summarise_table(rows: list[dict]) -> dict:
         "sensitivity": sens,
         "rejections": rejections,
         "crossing": crossing_table(dense, rules),
+        "crossing_by_condition": crossing_by_condition(dense, rules),
         "dense_sensitivity": rule_stats(dense, rules),
         "dense": dense_summary(dense),
     }
@@ -830,6 +831,39 @@ def crossing_table(dense: list[dict], rules: list[str]) -> dict:
     return out
 
 
+def crossing_by_condition(dense: list[dict], rules: list[str]) -> dict:
+    """:func:`crossing_table` per (loss, η, A, T): per rule the gaps (GD's first step with
+    λ1 > 2/η minus the onset; None where either is missing) and their median."""
+    import numpy as np
+
+    from dynloss_jax.instability import get_detector
+
+    out: dict = {}
+    groups: dict = {}
+    for r in dense:
+        groups.setdefault((r["loss"], r["eta"], r["amplitude"], r["period"]), []).append(r)
+    for (loss, eta, amplitude, period), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        for label in rules:
+            c_on = rule_columns(label)[0]
+            gaps = [
+                None if r["cross_step"] is None or r[c_on] < 0 else r["cross_step"] - r[c_on]
+                for r in rs
+            ]
+            ok = [g for g in gaps if g is not None]
+            out.setdefault(get_detector(label).name, []).append(
+                {
+                    "loss": loss,
+                    "eta": eta,
+                    "amplitude": amplitude,
+                    "period": period,
+                    "gap": gaps,
+                    "gap_median": float(np.median(ok)) if ok else float("nan"),
+                }
+            )
+    return out
+
+
 def dense_summary(dense: list[dict]) -> dict:
     """Runs with λ1 at every step: per loss (and in all) how many, and how many of them saw
     λ1 exceed 2/η within the run; per (loss, η, A, T) the same."""
@@ -858,7 +892,9 @@ def outputs(summary: dict) -> dict:
             "sensitivity": summary["sensitivity"],
             "rejections": summary["rejections"],
             "crossing": summary["crossing"],
+            "crossing_by_condition": summary["crossing_by_condition"],
             "dense": summary["dense"],
+            "dense_sensitivity": summary["dense_sensitivity"],
         }
     }
 
