@@ -616,7 +616,8 @@ def load_runs(out) -> dict | list:
     from experiments.common import load_runs as folders
 
     out = Path(out)
-    if (out / TABLE).exists() and not any(p.is_dir() and p.name != "sweeps" for p in out.iterdir()):
+    subs = [out, *(p for p in out.iterdir() if p.is_dir())] if out.is_dir() else []
+    if (out / TABLE).exists() and not any((p / "config.json").exists() for p in subs):
         return read_table(out / TABLE)
     return folders(out)
 
@@ -999,7 +1000,7 @@ def plot(runs: dict, summary: dict, path):
         total = sum(r["runs"] for r in rows)
         label = (
             f"{NAMES.get(loss, loss)}: slope {f['slope']:.3f} ± {f['slope_se']:.3f} "
-            f"({found}/{total} runs with an onset)"
+            f"(± {f['slope_se_clustered']:.3f} by condition; {found}/{total} runs with an onset)"
         )
         ax.errorbar(
             eta * shift[loss],

@@ -245,3 +245,16 @@ def test_committed_table_reproduces_the_stored_summary_and_the_report():
         assert summary["rejections"][kind]["rejected"] == hits
     n = summary["rejections"]["minus_one_in_se_clustered"]
     assert f"{n['rejected']} of {n['fits']}" in section
+
+
+def test_replot_from_the_table_alone(tmp_path, capsys):
+    """--replot on a folder holding only runs.csv (no run folders) draws the figure and prints
+    the table of the summary recomputed from it."""
+    rows = _synthetic_rows((0.8, 0.9, 0.95), (0.05, -0.05))
+    fig4_instability.write_table(rows, tmp_path / fig4_instability.TABLE)
+    (tmp_path / "sweeps").mkdir()  # folders without a run in them do not count
+    assert fig4_instability.main(["--replot", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    slope = fig4_instability.summarise_table(rows)["fits"]["dce"]
+    assert f"b = {slope['slope']:.3f} ± {slope['slope_se']:.3f} (per run)" in out
+    assert (tmp_path / fig4_instability.PNG).exists()
