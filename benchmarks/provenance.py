@@ -25,7 +25,8 @@ stored as −0.12) is found if some stored number rounds to it at the stated pre
 within half a unit of its last digit (0.953 matches 0.95327; 34.8 s matches 34.79; an integer
 such as 33 s matches 32.5 … 33.5). A percentage also matches the fraction (12 % ↔ 0.12), a
 time in minutes or hours also matches seconds (6.3 min ↔ 375 … 381 s), ms and µs also match
-seconds.
+seconds, ms also microseconds (0.38 ms ↔ 376.7 µs), and a size in kB, MB, GB, MiB or GiB also
+matches bytes (7.23 MB ↔ 7 232 742 bytes).
 
 The stored numbers: every numeric value of every ``.json`` file under ``docs/results/`` (and
 numbers inside its strings), and every number written in its ``.csv``, ``.txt``, ``.log`` and
@@ -75,6 +76,16 @@ ALLOWED: dict[tuple[str, str, str], str] = {
         "the run replaced in e04c733; its summary is in the history "
         "(git show 4dee136:docs/results/fig2_dynamics/summary.json, instability_lam)"
     ),
+    ("docs/reproduction.md", "0.075", "--eta 0.075 --amplitudes"): (
+        "a setting in a command (η of Fig. 3b, SPEC §2), not a result"
+    ),
+    ("docs/reproduction.md", "0.075", "η other than 0.075"): (
+        "a setting (η of Fig. 3b, SPEC §2), not a result"
+    ),
+    ("docs/reproduction.md", "1.16", "`delta_mean`/`delta_sem` is 1.16"): (
+        "derived: the largest delta_mean/delta_sem of the dmse1 cells in "
+        "sm_mse_family/dmse1_w32_summary.json (1.160) and dmse1_w61_summary.json (1.082)"
+    ),
     ("README.md", "0.075", "(η = 0.075)"): (
         "a setting (η of the MSE family, the experiment module's default), not a result"
     ),
@@ -94,16 +105,16 @@ _SUPER = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹⁻", "0123456789-")
 _UNITS = {
     "%": [1.0, 0.01],
     "s": [1.0],
-    "ms": [1.0, 1e-3],
+    "ms": [1.0, 1e-3, 1e3],
     "µs": [1.0, 1e-6],
     "min": [1.0, 60.0],
     "h": [1.0, 3600.0],
     "×": [1.0],
-    "GiB": [1.0],
-    "MiB": [1.0],
-    "GB": [1.0],
-    "MB": [1.0],
-    "kB": [1.0],
+    "GiB": [1.0, 2.0**30],
+    "MiB": [1.0, 2.0**20],
+    "GB": [1.0, 1e9],
+    "MB": [1.0, 1e6],
+    "kB": [1.0, 1e3],
 }
 _SKIP_BEFORE = re.compile(
     r"(?:§|\bFigs?\.|\beq\.|\bSection|\bPython|\bjax|\bjaxlib|\bnumpy|\boptax|\bflax|\bCUDA"

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
+from pathlib import Path
 
 # the CPU features that change which kernels XLA:CPU (and numpy's BLAS) choose
 _VECTOR_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "asimd", "sve")
@@ -61,6 +63,28 @@ def environment() -> dict:
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "x64": bool(jax.config.jax_enable_x64),
     }
+
+
+def source() -> dict:
+    """The package's source state: ``git_commit`` (the checkout's HEAD, ``None`` outside a
+    git checkout) and ``git_dirty`` (uncommitted changes under the package's checkout: the commit
+    alone then does not reproduce a run; ``None`` without a commit)."""
+
+    def git(*args):
+        try:
+            return subprocess.run(
+                ["git", *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or None
+    dirty = bool(git("status", "--porcelain", "--", ".")) if commit else None
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def differences(old: dict | None, new: dict) -> list[str]:

@@ -97,12 +97,20 @@ def central_velocity(
     kappa: float,
     solve: Callable,
     time_term: bool = True,
+    activation: str = "step",
 ):
-    """dw/dt of the central flow at (w, t) given the top eigenpairs; also the block. A
-    direction takes part when λ ≥ (1 − ``edge_tol``)·2/η; ``time_term=False`` drops ∂_tF from
-    the drive (the static central flow applied to the loss frozen at each instant)."""
+    """dw/dt of the central flow at (w, t) given the top eigenpairs; also the block.
+    ``activation="step"``: a direction takes part when its eigenvalue in ``lam_K`` (those of the
+    GD step's start, so the set is held over the step's substeps) is at least
+    (1 − ``edge_tol``)·2/η; the others move freely until the next step. ``"barrier"``: all K
+    directions take part and the block is kept below the edge as a matrix,
+    dF/dt ⪯ κ(2/η·I − F) — a direction below the edge enters the moment it would reach it
+    within 1/κ (pass κ = 1/dt for "within one substep"), and a pair of close eigenvalues cannot
+    push the block's top eigenvalue past 2/η through their coupling. ``time_term=False`` drops
+    ∂_tF from the drive (the static central flow applied to the loss frozen at each instant)."""
+    if activation not in ("step", "barrier"):
+        raise ValueError(f"activation must be 'step' or 'barrier', got {activation!r}")
     k = U_NxK.shape[1]
-    mask = lam_K >= (1.0 - edge_tol) * 2.0 / eta
 
     def block(w, s):  # F = UᵀH(w, s)U with U fixed
         HU = jax.vmap(lambda v: hvp(loss_fn, w, s, v), in_axes=1, out_axes=1)(U_NxK)
@@ -112,6 +120,10 @@ def central_velocity(
     i, j = _svec_pairs(k)
     g = jax.grad(loss_fn)(w_N, t)
     F, dF_dt = jax.jvp(lambda s: block(w_N, s), (t,), (jnp.ones_like(t),))
+    if activation == "step":
+        mask = lam_K >= (1.0 - edge_tol) * 2.0 / eta
+    else:
+        mask = jnp.ones((k,), bool)
     dF_dw_MxN = jax.jacrev(lambda w: block(w, t)[i, j])(w_N)  # the pairs i ≤ j only
     drive_M = (dF_dt[i, j] if time_term else 0.0) - dF_dw_MxN @ g
     drive = jnp.zeros((k, k), w_N.dtype).at[i, j].set(drive_M).at[j, i].set(drive_M)
@@ -180,6 +192,8 @@ def run_flows(
     kappa: float = 0.0,
     solve: Callable,
     time_term: bool = True,
+    activation: str = "step",
+    eig_every: str = "step",
     state: FlowState | None = None,
     first_step=0,
 ):
@@ -190,9 +204,19 @@ def run_flows(
     t = η·step; ``U0`` (N × K) starts the eigenvector iterations. The central flow takes
     ``substeps`` RK4 steps per GD step; the stable flow, whose λ1 is not held at 2/η, takes
     n = max(substeps, ⌈η·λ1⌉) of them (at most ``max_substeps``), so that dt·λ1 ≤ 1 (RK4 is
-    stable to 2.785). ``threshold`` c marks the eigenvalues above c/η in the records
+    stable to 2.785). ``activation`` decides which directions take part
+    (:func:`central_velocity`): ``"step"`` those within ``edge_tol`` of 2/η at the GD step's
+    start, held over its substeps, with drift relaxed at rate ``kappa``; ``"barrier"`` all K,
+    the block kept at or below 2/η as a matrix with the rate 1/dt (one substep; ``kappa`` and
+    ``edge_tol`` are then unused). ``eig_every="substep"`` refreshes the central flow's
+    eigenpairs (and its active set) at every substep, warm-started from the last, instead of
+    once per GD step. ``threshold`` c marks the eigenvalues above c/η in the records
     (``above``). Pure: jit and vmap it from outside."""
     dt = eta / substeps
+    if activation == "barrier":
+        kappa = 1.0 / dt
+    if eig_every not in ("step", "substep"):
+        raise ValueError(f"eig_every must be 'step' or 'substep', got {eig_every!r}")
 
     def eigs(w, t, U):
         return top_eigs(loss_fn, w, t, U, eig_iterations)
@@ -209,6 +233,7 @@ def run_flows(
             kappa=kappa,
             solve=solve,
             time_term=time_term,
+            activation=activation,
         )
 
     def step(state: FlowState, k):
@@ -242,12 +267,21 @@ def run_flows(
         def central_f(w, s):
             return central(w, s, U_c, lam_c)[0]
 
-        w_central = jax.lax.fori_loop(
-            0,
-            substeps,
-            lambda j, w: _rk4(central_f, w, t + j * dt, dt),
-            state.w_central,
-        )
+        if eig_every == "step":
+            w_central = jax.lax.fori_loop(
+                0,
+                substeps,
+                lambda j, w: _rk4(central_f, w, t + j * dt, dt),
+                state.w_central,
+            )
+        else:  # the eigenpairs followed substep by substep
+
+            def refreshed(j, carry):
+                w, U = carry
+                lam, U, _ = eigs(w, t + j * dt, U)
+                return _rk4(lambda y, s: central(y, s, U, lam)[0], w, t + j * dt, dt), U
+
+            w_central, U_c = jax.lax.fori_loop(0, substeps, refreshed, (state.w_central, U_c))
         record = FlowRecord(
             loss_gd=loss_gd,
             loss_mid=loss_fn(mid, t),

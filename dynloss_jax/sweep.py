@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import subprocess
 import sys
 import time
 import warnings
@@ -41,21 +40,6 @@ def _provenance(strategy: Strategy) -> dict:
     import matplotlib
     import optax
 
-    def git(*args):
-        try:
-            return subprocess.run(
-                ["git", *args],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                cwd=Path(__file__).resolve().parent,
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    commit = git("rev-parse", "HEAD") or None
-    # uncommitted changes to the package mean the commit alone does not reproduce the run
-    dirty = bool(git("status", "--porcelain", "--", ".")) if commit else None
     return {
         "versions": {
             "python": platform.python_version(),
@@ -66,8 +50,7 @@ def _provenance(strategy: Strategy) -> dict:
             "numpy": np.__version__,
             "matplotlib": matplotlib.__version__,
         },
-        "git_commit": commit,
-        "git_dirty": dirty,
+        **environment.source(),
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()[: strategy.device_count()]],
         "strategy": dataclasses.asdict(strategy),

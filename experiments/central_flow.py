@@ -140,6 +140,8 @@ def flows_of(loss_fn, U0, s: dict, n_steps: int):
             edge_tol=s["edge_tol"],
             kappa=s["kappa"] / s["eta"],
             solve=solve,
+            activation=s.get("activation", "step"),
+            eig_every=s.get("eig_every", "step"),
             state=state,
             first_step=first,
         )

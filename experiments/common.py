@@ -168,11 +168,12 @@ RUN_INFO = "run_info.json"  # how the summary was made: command, runtime, machin
 
 
 def run_info(started: float, load_before) -> dict:
-    from dynloss_jax.environment import environment
+    from dynloss_jax.environment import environment, source
 
     env = environment()
     return {
         "command": " ".join(_command()),
+        **source(),
         "runtime_s": round(time.time() - started, 1),
         "load_avg_before": list(load_before),
         "load_avg_after": list(os.getloadavg()),

@@ -37,6 +37,7 @@ FULL = dict(
     lengths=(14, 28, 56),
     seeds=10,
     first_seed=5,
+    val_seed=1,
     record_every=500,
 )
 QUICK = dict(FULL, widths=(23, 61), period=500, lengths=(4, 8), seeds=3, record_every=100)
@@ -58,6 +59,11 @@ def add_flags(p):
     p.add_argument("--seeds", type=int, help="seeds per width (default 10)")
     p.add_argument("--first-seed", type=int, help="first seed (default 5: the scan used seeds 0–4)")
     p.add_argument("--record-every", type=int, help="curves every k steps (default 500)")
+    p.add_argument(
+        "--val-seed",
+        type=int,
+        help="seed of the validation spiral (default 1: the one the scan and the panel used)",
+    )
 
 
 def configs(s: dict) -> dict:
@@ -75,6 +81,7 @@ def configs(s: dict) -> dict:
             period=(s["period"],),
             seeds=s["seeds"],
             first_seed=s["first_seed"],
+            val_seed=s["val_seed"],
             steps=steps,
             record_every=s["record_every"] if steps % s["record_every"] == 0 else s["period"],
             static_last_period=True,

@@ -45,8 +45,7 @@ Outputs (``--out``, default ``results/who_learns``): the two sweeps (``spiral/``
 ``forks/<case>_<loss>.npz`` (the branch records), ``summary.json``, ``run_info.json``,
 ``who_learns.png``. ``--replot`` redraws from them without training.
 
-Not done here: the C(C − 1) outlier group (only λ1, λ2 are tracked), the NTK and Gauss–Newton
-curves.
+The C(C − 1) outlier group and the NTK over 70 000 steps: ``experiments/spectrum_structure.py``.
 
     python -m experiments.who_learns            # -> results/who_learns/ (≈ 8 min, 2 cores)
     python -m experiments.who_learns --quick    # 2 seeds, shorter digits run (< 3 min)

@@ -323,6 +323,83 @@ def test_sm_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         # Γ at that step: the last dynamical period is still under way one step before it
         assert np.all(np.isfinite(val[:, ti, :, at]))
     assert "end of the last dynamical period" in text
+    # the forgetting readings, recomputed from the stored curves by index arithmetic: record r
+    # holds step r·record_every, so τ = T/2 of period k is record (k·T + T/2) / record_every
+    every = s["record_every"]
+    assert np.array_equal(run["record_step"], every * np.arange(s["steps"] // every))
+    cval = run["class_val_acc"][0, 0, 0]  # (A, T, seed, record, class)
+    n_classes = cval.shape[-1]
+    for ti, period in enumerate(run.coords["period"]):
+        f = summary["forgetting"][ti]
+        n_dyn = s["steps"] // period - 1
+        assert f["period"] == period and f["dynamical_periods"] == n_dyn
+        rows = [(k * period + period // 2) // every for k in range(n_dyn)]
+        lo, hi = (s["steps"] - 2 * period) // every, (s["steps"] - period) // every
+        for ai in range(acc.shape[0]):
+            peak = val[ai, ti][:, rows]  # (seed, K)
+            np.testing.assert_allclose(f["per_seed"]["peak"][ai], peak, atol=0)
+            np.testing.assert_allclose(f["peak_mean"][ai], peak.mean(0), atol=1e-15)
+            sem = peak.std(0, ddof=1) / np.sqrt(len(peak))
+            np.testing.assert_allclose(f["peak_sem"][ai], sem, atol=1e-15)
+            np.testing.assert_allclose(
+                f["class_peak_mean"][ai], cval[ai, ti][:, rows].mean(0), atol=1e-15
+            )
+            others = [
+                min(cval[ai, ti, seed, r, c] for c in range(n_classes) if c != k % n_classes)
+                for seed in range(s["seeds"])
+                for k, r in enumerate(rows)
+            ]
+            np.testing.assert_allclose(
+                f["others_peak_mean"][ai],
+                np.reshape(others, (s["seeds"], n_dyn)).mean(0),
+                atol=1e-15,
+            )
+            last_min = val[ai, ti, :, lo : hi + 1].min(-1)
+            best = val[ai, ti, :, :lo].max(-1)
+            np.testing.assert_allclose(f["last_min_mean"][ai], last_min.mean(), atol=1e-15)
+            tau = np.argmin(val[ai, ti, :, lo : hi + 1], -1) * every / period
+            np.testing.assert_allclose(f["per_seed"]["last_min_tau"][ai], tau, atol=1e-15)
+            np.testing.assert_allclose(f["drop_mean"][ai], (best - last_min).mean(), atol=1e-15)
+            d = last_min - val[i1, ti, :, lo : hi + 1].min(-1)
+            np.testing.assert_allclose(f["delta_last_min_mean"][ai], d.mean(), atol=1e-15)
+            if n_dyn > 1:
+                pd = peak[:, :-1].max(-1) - peak[:, -1]
+                np.testing.assert_allclose(f["peak_drop_mean"][ai], pd.mean(), atol=1e-15)
+    assert "Forgetting readings" in text
+    # the compact curves kept beside the summary give the same accuracies
+    with np.load(tmp_path / sm_amplitude_period.CURVES) as c:
+        np.testing.assert_allclose(c["val_correct"] / c["val_points"], val, atol=1e-12)
+        np.testing.assert_allclose(c["class_val_correct"] / c["class_val_points"], cval, atol=1e-12)
+        np.testing.assert_array_equal(c["record_step"], run["record_step"])
+    assert (tmp_path / sm_amplitude_period.FORGETTING_PNG).stat().st_size > 10_000
+
+
+def test_sm_forgetting_readings_on_a_planted_curve():
+    """A curve with known values: τ = T/2 readings, the last dynamical period's minimum (its end
+    point included), the best record before it, and the lowest non-emphasised class."""
+    steps, period, every = 400, 100, 10
+    record_step = np.arange(0, steps, every)
+    rng = np.random.default_rng(0)
+    val = rng.uniform(0.5, 0.6, (2, len(record_step)))  # two runs
+    cval = rng.uniform(0.5, 0.6, (2, len(record_step), 3))
+    val[0, 20] = 0.1  # step 200: start of the last dynamical period (steps − 2T)
+    val[1, 30] = 0.2  # step 300: its end (steps − T), included
+    val[1, 31] = 0.0  # step 310: the static period, excluded
+    val[0, 7] = 0.9  # step 70, before the last dynamical period
+    val[:, 25] = [0.3, 0.4]  # step 250: τ = T/2 of period 2
+    cval[0, 15] = [0.9, 0.05, 0.7]  # step 150: τ = T/2 of period 1 (class 1 emphasised)
+    r = sm_amplitude_period.forgetting_readings(record_step, val, cval, steps, period)
+    assert r["peak_step"] == [50, 150, 250] and r["emphasised"] == [0, 1, 2]
+    np.testing.assert_array_equal(r["peak"], val[:, [5, 15, 25]])
+    np.testing.assert_array_equal(r["last_min"], [0.1, 0.2])
+    np.testing.assert_array_equal(r["last_min_tau"], [0.0, 1.0])  # steps 200 and 300, T = 100
+    assert r["best_before"][0] == 0.9
+    np.testing.assert_array_equal(r["drop"], r["best_before"] - [0.1, 0.2])
+    assert r["others_peak"][0, 1] == 0.7  # class 1 (0.05) is the emphasised one
+    np.testing.assert_allclose(r["peak_drop"], val[:, [5, 15]].max(-1) - [0.3, 0.4])
+    with pytest.raises(ValueError, match="not recorded"):
+        sm_amplitude_period.forgetting_readings(record_step[::2], val[:, ::2], cval[:, ::2],
+                                                steps, period)  # fmt: skip
 
 
 def test_sm_refuses_a_period_that_does_not_divide_the_run(tmp_path, capsys, smoke):
@@ -507,3 +584,44 @@ def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
     for key in stored.files:
         np.testing.assert_array_equal(got[key], stored[key], err_msg=key)
     assert not list(out.glob("checkpoint_*"))
+
+
+def test_sm_stored_forgetting_readings_recompute_from_the_stored_curves():
+    """The committed forgetting scan: every τ = T/2 reading, the last dynamical period's
+    minimum and the drops of its summary, recomputed by index arithmetic from the committed
+    validation curves (correct-point counts)."""
+    from pathlib import Path
+
+    folder = Path(__file__).parents[1] / "docs/results/sm_amplitude_period/long_periods/forgetting"
+    for name in ("dce", "static_ce_width100"):
+        summary = json.loads((folder / name / "summary.json").read_text())
+        settings = json.loads((folder / name / "config.json").read_text())["settings"]
+        steps, every = settings["steps"], settings["record_every"]
+        with np.load(folder / name / "curves.npz") as c:
+            val = c["val_correct"] / c["val_points"]  # (A, T, seed, record)
+            cval = c["class_val_correct"] / c["class_val_points"]
+            assert list(c["period"]) == summary["period"] and not c["diverged"].any()
+        assert val.shape[-1] == steps // every
+        i1 = summary["amplitude"].index(1.0)
+        for ti, f in enumerate(summary["forgetting"]):
+            period = f["period"]
+            rows = [(k * period + period // 2) // every for k in range(steps // period - 1)]
+            lo, hi = (steps - 2 * period) // every, (steps - period) // every
+            for ai in range(len(summary["amplitude"])):
+                v = val[ai, ti]
+                np.testing.assert_allclose(f["peak_mean"][ai], v[:, rows].mean(0), atol=1e-12)
+                np.testing.assert_allclose(
+                    f["class_peak_mean"][ai], cval[ai, ti][:, rows].mean(0), atol=1e-12
+                )
+                last_min = v[:, lo : hi + 1].min(-1)
+                np.testing.assert_allclose(f["last_min_mean"][ai], last_min.mean(), atol=1e-12)
+                drop = v[:, :lo].max(-1) - last_min
+                np.testing.assert_allclose(f["drop_mean"][ai], drop.mean(), atol=1e-12)
+                d = last_min - val[i1, ti][:, lo : hi + 1].min(-1)
+                sem = d.std(ddof=1) / np.sqrt(len(d))
+                np.testing.assert_allclose(f["delta_last_min_mean"][ai], d.mean(), atol=1e-12)
+                np.testing.assert_allclose(f["delta_last_min_sem"][ai], sem, atol=1e-12)
+                # the older reading at step steps − T is the last period's end point
+                np.testing.assert_allclose(
+                    summary["val_acc_dynamic_mean"][ai][ti], v[:, hi].mean(), atol=1e-12
+                )

@@ -174,3 +174,91 @@ def test_two_critical_directions_each_follow_their_own_closed_form():
     assert (np.asarray(rec.active) == 2).all()
     np.testing.assert_allclose(rec.lam_central, 2.0 / ETA, rtol=1e-8)
     assert float(np.max(rec.residual)) < 1e-8
+
+
+def test_barrier_keeps_a_direction_that_starts_just_below_the_edge_from_overshooting():
+    """The driven model started with its sharpness 0.5 % below 2/η, outside the per-step mask's
+    band (edge_tol = 1e-3): under ``activation="step"`` the direction moves freely for a whole
+    GD step (dy/dt = 1 raises c(1 + y) by c·η, 2 % of 2/η) and then stays above the edge (κ = 0:
+    nothing pulls it back), which the exact flow never does; under ``"barrier"`` it enters as it
+    reaches the edge and then follows the closed form y(t) = 2/(η c(t)) − 1."""
+    edge = 2.0 / ETA
+    y0 = 0.995 * edge / float(curvature(0.0)) - 1.0
+    w0 = jnp.array([0.0, y0])
+    U0 = jnp.array([[1.0], [0.0]])
+
+    def run(activation):
+        return jax.jit(
+            lambda w0, U0: flows.run_flows(
+                driven,
+                w0,
+                U0,
+                eta=ETA,
+                n_steps=40,
+                substeps=4,
+                eig_iterations=0,
+                solve=flows.closed_form_k1,
+                activation=activation,
+            )
+        )(w0, U0)
+
+    _, old = run("step")
+    assert float(np.max(old.lam_central[:, 0])) > 1.01 * edge  # the defect
+    state, new = run("barrier")
+    assert float(np.max(new.lam_central[:, 0])) <= (1.0 + 1e-4) * edge
+    assert float(state.w_central[1]) == pytest.approx(float(exact_y(ETA * 40)), abs=1e-4)
+
+
+def test_activation_and_eig_every_must_be_known():
+    with pytest.raises(ValueError, match="activation"):
+        run_driven(2, n_steps=1, activation="stage")
+    with pytest.raises(ValueError, match="eig_every"):
+        run_driven(2, n_steps=1, eig_every="stage")
+
+
+def test_eigenpairs_refreshed_every_substep_keep_the_closed_form():
+    """With the eigenpairs refreshed at every substep the driven model still follows
+    y(t) = 2/(η c(t)) − 1 with λ1 at 2/η."""
+    state, rec = run_driven(4, n_steps=50, eig_every="substep")
+    assert float(state.w_central[1]) == pytest.approx(float(exact_y(ETA * 50)), abs=1e-9)
+    np.testing.assert_allclose(rec.lam_central[:, 0], 2.0 / ETA, rtol=1e-9)
+
+
+SHORT_DCE_SUBSTEPS = (8, 16)
+
+
+@pytest.fixture(scope="module")
+def short_dce():
+    """DCE on the spiral at the smallest settings where GD and the flows meet the edge (width 16,
+    A = 20, T = 60 steps, η = 2.5, K = 2), with the barrier active set, at 8 and 16 RK4
+    substeps per GD step: ``{substeps: records}``."""
+    from experiments import central_flow as cf
+
+    s = dict(cf.SMOKE, losses=("dce",), activation="barrier", piece=60)
+    return s, {n: cf.run_one(dict(s, substeps=n), "dce", quiet=True) for n in SHORT_DCE_SUBSTEPS}
+
+
+@pytest.mark.slow
+def test_short_period_dce_flow_meets_the_edge_and_the_barrier_holds_it(short_dce):
+    s, runs = short_dce
+    for rec in runs.values():
+        lam = np.asarray(rec["lam_central"][:, 0]) * s["eta"] / 2
+        assert float(lam.max()) > 0.999  # the flow meets the edge
+        assert float(np.max(rec["trace_X"])) > 0  # and oscillates there
+        assert float(lam.max()) < 1.02  # the barrier keeps λ1 within 2 % of 2/η
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="not converged: the predicted loss moved by up to 3.1 % between 8 and 16 substeps "
+    "on this case when the test was written (on the study's case, "
+    "docs/results/central_flow/convergence/, the largest moves sit where Γ switches classes)",
+)
+def test_short_period_dce_prediction_is_converged_in_its_step_at_every_step(short_dce):
+    """The claim the study asks for: between the two finest substep counts the central flow's
+    predicted loss changes by less than 1 % at every step (the maximum over steps, not a
+    median). It does not hold yet; strict, so that a change that makes it hold is noticed."""
+    _, runs = short_dce
+    p8, p16 = (np.asarray(runs[n]["predicted"]) for n in SHORT_DCE_SUBSTEPS)
+    assert float(np.max(np.abs(p8 - p16) / np.abs(p16))) < 0.01

@@ -84,3 +84,13 @@ def test_the_reproduction_tables_are_all_stored():
     its reason in ``provenance.ALLOWED``)."""
     missing = provenance.unfound(["docs/reproduction.md"], tables_only=True)
     assert [f"{m.file}:{m.line}: {m.text}" for m in missing] == []
+
+
+def test_sizes_match_bytes_and_milliseconds_match_microseconds(tmp_path):
+    exp = tmp_path / "docs" / "results" / "exp"
+    exp.mkdir(parents=True)
+    (exp / "b.json").write_text(json.dumps({"bytes": 7232741, "us_per_step": 376.67}))
+    doc = tmp_path / "doc.md"
+    doc.write_text("Moves 7.23 MB (not 7.3 MB) in 0.38 ms (not 0.40 ms) a step.\n")
+    missing = provenance.unfound(["doc.md"], "docs/results", root=tmp_path)
+    assert [m.text for m in missing] == ["7.3 MB", "0.40 ms"]
