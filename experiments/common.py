@@ -9,6 +9,8 @@ An experiment module defines ``OUT`` (default results folder), ``PNG``, ``LABEL`
 * ``summarise(runs) -> dict`` — the numbers the figure shows, from the loaded runs
   ``{key: Run}`` (written to ``--out/summary.json``);
 * ``table(runs, summary) -> str`` and ``plot(runs, summary, path)``;
+* optionally ``write_tables(runs, out)`` — per-run tables written beside the summary, and
+  ``load_runs(out)`` — what ``--replot`` loads instead of the run folders (Fig. 4's table);
 * optionally ``after_runs(runs, s, args)`` — more computation on the finished runs, saved in
   their folders (Fig. 2's landscape snapshots), so that ``--replot`` needs none.
 
@@ -253,8 +255,8 @@ def main(exp: ModuleType, argv=None) -> int:
     )
     try:
         with args.stop:
-            if args.replot:
-                runs = load_runs(out)
+            if args.replot:  # an experiment may replot from its own tables (its load_runs)
+                runs = getattr(exp, "load_runs", load_runs)(out)
             else:
                 s = settings_of(exp, args)
                 runs = run_all(exp, s, out, args)
@@ -284,6 +286,8 @@ def main(exp: ModuleType, argv=None) -> int:
         results.write_json(out / RUN_INFO, run_info(started, load_before, at_start))
         for filename, obj in getattr(exp, "outputs", lambda _: {})(summary).items():
             results.write_json(out / filename, obj)
+        if hasattr(exp, "write_tables"):  # per-run tables beside the summary
+            exp.write_tables(runs, out)
     exp.plot(runs, summary, out / exp.PNG)
     print(exp.table(runs, summary))
     print(f"wrote {out / exp.PNG}")

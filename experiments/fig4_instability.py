@@ -22,6 +22,26 @@ per rule, the mean η·λ1/2 per (loss, η) with its s.e.m. and the fitted slope
 ``--dense-seeds`` seeds, η of ``--dense-etas-ce`` / ``--dense-etas-mse``) give, per rule, the
 steps from its onset to the first step with λ1 > 2/η.
 
+The per-run table, ``runs.csv`` (beside ``summary.json``): one row per run (``kind`` main or
+dense, loss, width, η, A, T, seed), its step cap, where it stopped, whether it diverged, and per
+rule — the run's own (declared) rule first, then each watched one — its onset step and λ1, λ2
+there (empty: no onset); for runs with λ1 at every step also the last step measured, GD's first
+step with λ1 > 2/η and whether it crossed within the run. Every number of ``summary.json`` and
+``sensitivity.json`` is recomputed from that table alone (:func:`summarise_table`), and
+``--replot`` reads it when the run folders are not there. The slopes come with two errors: the
+per-run least-squares s.e., which treats every run as independent, and the s.e. of the same fit
+on the (η, A, T) condition means of log λ1 (``slope_se_clustered``), which counts the runs of
+one condition, sharing its ratio, as one point; ``rejections`` counts the rule × loss fits more
+than 3 s.e. from −1 under each.
+
+A watched rule's window above is tied to the declared rule's onset. ``--dense-to-cap`` removes
+that tie for the runs with λ1 at every step: they do not stop at an onset but run to their step
+cap (``--steps-eta``/η, ``--steps-eta-mse``/η), so every rule is read, and λ1's crossing of 2/η
+looked for, over one rule-independent window; ``--dense-conditions all`` puts them at every
+(A, T), ``--no-main`` runs only them. The cost of λ1 at every step (10 warm-started Lanczos
+steps a step, loss every step) against λ only at the onsets is measured on a few runs in
+``docs/results/fig4_instability/per_run/lambda_every_step_cost.json``.
+
 Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps
 for DCE, 30 seeds per condition. DMSE1 and DMSE2 runs are capped at 10 000/η steps
 (``--steps-eta-mse``): their median onset steps are at most 2 434/η (``summary.json``), and a run
@@ -63,13 +83,14 @@ the run length scaled down by 10 and 40), 2 seeds.
     python -m experiments.fig4_instability --seeds 10   # the stored run
     python -m experiments.fig4_instability --watch     # one rule only: no watched rules
     python -m experiments.fig4_instability --replot
+    python -m experiments.fig4_instability --no-main --dense-to-cap --dense-conditions all \
+        --steps-eta 10000 --steps-eta-mse 5000      # λ1 every step, every rule to the cap
 """
 
 from __future__ import annotations
 
 import math
 import sys
-import warnings
 
 from experiments import common
 
@@ -103,6 +124,9 @@ FULL = dict(
     dense_etas_ce=(0.5, 1.0, 2.0),
     dense_etas_mse=(0.2, 0.4),
     dense_matvecs=10,
+    dense_conditions="middle",
+    dense_to_cap=False,
+    main=True,
     programs="family",
 )
 QUICK = dict(
@@ -188,6 +212,26 @@ def add_flags(p):
     p.add_argument("--dense-etas-ce", type=float, nargs="*", help="η of DCE with dense λ1")
     p.add_argument("--dense-etas-mse", type=float, nargs="*", help="η of DMSE1/2 with dense λ1")
     p.add_argument(
+        "--dense-conditions",
+        choices=("middle", "all"),
+        help="runs with λ1 at every step at A = 50, T = 5000 (middle, default) or at every (A, T)",
+    )
+    p.add_argument(
+        "--dense-to-cap",
+        action="store_const",
+        const=True,
+        help="runs with λ1 at every step do not stop at the onsets: each runs to its step cap "
+        "(steps_eta/η), so every rule is read, and λ1's crossing of 2/η seen, over the same "
+        "rule-independent window",
+    )
+    p.add_argument(
+        "--no-main",
+        dest="main",
+        action="store_const",
+        const=False,
+        help="only the runs with λ1 at every step",
+    )
+    p.add_argument(
         "--programs",
         choices=("family", "eta"),
         help="one sweep per loss family with each run's own length (default), or one per (loss, η)",
@@ -233,7 +277,10 @@ def configs(s: dict) -> dict:
     for losses in families(s["losses"]):
         etas = etas_of(s, losses[0])
         dense = s["dense_etas_ce"] if etas is s["etas_ce"] else s["dense_etas_mse"]
-        for kind, grid in (("", etas), ("dense_", dense if s["dense_seeds"] else ())):
+        for kind, grid in (
+            ("", etas if s["main"] else ()),
+            ("dense_", dense if s["dense_seeds"] else ()),
+        ):
             if not grid:
                 continue
             if s["programs"] == "family":
@@ -296,16 +343,22 @@ def config_of(s: dict, losses: tuple, etas: tuple, *, dense: bool = False):
         return config
     import dataclasses
 
-    amplitude = 50.0 if 50.0 in s["amplitudes"] else s["amplitudes"][0]
-    period = 5000 if 5000 in s["periods"] else s["periods"][0]
+    amplitude = (50.0 if 50.0 in s["amplitudes"] else s["amplitudes"][0],)
+    period = (5000 if 5000 in s["periods"] else s["periods"][0],)
+    if s["dense_conditions"] == "all":
+        amplitude, period = tuple(s["amplitudes"]), tuple(s["periods"])
+    to_cap = bool(s["dense_to_cap"])
     return dataclasses.replace(
         config,
-        amplitude=(amplitude,),
-        period=(period,),
+        amplitude=amplitude,
+        period=period,
         seeds=s["dense_seeds"],
         record_every=1,
         eig_every=1,
         num_matvecs=s["dense_matvecs"],
+        stop_at_onset=not to_cap,
+        watch_steps=0 if to_cap else config.watch_steps,
+        watch_steps_eta=0.0 if to_cap else config.watch_steps_eta,
     )
 
 
@@ -350,7 +403,7 @@ def _mean_sem(x) -> tuple[float, float, int]:
 
 def _rules(run) -> list[tuple[str, object, object]]:
     """(rule, onset step array, λ1 array) for the run's own rule and each watched one, with
-    the grid's axes (loss, width, η, A, T, seed)."""
+    the rule's full name (every parameter filled in)."""
     from dynloss_jax.instability import get_detector
 
     s = run.config["settings"]
@@ -360,28 +413,259 @@ def _rules(run) -> list[tuple[str, object, object]]:
     return out
 
 
-def summarise(runs: dict) -> dict:
-    """Per loss and η: λ1 at the onset (mean, sem, runs with an onset, runs), the onset step
-    (median), and per loss the fitted slope; the same per (A, T) condition (``conditions``);
-    ``sensitivity``: for every rule of the runs (the run's own and the watched ones) the mean
-    η·λ1/2 at its onsets per (loss, η) with s.e.m. and the fitted slope per loss; ``crossing``:
-    from the dense runs (λ1 at every step), per rule the steps from its onset to the first
-    step with λ1 > 2/η."""
+# ---------------------------------------------------------------------------------------------
+# The per-run table (``runs.csv``): one row per run, every number of the summary recomputable
+# from it alone (:func:`summarise_table`).
+
+TABLE = "runs.csv"
+KEYS = ("kind", "loss", "width", "eta", "amplitude", "period", "seed")
+RUN_COLUMNS = (
+    *KEYS,
+    "step_cap",  # steps the run was given (steps_eta/η, rounded up), before an onset stopped it
+    "stopped_step",  # where it stopped (−1: it ran to the cap)
+    "diverged",
+    "lam_every",  # λ1 measured every this many steps (0: only at the onsets)
+    "lam_last_step",  # the last step with a λ1 measurement (empty when lam_every = 0)
+    "cross_step",  # GD's first step with λ1 > 2/η (empty: none within the run, or not measured)
+    "crossed",  # 1 if λ1 exceeded 2/η within the run, 0 if not, empty when not measured
+)
+
+
+def rule_label(rule: str) -> str:
+    """A rule's spec with only the parameters that differ from its defaults ("calibrated",
+    "second_difference:tol=1e-06"); ``get_detector(label).name`` gives the full name back."""
+    from dynloss_jax.instability import get_detector
+
+    name, _, params = get_detector(rule).name.partition(":")
+    default = get_detector(name).name.partition(":")[2].split(",")
+    changed = [q for q in params.split(",") if q and q not in default]
+    return name + (":" + ",".join(changed) if changed else "")
+
+
+def rule_columns(label: str) -> tuple[str, str, str]:
+    return f"onset[{label}]", f"lam1[{label}]", f"lam2[{label}]"
+
+
+def table_rows(runs: dict) -> list[dict]:
+    """One dict per run of ``runs`` (main runs first, then those with λ1 at every step, each
+    in (loss, η, A, T, seed) order): the columns of :data:`RUN_COLUMNS`, then per rule (the
+    run's own first, then the watched ones) its onset step and λ1, λ2 there (NaN, −1: none)."""
     import numpy as np
 
-    dense = split(runs, dense=True)
-    runs = split(runs)
-    losses = sorted({loss for loss, _ in runs}, key=list(NAMES).index)
-    rows, fits, conditions = [], {}, []
+    out = []
+    for kind, dense in (("main", False), ("dense", True)):
+        for (loss, eta), run in sorted(split(runs, dense=dense).items()):
+            s = run.config["settings"]
+            every = int(s["eig_every"])
+            rules = [rule_label(s["detector"]), *(rule_label(w) for w in s.get("watch", []))]
+            cap = run_length(run, eta)
+            assert len(run.coords["width"]) == 1, "one width per Fig. 4 sweep"
+            lam_k = [run["instability_lam_k"]] + [
+                run["watch_lam_k"][..., i, :] for i in range(len(rules) - 1)
+            ]
+            onsets = [run["instability_step"]] + [
+                run["watch_step"][..., i] for i in range(len(rules) - 1)
+            ]
+            for ai, amplitude in enumerate(run.coords["amplitude"]):
+                for ti, period in enumerate(run.coords["period"]):
+                    for si, seed in enumerate(run.coords["seed"]):
+                        idx = (0, 0, 0, ai, ti, si)
+                        row = {
+                            "kind": kind,
+                            "loss": loss,
+                            "width": int(run.coords["width"][0]),
+                            "eta": float(eta),
+                            "amplitude": float(amplitude),
+                            "period": int(period),
+                            "seed": int(seed),
+                            "step_cap": int(cap),
+                            "stopped_step": int(run["stopped_step"][idx]),
+                            "diverged": int(bool(run["diverged"][idx])),
+                            "lam_every": every,
+                            "lam_last_step": None,
+                            "cross_step": None,
+                            "crossed": None,
+                        }
+                        if every:
+                            lam = np.asarray(run["lam"][idx][:, 0], float)
+                            steps = np.asarray(run["eig_step"])
+                            measured = np.isfinite(lam)
+                            above = lam > 2 / eta
+                            row["lam_last_step"] = (
+                                int(steps[measured][-1]) if measured.any() else None
+                            )
+                            row["crossed"] = int(above.any())
+                            row["cross_step"] = (
+                                int(steps[np.argmax(above)]) if above.any() else None
+                            )
+                        for label, onset, lam2 in zip(rules, onsets, lam_k, strict=True):
+                            c_on, c_1, c_2 = rule_columns(label)
+                            row[c_on] = int(onset[idx])
+                            row[c_1] = float(lam2[idx][0])
+                            row[c_2] = float(lam2[idx][1])
+                        out.append(row)
+    return out
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else repr(value)
+    if isinstance(value, int) and value < 0:
+        return ""  # −1: no onset / did not stop early
+    return str(value)
+
+
+def write_table(rows: list[dict], path) -> None:
+    """``rows`` as CSV: empty cells for "none" (no onset, no crossing, not measured)."""
+    import csv
+
+    columns = list(rows[0]) if rows else list(RUN_COLUMNS)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([_cell(row.get(c)) for c in columns])
+
+
+def read_table(path) -> list[dict]:
+    """The rows of :func:`write_table` with their types back: integers for steps and flags
+    (−1 for an empty onset or stop step, None for an empty crossing), floats (NaN if empty)."""
+    import csv
+
+    ints = {"width", "period", "seed", "step_cap", "diverged", "lam_every"}
+    maybe = {"lam_last_step", "cross_step", "crossed"}
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = {}
+            for c, v in raw.items():
+                if c in ("kind", "loss"):
+                    row[c] = v
+                elif c in ints:
+                    row[c] = int(v)
+                elif c in maybe:
+                    row[c] = int(v) if v else None
+                elif c == "stopped_step" or c.startswith("onset["):
+                    row[c] = int(v) if v else -1
+                else:
+                    row[c] = float(v) if v else float("nan")
+            rows.append(row)
+    return rows
+
+
+def table_rules(rows: list[dict]) -> list[str]:
+    """The rule labels of the table, the declared one (the runs' own) first."""
+    return [c[len("onset[") : -1] for c in rows[0] if c.startswith("onset[")] if rows else []
+
+
+def fit_clustered(eta_R, lam_R, cell_R):
+    """Slope of log λ = c + b·log η fitted on the means of log λ per cell (the (η, A, T)
+    conditions), so that runs of one condition, which share its ratio, count as one point:
+    (b, se(b), cells). With equal runs per cell b equals the per-run fit's slope."""
+    import numpy as np
+
+    cells: dict = {}
+    for eta, lam, cell in zip(eta_R, lam_R, cell_R, strict=True):
+        if math.isfinite(lam):
+            cells.setdefault(cell, (eta, []))[1].append(math.log(lam))
+    x = [math.log(eta) for eta, _ in cells.values()]
+    y = [float(np.mean(v)) for _, v in cells.values()]
+    b, se, _, n = fit_slope(np.exp(x), np.exp(y))
+    return b, se, n
+
+
+def _fit_entry(etas, lams, cells) -> dict:
+    b, se, c, n = fit_slope(etas, lams)
+    bc, sec, nc = fit_clustered(etas, lams, cells)
+    return {
+        "slope": b,
+        "slope_se": se,
+        "intercept": c,
+        "points": n,
+        "prefactor": math.exp(c) if math.isfinite(c) else float("nan"),
+        "slope_clustered": bc,
+        "slope_se_clustered": sec,
+        "cells": nc,
+        "minus_one_in_se": (b + 1) / se if se > 0 else float("nan"),
+        "minus_one_in_se_clustered": (b + 1) / sec if sec > 0 else float("nan"),
+    }
+
+
+def summarise(runs) -> dict:
+    """The summary of the loaded runs (or of a table's rows, as ``--replot`` loads them from
+    ``runs.csv``): :func:`summarise_table` of their :func:`table_rows`."""
+    return summarise_table(runs if isinstance(runs, list) else table_rows(runs))
+
+
+def write_tables(runs, out) -> None:
+    """``runs.csv`` beside the summary (``--replot`` reads it back when the run folders are
+    not there)."""
+    from pathlib import Path
+
+    if not isinstance(runs, list):
+        write_table(table_rows(runs), Path(out) / TABLE)
+
+
+def load_runs(out) -> dict | list:
+    """For ``--replot``: the run folders of ``out`` if there are any, else the rows of its
+    ``runs.csv``."""
+    from pathlib import Path
+
+    from experiments.common import load_runs as folders
+
+    out = Path(out)
+    subs = [out, *(p for p in out.iterdir() if p.is_dir())] if out.is_dir() else []
+    if (out / TABLE).exists() and not any((p / "config.json").exists() for p in subs):
+        return read_table(out / TABLE)
+    return folders(out)
+
+
+def summarise_table(rows: list[dict]) -> dict:
+    """Every number the report states for Fig. 4, from the per-run table alone.
+
+    ``rows`` (declared rule, main runs) per loss and η: λ1 at the onset (mean, sem, runs with
+    an onset, runs), the onset step (median), runs diverged, the step cap; ``fits`` per loss:
+    the slope of log λ1 on log η over the runs with an onset with its per-run OLS s.e., and the
+    slope with its s.e. fitted on the (η, A, T) condition means of log λ1 (errors clustered by
+    condition; ``fit_clustered``), and how many s.e. each lies from −1; ``conditions``: per
+    (loss, η, A, T) the mean η·λ1/2; ``sensitivity``: the same per rule (the declared and the
+    watched, by full name) as mean η·λ1/2 per (loss, η) with s.e.m. and onset counts, the range
+    over η per loss, the fits; ``crossing``: from runs with λ1 measured every step, per rule
+    and (loss, η) the steps from the onset to GD's first step with λ1 > 2/η; ``dense``: those
+    runs per loss, η, condition, how many crossed 2/η within the run; ``rejections``: per kind
+    of s.e., the rule × loss fits whose slope lies more than 3 s.e. from −1."""
+    import numpy as np
+
+    main = [r for r in rows if r["kind"] == "main"]
+    dense = [r for r in rows if r["kind"] == "dense"]
+    rules = table_rules(rows)
+    losses = sorted({r["loss"] for r in main}, key=list(NAMES).index)
+
+    def by(rs, *keys):
+        out: dict = {}
+        for r in rs:
+            out.setdefault(tuple(r[k] for k in keys), []).append(r)
+        return out
+
+    def ordered(rs):  # (A, T, seed) order, as a sweep flattens its runs
+        return sorted(rs, key=lambda r: (r["amplitude"], r["period"], r["seed"]))
+
+    out_rows, fits, conditions = [], {}, []
+    own = rules[0] if rules else None
     for loss in losses:
-        all_eta, all_lam = [], []
-        for eta in sorted(eta for name, eta in runs if name == loss):
-            run = runs[loss, eta]
-            lam = run["instability_lam"].reshape(-1)
-            step = run["instability_step"].reshape(-1)
+        all_eta, all_lam, all_cell = [], [], []
+        for (lo, eta), rs in sorted(by(main, "loss", "eta").items()):
+            if lo != loss:
+                continue
+            rs = ordered(rs)
+            c_on, c_1, _ = rule_columns(own)
+            lam = np.array([r[c_1] for r in rs], float)
+            step = np.array([r[c_on] for r in rs])
             found = np.isfinite(lam)
             n = int(found.sum())
-            rows.append(
+            out_rows.append(
                 {
                     "loss": loss,
                     "eta": float(eta),
@@ -392,58 +676,94 @@ def summarise(runs: dict) -> dict:
                     else float("nan"),
                     "onset_step_median": float(np.median(step[found])) if n else float("nan"),
                     "found": n,
-                    "runs": int(lam.size),
-                    "diverged": int(run["diverged"].sum()),
-                    "steps": run_length(run, eta),
+                    "runs": len(rs),
+                    "diverged": int(sum(r["diverged"] for r in rs)),
+                    "steps": max(r["step_cap"] for r in rs),
                 }
             )
             all_eta += [float(eta)] * n
             all_lam += lam[found].tolist()
-            for ai, amplitude in enumerate(run.coords["amplitude"]):
-                for ti, period in enumerate(run.coords["period"]):
-                    cell = run["instability_lam"][0, 0, 0, ai, ti]
-                    mean, sem, n_cell = _mean_sem(eta * cell / 2)
-                    conditions.append(
-                        {
-                            "loss": loss,
-                            "eta": float(eta),
-                            "amplitude": float(amplitude),
-                            "period": int(period),
-                            "ratio_mean": mean,
-                            "ratio_sem": sem,
-                            "found": n_cell,
-                            "runs": int(cell.size),
-                        }
-                    )
-        b, se, c, n = fit_slope(all_eta, all_lam)
-        fits[loss] = {
-            "slope": b,
-            "slope_se": se,
-            "intercept": c,
-            "points": n,
-            "prefactor": math.exp(c) if math.isfinite(c) else float("nan"),
-        }
+            all_cell += [
+                (eta, r["amplitude"], r["period"]) for r, f in zip(rs, found, strict=True) if f
+            ]
+            for (amplitude, period), cell in by(rs, "amplitude", "period").items():
+                lam_c = np.array([r[c_1] for r in cell], float)
+                mean, sem, n_cell = _mean_sem(eta * lam_c / 2)
+                conditions.append(
+                    {
+                        "loss": loss,
+                        "eta": float(eta),
+                        "amplitude": float(amplitude),
+                        "period": int(period),
+                        "ratio_mean": mean,
+                        "ratio_sem": sem,
+                        "found": n_cell,
+                        "runs": len(cell),
+                    }
+                )
+        fits[loss] = _fit_entry(all_eta, all_lam, all_cell)
+
+    sens = rule_stats(main, rules)
+
+    rejections = {}
+    for kind in ("minus_one_in_se", "minus_one_in_se_clustered"):
+        hits = [
+            f"{entry['label']} {loss}"
+            for entry in sens.values()
+            for loss, fit in entry["fits"].items()
+            if abs(fit[kind]) > 3
+        ]
+        total = sum(len(entry["fits"]) for entry in sens.values())
+        rejections[kind] = {"rejected": len(hits), "fits": total, "which": hits}
+
+    grid = {
+        "width": sorted({r["width"] for r in main}),
+        "amplitude": sorted({r["amplitude"] for r in main}),
+        "period": sorted({r["period"] for r in main}),
+        "seeds": len({r["seed"] for r in main}),
+    }
     return {
-        "rows": rows,
+        "grid": grid,
+        "rows": out_rows,
         "fits": fits,
         "conditions": conditions,
-        "sensitivity": sensitivity(runs),
-        "crossing": crossing(dense),
+        "sensitivity": sens,
+        "rejections": rejections,
+        "crossing": crossing_table(dense, rules),
+        "crossing_by_condition": crossing_by_condition(dense, rules),
+        "dense_sensitivity": rule_stats(dense, rules),
+        "dense": dense_summary(dense),
     }
 
 
-def sensitivity(runs: dict) -> dict:
-    """Per rule: per (loss, η) the mean η·λ1/2 at the rule's onsets (s.e.m., onsets found of
-    runs), and per loss the slope of log λ1 against log η with its standard error."""
+def rule_stats(rows: list[dict], rules: list[str]) -> dict:
+    """Per rule (by full name): per (loss, η) the mean η·λ1/2 at its onsets with s.e.m., onsets
+    found of runs and the median onset step; per loss the fits of :func:`_fit_entry` and the
+    range of the mean η·λ1/2 over η."""
     import numpy as np
 
-    out: dict = {}
-    for (loss, eta), run in sorted(runs.items()):
-        for rule, step, lam in _rules(run):
-            entry = out.setdefault(rule, {"rows": [], "fits": {}, "_points": {}})
-            lam = np.asarray(lam, float).reshape(-1)
+    from dynloss_jax.instability import get_detector
+
+    def by(rs, *keys):
+        out: dict = {}
+        for r in rs:
+            out.setdefault(tuple(r[k] for k in keys), []).append(r)
+        return out
+
+    def ordered(rs):  # (A, T, seed) order, as a sweep flattens its runs
+        return sorted(rs, key=lambda r: (r["amplitude"], r["period"], r["seed"]))
+
+    main = rows
+    sens: dict = {}
+    for label in rules:
+        c_on, c_1, _ = rule_columns(label)
+        entry = sens.setdefault(get_detector(label).name, {"label": label, "rows": [], "fits": {}})
+        points: dict = {}
+        for (loss, eta), rs in sorted(by(main, "loss", "eta").items()):
+            rs = ordered(rs)
+            lam = np.array([r[c_1] for r in rs], float)
+            onset = np.array([r[c_on] for r in rs])
             mean, sem, n = _mean_sem(eta * lam / 2)
-            onset = np.asarray(step).reshape(-1)
             entry["rows"].append(
                 {
                     "loss": loss,
@@ -451,41 +771,53 @@ def sensitivity(runs: dict) -> dict:
                     "ratio_mean": mean,
                     "ratio_sem": sem,
                     "found": n,
-                    "runs": int(lam.size),
+                    "runs": len(rs),
                     "onset_step_median": float(np.median(onset[onset >= 0]))
                     if (onset >= 0).any()
                     else float("nan"),
                 }
             )
-            pts = entry["_points"].setdefault(loss, ([], []))
-            ok = np.isfinite(lam)
-            pts[0].extend([float(eta)] * int(ok.sum()))
-            pts[1].extend(lam[ok].tolist())
-    for entry in out.values():
-        for loss, (etas, lams) in entry.pop("_points").items():
-            b, se, _, n = fit_slope(etas, lams)
-            entry["fits"][loss] = {"slope": b, "slope_se": se, "points": n}
-    return out
+            pts = points.setdefault(loss, ([], [], []))
+            for r, lam1 in zip(rs, lam, strict=True):
+                if math.isfinite(lam1):
+                    pts[0].append(float(eta))
+                    pts[1].append(float(lam1))
+                    pts[2].append((eta, r["amplitude"], r["period"]))
+        for loss in sorted(points, key=list(NAMES).index):
+            fit = _fit_entry(*points[loss])
+            ratios = [r["ratio_mean"] for r in entry["rows"] if r["loss"] == loss]
+            ratios = [x for x in ratios if math.isfinite(x)]
+            fit["ratio_min"] = min(ratios) if ratios else float("nan")
+            fit["ratio_max"] = max(ratios) if ratios else float("nan")
+            entry["fits"][loss] = fit
+        entry["found"] = sum(r["found"] for r in entry["rows"])
+        entry["runs"] = sum(r["runs"] for r in entry["rows"])
+
+    return sens
 
 
-def crossing(dense: dict) -> dict:
-    """From runs with λ1 at every step: per rule and (loss, η), for each run the first step
-    with λ1 > 2/η minus the rule's onset step (positive: the onset came first; NaN: λ1 did
-    not exceed 2/η before the run stopped, or the rule did not fire), with their median,
-    minimum and maximum."""
+def crossing_table(dense: list[dict], rules: list[str]) -> dict:
+    """From runs with λ1 at every step: per rule and (loss, η), for each run GD's first step
+    with λ1 > 2/η minus the rule's onset step (positive: the onset came first; None: λ1 did
+    not exceed 2/η within the run, or the rule did not fire), with their median, minimum and
+    maximum."""
     import numpy as np
 
+    from dynloss_jax.instability import get_detector
+
     out: dict = {}
-    for (loss, eta), run in sorted(dense.items()):
-        lam = np.asarray(run["lam"][..., 0], float)  # (..., seed, eig)
-        steps = np.asarray(run["eig_step"])
-        above = lam > 2 / eta
-        first = np.where(above.any(-1), steps[np.argmax(above, -1)], -1).reshape(-1)
-        for rule, onset, _ in _rules(run):
-            onset = np.asarray(onset).reshape(-1)
+    groups: dict = {}
+    for r in dense:
+        groups.setdefault((r["loss"], r["eta"]), []).append(r)
+    for (loss, eta), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: (r["amplitude"], r["period"], r["seed"]))
+        first = np.array([-1 if r["cross_step"] is None else r["cross_step"] for r in rs])
+        for label in rules:
+            c_on = rule_columns(label)[0]
+            onset = np.array([r[c_on] for r in rs])
             gap = np.where((first >= 0) & (onset >= 0), first - onset, np.nan).astype(float)
             ok = np.isfinite(gap)
-            out.setdefault(rule, []).append(
+            out.setdefault(get_detector(label).name, []).append(
                 {
                     "loss": loss,
                     "eta": eta,
@@ -500,12 +832,70 @@ def crossing(dense: dict) -> dict:
     return out
 
 
+def crossing_by_condition(dense: list[dict], rules: list[str]) -> dict:
+    """:func:`crossing_table` per (loss, η, A, T): per rule the gaps (GD's first step with
+    λ1 > 2/η minus the onset; None where either is missing) and their median."""
+    import numpy as np
+
+    from dynloss_jax.instability import get_detector
+
+    out: dict = {}
+    groups: dict = {}
+    for r in dense:
+        groups.setdefault((r["loss"], r["eta"], r["amplitude"], r["period"]), []).append(r)
+    for (loss, eta, amplitude, period), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        for label in rules:
+            c_on = rule_columns(label)[0]
+            gaps = [
+                None if r["cross_step"] is None or r[c_on] < 0 else r["cross_step"] - r[c_on]
+                for r in rs
+            ]
+            ok = [g for g in gaps if g is not None]
+            out.setdefault(get_detector(label).name, []).append(
+                {
+                    "loss": loss,
+                    "eta": eta,
+                    "amplitude": amplitude,
+                    "period": period,
+                    "gap": gaps,
+                    "gap_median": float(np.median(ok)) if ok else float("nan"),
+                }
+            )
+    return out
+
+
+def dense_summary(dense: list[dict]) -> dict:
+    """Runs with λ1 at every step: per loss (and in all) how many, and how many of them saw
+    λ1 exceed 2/η within the run; per (loss, η, A, T) the same."""
+    out: dict = {"all": {"runs": 0, "crossed": 0}, "per_loss": {}, "per_condition": []}
+    cond: dict = {}
+    for r in dense:
+        crossed = int(bool(r["crossed"]))
+        for entry in (out["all"], out["per_loss"].setdefault(r["loss"], {"runs": 0, "crossed": 0})):
+            entry["runs"] += 1
+            entry["crossed"] += crossed
+        key = (r["loss"], r["eta"], r["amplitude"], r["period"])
+        c = cond.setdefault(key, {"runs": 0, "crossed": 0})
+        c["runs"] += 1
+        c["crossed"] += crossed
+    for (loss, eta, amplitude, period), c in sorted(cond.items()):
+        out["per_condition"].append(
+            {"loss": loss, "eta": eta, "amplitude": amplitude, "period": period, **c}
+        )
+    return out
+
+
 def outputs(summary: dict) -> dict:
     """Files written beside ``summary.json``: the detector sensitivity on its own."""
     return {
         "sensitivity.json": {
             "sensitivity": summary["sensitivity"],
+            "rejections": summary["rejections"],
             "crossing": summary["crossing"],
+            "crossing_by_condition": summary["crossing_by_condition"],
+            "dense": summary["dense"],
+            "dense_sensitivity": summary["dense_sensitivity"],
         }
     }
 
@@ -528,7 +918,8 @@ def table(runs: dict, summary: dict) -> str:
     lines.append("fit log λ1 = c + b·log η (all runs with an onset; 2/η has b = −1, e^c = 2):")
     for loss, f in summary["fits"].items():
         lines.append(
-            f"  {loss:>6}: b = {f['slope']:.3f} ± {f['slope_se']:.3f}, "
+            f"  {loss:>6}: b = {f['slope']:.3f} ± {f['slope_se']:.3f} (per run), "
+            f"± {f['slope_se_clustered']:.3f} (on {f['cells']} condition means), "
             f"e^c = {f['prefactor']:.3f}, {f['points']} runs"
         )
     if summary.get("sensitivity"):
@@ -539,8 +930,21 @@ def table(runs: dict, summary: dict) -> str:
                 f" ({r['found']}/{r['runs']})"
                 for r in entry["rows"]
             )
-            slopes = ", ".join(f"{k} {f['slope']:.3f}" for k, f in entry["fits"].items())
+            slopes = ", ".join(
+                f"{k} {f['slope']:.3f} ± {f['slope_se_clustered']:.3f}"
+                for k, f in entry["fits"].items()
+            )
             lines.append(f"  {rule}\n    {cells}\n    slopes: {slopes}")
+    if summary.get("rejections"):
+        for kind, r in summary["rejections"].items():
+            lines.append(f"fits more than 3 s.e. from −1 ({kind}): {r['rejected']} of {r['fits']}")
+    if summary.get("dense", {}).get("all", {}).get("runs"):
+        d = summary["dense"]
+        lines.append(
+            "runs with λ1 every step whose λ1 exceeded 2/η within the run: "
+            f"{d['all']['crossed']} of {d['all']['runs']}; "
+            + ", ".join(f"{k} {v['crossed']}/{v['runs']}" for k, v in d["per_loss"].items())
+        )
     if summary.get("crossing"):
         lines.append("first λ1 > 2/η minus onset step (dense runs), per rule: median [min, max]")
         for rule, items in summary["crossing"].items():
@@ -554,12 +958,21 @@ def table(runs: dict, summary: dict) -> str:
 
 
 def plot(runs: dict, summary: dict, path):
-    """Draws the figure from the loaded runs and their summary; returns it."""
+    """Draws the figure from the summary (the loaded runs, or the table's rows, are not
+    needed: the faint points are the per-condition means of ``summary["conditions"]``);
+    returns it."""
     import matplotlib.pyplot as plt
     import numpy as np
 
-    runs = split(runs)
     sens = summary.get("sensitivity") or {}
+    if not summary["rows"]:  # only runs with λ1 at every step: their rules' ratios
+        sens = summary.get("dense_sensitivity") or {}
+        fig, ax = plt.subplots(figsize=(7, 4.8), constrained_layout=True)
+        _sensitivity_panel(ax, sens, {"dce": "C3", "dmse1": "C0", "dmse2": "C2"}, {})
+        ax.set_title("runs with λ1 at every step, each rule to the step cap", fontsize=9)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return fig
     fig, axes = plt.subplots(
         1,
         3 if sens else 2,
@@ -568,7 +981,7 @@ def plot(runs: dict, summary: dict, path):
         gridspec_kw={"width_ratios": [1.35, 1, 1.2] if sens else [1.35, 1]},
     )
     ax, ax_ratio = axes[:2]
-    etas = np.array(sorted({eta for _, eta in runs}))
+    etas = np.array(sorted({r["eta"] for r in summary["rows"]}))
     grid = np.geomspace(etas.min() / 1.3, etas.max() * 1.3, 50)
     ax.plot(grid, 2 / grid, "k--", lw=1.2, label="2/η (edge of stability)")
     ax_ratio.axhline(1, color="k", ls="--", lw=1.2)
@@ -587,7 +1000,7 @@ def plot(runs: dict, summary: dict, path):
         total = sum(r["runs"] for r in rows)
         label = (
             f"{NAMES.get(loss, loss)}: slope {f['slope']:.3f} ± {f['slope_se']:.3f} "
-            f"({found}/{total} runs with an onset)"
+            f"(± {f['slope_se_clustered']:.3f} by condition; {found}/{total} runs with an onset)"
         )
         ax.errorbar(
             eta * shift[loss],
@@ -612,15 +1025,10 @@ def plot(runs: dict, summary: dict, path):
             capsize=3,
             label=NAMES.get(loss, loss),
         )
-        for (name, e), run in runs.items():  # per-condition (A, T) means, faint
-            if name != loss:
-                continue
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no onset
-                cond = np.nanmean(run["instability_lam"], axis=-1).reshape(-1)
-            ax.plot(
-                np.full(cond.shape, e * shift[loss]), cond, marker, color=color, alpha=0.3, ms=4
-            )
+        cond = [c for c in summary["conditions"] if c["loss"] == loss]  # per (A, T), faint
+        e = np.array([c["eta"] for c in cond])
+        lam = np.array([2 * c["ratio_mean"] / c["eta"] for c in cond])
+        ax.plot(e * shift[loss], lam, marker, color=color, alpha=0.3, ms=4)
     for a in (ax, ax_ratio):
         a.set_xscale("log")
         a.set_xticks(etas)
@@ -631,11 +1039,11 @@ def plot(runs: dict, summary: dict, path):
     ax.set_yscale("log")
     ax.set_ylabel("λ1 at the first instability")
     ax.legend(fontsize=8)
-    s = next(iter(runs.values())).config["settings"]
-    n_cond = len(s["amplitude"]) * len(s["period"])
+    g = summary["grid"]
+    n_cond = len(g["amplitude"]) * len(g["period"])
     ax.set_title(
-        f"(a) width {s['width'][0]}, A ∈ {{{', '.join(f'{a:g}' for a in s['amplitude'])}}}"
-        f", T ∈ {{{', '.join(str(t) for t in s['period'])}}}, {s['seeds']} seeds × "
+        f"(a) width {g['width'][0]}, A ∈ {{{', '.join(f'{a:g}' for a in g['amplitude'])}}}"
+        f", T ∈ {{{', '.join(str(t) for t in g['period'])}}}, {g['seeds']} seeds × "
         f"{n_cond} condition(s) per point",
         fontsize=9,
         loc="left",

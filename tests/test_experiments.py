@@ -218,6 +218,22 @@ def test_fig4_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         onset = item["onset"][0]
         assert item["first_cross"] == [int(dense["eig_step"][first])]
         assert item["gap"] == [None if onset < 0 else int(dense["eig_step"][first]) - onset]
+    # the per-run table beside the summary: its onsets and λ are the arrays', and the whole
+    # summary is recomputed from it alone (as --replot does when the run folders are gone)
+    rows = fig4_instability.read_table(tmp_path / fig4_instability.TABLE)
+    main = [r for r in rows if r["kind"] == "main"]
+    assert len(main) == family["instability_step"].size
+    own = fig4_instability.rule_columns(fig4_instability.table_rules(rows)[0])
+    for r in main:
+        run = family.sel(eta=r["eta"], seed=r["seed"])
+        step = int(run["instability_step"].ravel()[0])
+        assert r[own[0]] == step
+        lam1 = float(run["instability_lam_k"][..., 0].ravel()[0])
+        assert r[own[1]] == lam1 or (np.isnan(lam1) and np.isnan(r[own[1]]))
+    (d,) = [r for r in rows if r["kind"] == "dense"]
+    assert d["crossed"] == 1 and d["cross_step"] == int(dense["eig_step"][first])
+    again = fig4_instability.summarise_table(rows)
+    assert json.dumps(again) == json.dumps(summary)
 
 
 def test_fit_slope_recovers_a_power_law():
