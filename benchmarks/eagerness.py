@@ -21,11 +21,23 @@ A rule that fires once this rate reaches ln g fires at δ = κ/ln g, i.e. at
 The quasi-static solution lags the exact one; its relative error in the rate is about 2κ/δ²
 = 2(ln g)²/κ at the firing point, so the relation is a good approximation when κ ≫ (ln g)².
 
+The same picture says more than where a rule fires: below the edge the zigzag's amplitude
+times the distance to it, a·(2 − ηλ1), stays constant. :func:`driven_response` measures it on
+a recorded run with λ1 every step: the zigzag amplitude a_t = |F_t − 2F_{t−1} + F_{t−2}|/4
+(the period-2 part of F; a pure a(−1)^t gives exactly a), averaged with δ = 2 − ηλ1 over blocks
+of ``block`` = 16 steps, over the steps before λ1 first reaches 2/η with
+``lo`` ≤ ηλ1/2 < ``hi`` (0.9, 0.99; the window and block fixed before any run was read): the
+slope of log a on log δ (−1 if the picture holds), and the coefficient of variation of a·δ
+against that of a alone. ``--runs`` measures it on runs with λ1 every step (CE and DCE, Fig. 4's
+width, A = 50, T = 5000) and writes ``docs/results/fig4_instability/driven_response.json``.
+
     python -m benchmarks.eagerness      # the table for the settings of tests/test_eagerness.py
+    python -m benchmarks.eagerness --runs
 """
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -75,10 +87,137 @@ def fired_at(loss, eta_lam, detector: str, n: int) -> tuple[float, float] | None
     return float(np.interp(centre, np.arange(eta_lam.size), eta_lam)) / 2, eta_lam[onset] / 2
 
 
+def zigzag_amplitude(loss_T) -> np.ndarray:
+    """a_t = |F_t − 2F_{t−1} + F_{t−2}| / 4 (NaN for t < 2): the amplitude of the period-2 part."""
+    f = np.asarray(loss_T, float)
+    a = np.full(f.shape, np.nan)
+    a[2:] = np.abs(f[2:] - 2 * f[1:-1] + f[:-2]) / 4
+    return a
+
+
+def driven_response(loss_T, eta_lam_T, lo=0.9, hi=0.99, block=16) -> dict:
+    """The driven-response check on one run (module docstring): ``eta_lam_T`` is ηλ1 at each
+    recorded step. Returns the first step with ηλ1 ≥ 2 (``crossing``, −1 if never), the blocks
+    used (``n_blocks``), the slope of log a on log δ with its s.e., and the coefficients of
+    variation of a and of a·δ over the blocks (NaN where fewer than 3 blocks)."""
+    eta_lam = np.asarray(eta_lam_T, float)
+    a = zigzag_amplitude(loss_T)
+    above = np.flatnonzero(eta_lam >= 2)
+    crossing = int(above[0]) if above.size else -1
+    end = crossing if crossing >= 0 else eta_lam.size
+    idx = np.arange(2, end)
+    keep = idx[(eta_lam[idx] / 2 >= lo) & (eta_lam[idx] / 2 < hi) & np.isfinite(a[idx])]
+    # blocks of consecutive kept steps
+    blocks, cur = [], []
+    for t in keep:
+        if cur and (t != cur[-1] + 1 or len(cur) == block):
+            if len(cur) == block:
+                blocks.append(cur)
+            cur = []
+        cur.append(t)
+    if len(cur) == block:
+        blocks.append(cur)
+    out = {"crossing": crossing, "n_blocks": len(blocks)}
+    nan = float("nan")
+    if len(blocks) < 3:
+        return {**out, "slope": nan, "slope_se": nan, "cv_a": nan, "cv_product": nan}
+    A = np.array([a[b].mean() for b in blocks])
+    D = np.array([2 - eta_lam[b].mean() for b in blocks])
+    x, y = np.log(D), np.log(A)
+    X = np.stack([np.ones_like(x), x], 1)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    resid = y - X @ coef
+    se = np.sqrt(resid @ resid / (len(x) - 2) / np.sum((x - x.mean()) ** 2))
+    prod = A * D
+    return {
+        **out,
+        "slope": float(coef[1]),
+        "slope_se": float(se),
+        "cv_a": float(A.std() / A.mean()),
+        "cv_product": float(prod.std() / prod.mean()),
+        "delta_range": [float(D.min()), float(D.max())],
+    }
+
+
+def runs(out_path: str, seeds: int = 4, steps: int = 8000) -> dict:
+    """CE and DCE at width 100, A = 50, T = 5000, η = 0.5, 1, 2, λ1 every step (10 warm
+    Lanczos steps), ``seeds`` seeds, ``steps`` steps: :func:`driven_response` of every run and,
+    per loss and η, the median slope and how many runs crossed; written to ``out_path``."""
+    import os
+    import sys
+    import tempfile
+    import time
+
+    from dynloss_jax import SweepConfig, run_sweep
+    from dynloss_jax.environment import environment, source
+
+    at_start, started, load = source(), time.time(), os.getloadavg()
+    etas = (0.5, 1.0, 2.0)
+    config = SweepConfig(
+        loss=("ce", "dce"), width=(100,), eta=etas, amplitude=(50.0,), period=(5000,),
+        seeds=seeds, steps=steps, record_every=1, eig_every=1, num_matvecs=10,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        run = run_sweep(config, out=tmp, quiet=True)
+        loss = np.asarray(run["loss"])  # loss, width, eta, A, T, seed, record
+        lam = np.asarray(run["lam"])[..., 0]
+    rows, per = [], {}
+    for li, name in enumerate(("ce", "dce")):
+        for ei, eta in enumerate(etas):
+            for s in range(seeds):
+                r = driven_response(loss[li, 0, ei, 0, 0, s], eta * lam[li, 0, ei, 0, 0, s])
+                rows.append({"loss": name, "eta": eta, "seed": s, **r})
+            mine = [r for r in rows if r["loss"] == name and r["eta"] == eta]
+            slopes = [r["slope"] for r in mine if np.isfinite(r["slope"])]
+            per[f"{name}_eta_{eta:g}"] = {
+                "crossed": sum(r["crossing"] >= 0 for r in mine),
+                "runs": len(mine),
+                "median_slope": float(np.median(slopes)) if slopes else None,
+                "median_cv_a": float(np.nanmedian([r["cv_a"] for r in mine])),
+                "median_cv_product": float(np.nanmedian([r["cv_product"] for r in mine])),
+            }
+    result = {
+        "command": " ".join(["python", "-m", "benchmarks.eagerness", *sys.argv[1:]]),
+        **at_start,
+        "settings": {
+            "width": 100,
+            "amplitude": 50.0,
+            "period": 5000,
+            "etas": list(etas),
+            "seeds": seeds,
+            "steps": steps,
+            "num_matvecs": 10,
+            "lo": 0.9,
+            "hi": 0.99,
+            "block": 16,
+        },  # fmt: skip
+        "per": per,
+        "runs": rows,
+        "runtime_s": round(time.time() - started, 1),
+        "load_avg_before": list(load),
+        "load_avg_after": list(os.getloadavg()),
+        "environment": environment(),
+    }
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    return result
+
+
 def main() -> None:
+    import sys
+
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if "--runs" in sys.argv:
+        from experiments.common import setup
+
+        setup()
+        res = runs("docs/results/fig4_instability/driven_response.json")
+        for key, v in res["per"].items():
+            print(key, v)
+        return
     print("kappa  growth  k   predicted  at fit centre  at onset")
     for kappa, growth in ((0.002, 1.01), (0.004, 1.01), (0.006, 1.05), (0.01, 1.05)):
         for k in (5, 2):
