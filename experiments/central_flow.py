@@ -79,6 +79,11 @@ def add_flags(p):
     p.add_argument("--k", type=int, help="top eigenvalues tracked (default 3)")
     p.add_argument("--substeps", type=int, help="RK4 steps per GD step (default 2)")
     p.add_argument("--window", type=int, help="smoothing window of GD's loss (default 100)")
+    p.add_argument(
+        "--resummarise",
+        action="store_true",
+        help="with --replot: recompute summary.json from the stored arrays (no training)",
+    )
 
 
 def n_steps(s: dict, n_classes: int = 3) -> int:
@@ -316,9 +321,23 @@ def summarise_loss(a: dict, s: dict) -> dict:
         return int(idx[0]) if idx.size else -1
 
     active = (a["active"] > 0) & (a["trace_X"] > 0)
+
+    def per_period():
+        """The median errors of the central and stable flows over each period of Γ."""
+        ref, T, n = smooth(a["loss_gd"], s["window"]), s["period"], len(a["loss_gd"])
+        return [
+            {
+                "steps": [lo, min(lo + T, n)],
+                "central_rel_err": rel_err(a["predicted"][lo : lo + T], ref[lo : lo + T]),
+                "stable_rel_err": rel_err(a["loss_stable"][lo : lo + T], ref[lo : lo + T]),
+            }
+            for lo in range(0, n, T)
+        ]
+
     return {
         **errors(s["window"]),
         "window": s["window"],
+        "per_period": per_period(),
         "sensitivity": {str(w): errors(w) for w in WINDOWS},
         "onset": {
             "central_active": first(active),
@@ -439,6 +458,11 @@ def main(argv=None) -> int:
             for loss in s["losses"]
         }
         summary = results.read_json(out / common.SUMMARY)
+        if args.resummarise:  # the stored run's own settings, numbers recomputed from its arrays
+            s = {**s, **summary["settings"]}
+            summary = {loss: summarise_loss(arrays[loss], s) for loss in s["losses"]}
+            summary["settings"] = s
+            results.write_json(out / common.SUMMARY, summary)
     else:
         if out.exists() and any(out.iterdir()) and not (args.overwrite or args.resume):
             print(

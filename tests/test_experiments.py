@@ -544,6 +544,22 @@ def test_central_flow_quick_smoke(tmp_path, capsys, monkeypatch, smoke):
         assert r["central_rel_err"] == pytest.approx(err, rel=1e-10)
         stable = np.median(np.abs(a["loss_stable"][ok] - ref[ok]) / ref[ok])
         assert r["stable_rel_err"] == pytest.approx(stable, rel=1e-10)
+        # per period of Γ, the same medians over that period's steps
+        T = s["period"]
+        for p in r["per_period"]:
+            lo_p, hi_p = p["steps"]
+            sel = np.zeros(len(ref), bool)
+            sel[lo_p:hi_p] = True
+            sel &= ok
+            want = np.median(np.abs(a["predicted"][sel] - ref[sel]) / ref[sel])
+            assert p["central_rel_err"] == pytest.approx(want, rel=1e-10)
+            assert hi_p - lo_p <= T
+    # --resummarise recomputes the summary from the arrays alone: the same numbers
+    before = (tmp_path / common.SUMMARY).read_text()
+    assert central_flow.main(["--replot", "--resummarise", "--out", str(tmp_path)]) == 0
+    np.testing.assert_equal(  # NaN equals NaN here
+        json.loads((tmp_path / common.SUMMARY).read_text()), json.loads(before)
+    )
     # in CE the central flow predicts GD's average better than gradient flow does
     assert summary["ce"]["central_rel_err"] < summary["ce"]["stable_rel_err"]
     # several runs vmapped in one program (what an accelerator runs by the thousand): seed 0
