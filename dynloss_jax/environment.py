@@ -66,9 +66,10 @@ def environment() -> dict:
 
 
 def source() -> dict:
-    """The package's source state: ``git_commit`` (the checkout's HEAD, ``None`` outside a
-    git checkout) and ``git_dirty`` (uncommitted changes under the package's checkout: the commit
-    alone then does not reproduce a run; ``None`` without a commit)."""
+    """The source state: ``git_commit`` (the checkout's HEAD, ``None`` outside a git checkout)
+    and ``git_dirty`` (uncommitted changes to any tracked file of the checkout — the package,
+    the experiments, the benchmarks —: the commit alone then does not reproduce a run; ``None``
+    without a commit)."""
 
     def git(*args):
         try:
@@ -83,7 +84,7 @@ def source() -> dict:
             return ""
 
     commit = git("rev-parse", "HEAD") or None
-    dirty = bool(git("status", "--porcelain", "--", ".")) if commit else None
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None
     return {"git_commit": commit, "git_dirty": dirty}
 
 

@@ -36,7 +36,6 @@ continues each loss from its checkpoint to the arrays of an uninterrupted run, b
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -475,10 +474,7 @@ def main(argv=None) -> int:
             for old in out.glob("checkpoint_*.npz"):
                 old.unlink()
         out.mkdir(parents=True, exist_ok=True)
-        started, load_before = time.time(), os.getloadavg()
-        from dynloss_jax.environment import source
-
-        at_start = source()
+        started, load_before, at_start = common.run_start()
         try:
             arrays = {
                 loss: run_one(s, loss, args.quiet, checkpoint_of(args, out, loss, s))

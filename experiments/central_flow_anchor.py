@@ -51,9 +51,7 @@ takes them at the midpoints of consecutive iterates, as ``gd_float32`` does here
 
 from __future__ import annotations
 
-import os
 import sys
-import time
 from pathlib import Path
 
 from experiments import central_flow, common
@@ -437,10 +435,7 @@ def main(argv=None) -> int:
         if args.overwrite:
             checkpoint[0].unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        started, load_before = time.time(), os.getloadavg()
-        from dynloss_jax.environment import source
-
-        at_start = source()
+        started, load_before, at_start = common.run_start()
         try:
             arrays = run_flows_anchor(s, args.quiet, checkpoint)
         except ConfigError as e:

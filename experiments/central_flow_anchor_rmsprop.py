@@ -17,9 +17,7 @@ flow's onset on), the onsets, and the final effective sharpness and √ν of eac
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import time
 from pathlib import Path
 
 SETTINGS = dict(
@@ -223,10 +221,7 @@ def main(argv=None) -> int:
     s.update({k: v for k, v in vars(args).items() if k != "out" and v is not None})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    started, load_before = time.time(), os.getloadavg()
-    from dynloss_jax.environment import source
-
-    at_start = source()
+    started, load_before, at_start = common.run_start()
     arrays = run(s)
     summary = summarise(arrays, s)
     summary["settings"] = s

@@ -167,6 +167,14 @@ SUMMARY = "summary.json"
 RUN_INFO = "run_info.json"  # how the summary was made: command, runtime, machine, load
 
 
+def run_start() -> tuple[float, tuple, dict]:
+    """What :func:`run_info` needs from a run's start: the time, the load averages and the
+    source state (:func:`dynloss_jax.environment.source`)."""
+    from dynloss_jax.environment import source
+
+    return time.time(), os.getloadavg(), source()
+
+
 def run_info(started: float, load_before, source_at_start: dict | None = None) -> dict:
     """How a result was made: command, runtime, load, machine, and the source state
     (``git_commit``, ``git_dirty``) read when the run *started* (``source_at_start``, from
@@ -243,10 +251,7 @@ def main(exp: ModuleType, argv=None) -> int:
     name = module.rsplit(".", 1)[-1]
     given = sys.argv[1:] if argv is None else list(argv)
     again = resume_command(["python", "-m", module], given)
-    started, load_before = time.time(), os.getloadavg()
-    from dynloss_jax.environment import source
-
-    at_start = source()
+    started, load_before, at_start = run_start()
     args.stop = GracefulStop(
         lambda signal_name: (
             f"{name}: stopped at once by {signal_name}; the folders under {out} "
