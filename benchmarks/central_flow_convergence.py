@@ -49,29 +49,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from dynloss_jax.environment import source
+from experiments.central_flow import FULL as FIG2_FLOW
+
 OUT = "docs/results/central_flow/convergence"
-CASE = dict(
-    losses=("dce",),
-    width=32,
-    amplitude=70.0,
-    period=300,
-    cycles=1,
-    eta=2.0,
-    seed=0,
-    k=3,
-    substeps=2,
-    eig_iterations=3,
-    edge_tol=1e-3,
-    kappa=0.1,
-    window=100,
-    piece=300,
-    activation="step",
-)
+# Fig. 2's central-flow settings (experiments.central_flow.FULL) on a short period
+CASE = dict(FIG2_FLOW, losses=("dce",), width=32, period=300, eta=2.0, piece=300, activation="step")
 AT_EDGE = 0.95  # GD's ηλ1/2 at or above this: a step at the edge
 SENSITIVITY_WINDOW = 10
 
@@ -411,13 +398,6 @@ def stored_errors(path: Path, eta: float = 1.0) -> dict:
     return out
 
 
-def git(*args) -> str | None:
-    try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-
-
 def main(argv=None) -> int:
     from experiments import common
 
@@ -441,9 +421,8 @@ def main(argv=None) -> int:
         "--summarise", action="store_true", help="recompute the JSON from the stored arrays"
     )
     args = p.parse_args(argv)
-    commit = (git("rev-parse", "HEAD") or "").strip() or None  # the code that runs
-    status = git("status", "--porcelain", "--untracked-files=no")
-    dirty = None if status is None else bool(status.strip())
+    at_start = source()  # the code that runs
+    commit, dirty = at_start["git_commit"], at_start["git_dirty"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs = settings_list(args.quick)

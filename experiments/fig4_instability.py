@@ -622,6 +622,19 @@ def load_runs(out) -> dict | list:
     return folders(out)
 
 
+def _by(rows: list[dict], *keys) -> dict:
+    """The rows grouped by the values of ``keys``, in their order."""
+    out: dict = {}
+    for r in rows:
+        out.setdefault(tuple(r[k] for k in keys), []).append(r)
+    return out
+
+
+def _ordered(rows: list[dict]) -> list[dict]:
+    """The rows in (A, T, seed) order, as a sweep flattens its runs."""
+    return sorted(rows, key=lambda r: (r["amplitude"], r["period"], r["seed"]))
+
+
 def summarise_table(rows: list[dict]) -> dict:
     """Every number the report states for Fig. 4, from the per-run table alone.
 
@@ -643,23 +656,14 @@ def summarise_table(rows: list[dict]) -> dict:
     rules = table_rules(rows)
     losses = sorted({r["loss"] for r in main}, key=list(NAMES).index)
 
-    def by(rs, *keys):
-        out: dict = {}
-        for r in rs:
-            out.setdefault(tuple(r[k] for k in keys), []).append(r)
-        return out
-
-    def ordered(rs):  # (A, T, seed) order, as a sweep flattens its runs
-        return sorted(rs, key=lambda r: (r["amplitude"], r["period"], r["seed"]))
-
     out_rows, fits, conditions = [], {}, []
     own = rules[0] if rules else None
     for loss in losses:
         all_eta, all_lam, all_cell = [], [], []
-        for (lo, eta), rs in sorted(by(main, "loss", "eta").items()):
+        for (lo, eta), rs in sorted(_by(main, "loss", "eta").items()):
             if lo != loss:
                 continue
-            rs = ordered(rs)
+            rs = _ordered(rs)
             c_on, c_1, _ = rule_columns(own)
             lam = np.array([r[c_1] for r in rs], float)
             step = np.array([r[c_on] for r in rs])
@@ -686,7 +690,7 @@ def summarise_table(rows: list[dict]) -> dict:
             all_cell += [
                 (eta, r["amplitude"], r["period"]) for r, f in zip(rs, found, strict=True) if f
             ]
-            for (amplitude, period), cell in by(rs, "amplitude", "period").items():
+            for (amplitude, period), cell in _by(rs, "amplitude", "period").items():
                 lam_c = np.array([r[c_1] for r in cell], float)
                 mean, sem, n_cell = _mean_sem(eta * lam_c / 2)
                 conditions.append(
@@ -744,23 +748,14 @@ def rule_stats(rows: list[dict], rules: list[str]) -> dict:
 
     from dynloss_jax.instability import get_detector
 
-    def by(rs, *keys):
-        out: dict = {}
-        for r in rs:
-            out.setdefault(tuple(r[k] for k in keys), []).append(r)
-        return out
-
-    def ordered(rs):  # (A, T, seed) order, as a sweep flattens its runs
-        return sorted(rs, key=lambda r: (r["amplitude"], r["period"], r["seed"]))
-
     main = rows
     sens: dict = {}
     for label in rules:
         c_on, c_1, _ = rule_columns(label)
         entry = sens.setdefault(get_detector(label).name, {"label": label, "rows": [], "fits": {}})
         points: dict = {}
-        for (loss, eta), rs in sorted(by(main, "loss", "eta").items()):
-            rs = ordered(rs)
+        for (loss, eta), rs in sorted(_by(main, "loss", "eta").items()):
+            rs = _ordered(rs)
             lam = np.array([r[c_1] for r in rs], float)
             onset = np.array([r[c_on] for r in rs])
             mean, sem, n = _mean_sem(eta * lam / 2)
