@@ -336,7 +336,8 @@ def summarise_loss(a: dict, s: dict) -> dict:
     return {
         **errors(s["window"]),
         "window": s["window"],
-        "per_period": per_period(),
+        # per period of Γ where the loss has one (a static loss, as in the anchor case, has none)
+        **({"per_period": per_period()} if "period" in s else {}),
         "sensitivity": {str(w): errors(w) for w in WINDOWS},
         "onset": {
             "central_active": first(active),
