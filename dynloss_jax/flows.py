@@ -177,6 +177,69 @@ def _rk4(f, y, t, dt):
     return y + dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
 
 
+def stable_advance(loss_fn, w_N, t, lam1, *, eta: float, substeps: int, max_substeps: int):
+    """Gradient flow dw/dt = −∇L(w, t) over one GD step's time η from (w, t): n = max(substeps,
+    ⌈η·λ1⌉) classical RK4 steps (at most ``max_substeps``), so that dt·λ1 ≤ 1 where λ1 is the
+    sharpness at the start (RK4 is stable to 2.785). Returns (w(t + η), dt)."""
+
+    def f(w, s):
+        return -jax.grad(loss_fn)(w, s)
+
+    n = jnp.clip(jnp.ceil(eta * lam1), substeps, max_substeps).astype(jnp.int32)
+    dt = eta / n.astype(w_N.dtype)
+
+    def body(carry):
+        j, w = carry
+        return j + 1, _rk4(f, w, t + j.astype(w.dtype) * dt, dt)
+
+    w = jax.lax.while_loop(lambda c: c[0] < n, body, (jnp.zeros((), jnp.int32), w_N))[1]
+    return w, dt
+
+
+class StableRecord(NamedTuple):
+    """Per GD step k (t = η·k), of gradient flow alone."""
+
+    loss: jax.Array  # L(w(t_k), t_k)
+    lam: jax.Array  # (K,) top eigenvalues of H(w(t_k), t_k)
+    residual: jax.Array  # (K,) ‖Hu − λu‖ of each: |λ_true − λ| ≤ residual for the nearest one
+
+
+def stable_flow(
+    loss_fn: Callable,
+    w0_N,
+    U0_NxK,
+    *,
+    eta: float,
+    n_steps: int,
+    substeps: int = 2,
+    max_substeps: int = 64,
+    eig_iterations: int = 3,
+    state=None,
+    first_step=0,
+):
+    """Gradient flow alone from ``w0``, its top-K eigenvalues at every GD step's time t = η·k:
+    the reference clock of the edge of stability, at a fraction of :func:`run_flows`' cost
+    (no GD, no central flow). GD follows this flow while λ1 < 2/η, so the flow's first step
+    with λ1 > 2/η is where the linear instability would set in without any earlier
+    oscillation. The eigenpairs are warm-started from the last step's (``eig_iterations``
+    subspace iterations a step, then Rayleigh–Ritz; the residual is recorded, bounding each
+    eigenvalue's error). Returns ``((w, U), records)``; a long run goes in pieces: pass the
+    returned ``state`` and the next ``first_step``. Pure: jit and vmap it from outside."""
+
+    def step(carry, k):
+        w, U = carry
+        t = eta * k.astype(w.dtype)
+        lam, U, res = top_eigs(loss_fn, w, t, U, eig_iterations)
+        w_next, _ = stable_advance(
+            loss_fn, w, t, lam[0], eta=eta, substeps=substeps, max_substeps=max_substeps
+        )
+        return (w_next, U), StableRecord(loss_fn(w, t), lam, res)
+
+    if state is None:
+        state = (w0_N, U0_NxK)
+    return jax.lax.scan(step, state, first_step + jnp.arange(n_steps))
+
+
 def run_flows(
     loss_fn: Callable,
     w0_N,
@@ -245,20 +308,15 @@ def run_flows(
         mid = 0.25 * (state.w_gd_prev + 2.0 * state.w_gd + w_next)
         # stable flow
         lam_s, U_s, _ = eigs(state.w_stable, t, state.U_stable)
-
-        def stable_f(w, s):
-            return -jax.grad(loss_fn)(w, s)
-
-        n_stable = jnp.clip(jnp.ceil(eta * lam_s[0]), substeps, max_substeps).astype(jnp.int32)
-        dt_s = eta / n_stable.astype(w0_N.dtype)
-
-        def stable_body(carry):
-            j, w = carry
-            return j + 1, _rk4(stable_f, w, t + j.astype(w.dtype) * dt_s, dt_s)
-
-        w_stable = jax.lax.while_loop(
-            lambda c: c[0] < n_stable, stable_body, (jnp.zeros((), jnp.int32), state.w_stable)
-        )[1]
+        w_stable, dt_s = stable_advance(
+            loss_fn,
+            state.w_stable,
+            t,
+            lam_s[0],
+            eta=eta,
+            substeps=substeps,
+            max_substeps=max_substeps,
+        )
         # central flow: the critical eigenvectors (and which take part) from the step's start,
         # held for its substeps; F, ∇F and ∂_tF are evaluated at every stage
         lam_c, U_c, _ = eigs(state.w_central, t, state.U_central)

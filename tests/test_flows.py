@@ -262,3 +262,49 @@ def test_short_period_dce_prediction_is_converged_in_its_step_at_every_step(shor
     _, runs = short_dce
     p8, p16 = (np.asarray(runs[n]["predicted"]) for n in SHORT_DCE_SUBSTEPS)
     assert float(np.max(np.abs(p8 - p16) / np.abs(p16))) < 0.01
+
+
+def test_stable_flow_alone_follows_the_closed_form_and_crosses_two_over_eta_on_time():
+    """L = ½ a(1 + c t) Σ d_i w_i²: gradient flow w_i(t) = w_i(0) exp(−a d_i (t + c t²/2)),
+    λ1(t) = a(1 + c t); the reference clock crosses 2/η at the first GD step k with
+    a(1 + c η k) > 2/η. Checked against that closed form, with ``run_flows``' own stable flow
+    (the same steps) and over two pieces."""
+    eta, a, c = 0.5, 3.0, 0.02
+    d = jnp.array([1.0, 0.5, 0.2])
+
+    def loss(w, t):
+        return 0.5 * a * (1.0 + c * t) * jnp.sum(d * w**2)
+
+    w0 = jnp.array([0.3, -0.2, 0.5])
+    U0 = jnp.array([[0.6], [0.8], [0.0]])
+    n = 60
+    _, rec = jax.jit(lambda w: flows.stable_flow(loss, w, U0, eta=eta, n_steps=n))(w0)
+    t = eta * np.arange(n)
+    lam_exact = a * (1.0 + c * t)
+    err = np.abs(np.asarray(rec.lam[:, 0]) - lam_exact)
+    assert err[10:].max() < 1e-7 * lam_exact.max()  # warm-started: converged after 10 steps
+    assert np.all(err <= np.asarray(rec.residual[:, 0]) + 1e-12)  # the recorded error bound
+    # the trajectory, through the loss it records (RK4 at dt·λ1 ≤ 1/8: 16 substeps a step)
+    fine = flows.stable_flow(loss, w0, U0, eta=eta, n_steps=20, substeps=16)[1]
+    tt = t[:20, None]
+    w_exact = np.asarray(w0) * np.exp(-a * np.asarray(d) * (tt + c * tt**2 / 2))
+    loss_exact = 0.5 * a * (1.0 + c * tt[:, 0]) * (np.asarray(d) * w_exact**2).sum(1)
+    np.testing.assert_allclose(np.asarray(fine.loss), loss_exact, rtol=1e-5)
+    crossed = np.flatnonzero(np.asarray(rec.lam[:, 0]) > 2.0 / eta)
+    k_exact = int(np.floor((2.0 / (eta * a) - 1.0) / (c * eta))) + 1
+    assert crossed.size and crossed[0] == k_exact
+    # the same flow inside run_flows (which it shares its step with), and in two pieces
+    rf = flows.run_flows(
+        loss,
+        w0,
+        U0,
+        eta=eta,
+        n_steps=n,
+        substeps=2,
+        eig_iterations=3,
+        solve=lambda al, be, m: (jnp.zeros_like(al), jnp.zeros(())),
+    )[1]
+    np.testing.assert_allclose(np.asarray(rf.lam_stable), np.asarray(rec.lam), rtol=1e-12)
+    state, first = flows.stable_flow(loss, w0, U0, eta=eta, n_steps=25)
+    second = flows.stable_flow(loss, w0, U0, eta=eta, n_steps=n - 25, state=state, first_step=25)
+    np.testing.assert_allclose(np.asarray(second[1].lam), np.asarray(rec.lam[25:]), rtol=1e-12)
