@@ -121,6 +121,7 @@ FULL = dict(
     watch=WATCH,
     watch_steps_eta=500,
     dense_seeds=2,
+    dense_first_seed=0,
     dense_etas_ce=(0.5, 1.0, 2.0),
     dense_etas_mse=(0.2, 0.4),
     dense_matvecs=10,
@@ -208,6 +209,11 @@ def add_flags(p):
         "--dense-seeds",
         type=int,
         help="seeds per (loss, η) of the runs with λ1 at every step (default 2; 0: none)",
+    )
+    p.add_argument(
+        "--dense-first-seed",
+        type=int,
+        help="the first of the dense runs' seeds (default 0): more seeds beside stored ones",
     )
     p.add_argument("--dense-etas-ce", type=float, nargs="*", help="η of DCE with dense λ1")
     p.add_argument("--dense-etas-mse", type=float, nargs="*", help="η of DMSE1/2 with dense λ1")
@@ -353,6 +359,7 @@ def config_of(s: dict, losses: tuple, etas: tuple, *, dense: bool = False):
         amplitude=amplitude,
         period=period,
         seeds=s["dense_seeds"],
+        first_seed=s["dense_first_seed"],
         record_every=1,
         eig_every=1,
         num_matvecs=s["dense_matvecs"],
