@@ -12,25 +12,29 @@ over the runs of each (loss, η), in pieces of ``--piece`` steps until every run
 has crossed or reached its step cap. It writes, in ``--out``:
 
 * ``reference.csv``: one row per run — its (loss, η, A, T, seed), the flow's crossing step
-  (empty: none within the cap) and λ1 and residual there, GD's crossing (from the table), and
-  for each rule of the table its onset minus the flow's crossing (negative: before it);
-* ``summary.json``: per loss and η, how many runs' flows crossed, the median GD − flow
-  crossing, and per rule the median, range and count of onset − flow crossing; per (A, T)
-  condition the same for the table's own (declared) rule;
+  (empty: none within the cap) and λ1 and residual there, and from the table GD's crossing and
+  each rule's onset step and GD's λ1 there;
+* ``summary.json``: per loss and η, how many runs' flows crossed, GD − flow crossing, and per
+  rule the median, range and count of onset − flow and onset − GD crossing and the mean
+  η·λ1/2 of GD at its onsets; per (A, T) condition the steps of the declared rule;
 * ``run_info.json`` and ``fig4_reference.png`` (each rule's onset and GD's crossing against the
   flow's crossing).
+
+Several tables (``--table A B``: e.g. the stored runs and more seeds) are read as one; the
+flows of runs already run by an earlier call (``--reuse DIR``, with the same flow settings)
+are taken from its ``reference.csv`` instead of being run again.
 
 The network, data and Γ of a run are rebuilt from the table's stored sweep settings
 (``sweeps/dense_*.json`` beside it, or the run folders' ``config.json``); the test checks the
 flow's λ1 at step 0 against GD's own initial λ1 from the engine.
 
-    python -m experiments.fig4_reference \
-        --table docs/results/fig4_instability/per_run/dense_to_cap_dce
+    python -m experiments.fig4_reference --table FIG4_FOLDER [FIG4_FOLDER ...] [--reuse DIR ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
@@ -178,8 +182,8 @@ def joined(rows: list[dict], flow: list[dict]) -> list[dict]:
         r = gd[tuple(f[k] for k in key)]
         row = dict(f, gd_cross_step=r["cross_step"], gd_crossed=r["crossed"])
         for rule in fig4.table_rules(rows):
-            col = fig4.rule_columns(rule)[0]
-            row[col] = r[col]
+            onset, lam1, _ = fig4.rule_columns(rule)
+            row[onset], row[lam1] = r[onset], r[lam1]
         out.append(row)
     return out
 
@@ -206,6 +210,49 @@ def _stats(x) -> dict:
     }
 
 
+def _mean_sem(x) -> dict:
+    import numpy as np
+
+    x = np.array(list(x), float)
+    if not x.size:
+        return {"n": 0}
+    sem = float(x.std(ddof=1) / np.sqrt(x.size)) if x.size > 1 else None
+    return {"n": int(x.size), "mean": float(x.mean()), "sem": sem}
+
+
+def read_reference(path: Path) -> list[dict]:
+    """The flow's columns of a stored ``reference.csv``, typed as :func:`run_group` returns
+    them."""
+    ints = {"period", "seed", "step_cap", "flow_steps", "flow_crossed", "flow_cross_step"}
+    out = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict = {}
+            for c in FLOW_COLUMNS:
+                v = raw[c]
+                row[c] = v if c == "loss" else (int(v) if c in ints else float(v)) if v else None
+            out.append(row)
+    return out
+
+
+# the columns of run_group's rows, in order
+FLOW_COLUMNS = (
+    "loss",
+    "eta",
+    "amplitude",
+    "period",
+    "seed",
+    "step_cap",
+    "flow_steps",
+    "flow_lam1_step0",
+    "flow_cross_step",
+    "flow_crossed",
+    "flow_lam1_at_cross",
+    "flow_residual_at_cross",
+)
+FLOW_SETTINGS = ("substeps", "eig_iterations", "k")
+
+
 def summarise(joined_rows: list[dict], declared: str) -> dict:
     """Per loss and η (and per (A, T) condition for the declared rule) the flow's crossings,
     GD − flow, and onset − flow under every rule; ``before`` counts negative differences (the
@@ -223,6 +270,16 @@ def summarise(joined_rows: list[dict], declared: str) -> dict:
             "gd_minus_flow": _stats(_minus(r["gd_cross_step"], r["flow_cross_step"]) for r in rs),
             "onset_minus_flow": {
                 rule: _stats(_minus(r[f"onset[{rule}]"], r["flow_cross_step"]) for r in rs)
+                for rule in rules
+            },
+            "onset_minus_gd": {
+                rule: _stats(_minus(r[f"onset[{rule}]"], r["gd_cross_step"]) for r in rs)
+                for rule in rules
+            },
+            "ratio_at_onset": {  # η·λ1/2 of GD at each rule's onset, over the runs it fired in
+                rule: _mean_sem(
+                    eta * r[f"lam1[{rule}]"] / 2 for r in rs if r[f"onset[{rule}]"] >= 0
+                )
                 for rule in rules
             },
             "max_residual_at_cross": max(
@@ -279,7 +336,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--table", required=True, help="a Fig. 4 folder with runs.csv (dense rows)")
+    p.add_argument(
+        "--table", nargs="+", required=True, help="Fig. 4 folders with runs.csv (dense rows)"
+    )
+    p.add_argument(
+        "--reuse",
+        nargs="*",
+        default=[],
+        help="earlier outputs of this command: the flows of the runs they hold are taken from "
+        "their reference.csv (run with the same flow settings), not run again",
+    )
     p.add_argument("--out", default="results/fig4_reference")
     p.add_argument("--losses", nargs="*", help="only these losses")
     p.add_argument("--etas", type=float, nargs="*", help="only these η")
@@ -289,29 +355,45 @@ def main(argv=None) -> int:
     p.add_argument("--piece", type=int, default=500, help="steps per compiled piece")
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args(argv)
-    table, out = Path(args.table), Path(args.out)
+    out = Path(args.out)
     started, load_before, at_start = common.run_start()
-    rows = read_rows(table)
-    rows = [
-        r
-        for r in rows
-        if (not args.losses or r["loss"] in args.losses)
-        and (not args.etas or r["eta"] in args.etas)
-    ]
+    key = ("loss", "eta", "amplitude", "period", "seed")
+    reused: dict = {}
+    for folder in map(Path, args.reuse):
+        info = json.loads((folder / common.RUN_INFO).read_text())
+        if any(info[name] != getattr(args, name) for name in FLOW_SETTINGS):
+            print(
+                f"fig4_reference: error: {folder}: its flows ran with other settings "
+                f"({', '.join(f'{n}={info[n]}' for n in FLOW_SETTINGS)})",
+                file=sys.stderr,
+            )
+            return 2
+        reused.update(
+            {tuple(f[k] for k in key): f for f in read_reference(folder / "reference.csv")}
+        )
+    rows, groups = [], {}
+    for table in map(Path, args.table):
+        settings = stored_settings(table)
+        for r in read_rows(table):
+            if (args.losses and r["loss"] not in args.losses) or (
+                args.etas and r["eta"] not in args.etas
+            ):
+                continue
+            rows.append(r)
+            if tuple(r[k] for k in key) not in reused:
+                groups.setdefault((str(table), r["loss"], r["eta"]), (settings, []))[1].append(r)
     if not rows:
-        print(f"fig4_reference: error: {table}/runs.csv: no dense runs selected", file=sys.stderr)
+        print("fig4_reference: error: no dense runs selected", file=sys.stderr)
         return 2
-    settings = stored_settings(table)
     out.mkdir(parents=True, exist_ok=True)
     progress = (lambda _: None) if args.quiet else (lambda m: print(m, file=sys.stderr))
     flow, timings = [], {}
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault((r["loss"], r["eta"]), []).append(r)
-    for (loss, eta), rs in groups.items():
+    for (table, loss, eta), (settings, rs) in groups.items():
         t0 = time.perf_counter()
         flow += run_group(settings[loss], loss, eta, rs, args, progress)
-        timings[f"{loss} eta={eta:g}"] = round(time.perf_counter() - t0, 1)
+        timings[f"{table}: {loss} eta={eta:g}"] = round(time.perf_counter() - t0, 1)
+    done = {tuple(f[k] for k in key): f for f in flow}
+    flow = [done.get(tuple(r[k] for k in key)) or reused[tuple(r[k] for k in key)] for r in rows]
     from dynloss_jax import results
     from experiments import fig4_instability as fig4
 
@@ -322,10 +404,9 @@ def main(argv=None) -> int:
     results.write_json(out / common.SUMMARY, summary)
     info = common.run_info(started, load_before, at_start)
     info.update(
-        table=str(table),
-        substeps=args.substeps,
-        eig_iterations=args.eig_iterations,
-        k=args.k,
+        tables=args.table,
+        reused=args.reuse,
+        **{name: getattr(args, name) for name in FLOW_SETTINGS},
         piece=args.piece,
         group_seconds=timings,
     )
