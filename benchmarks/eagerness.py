@@ -34,6 +34,7 @@ width, A = 50, T = 5000) and writes ``docs/results/fig4_instability/driven_respo
 
     python -m benchmarks.eagerness      # the table for the settings of tests/test_eagerness.py
     python -m benchmarks.eagerness --runs
+    python -m benchmarks.eagerness --fig4 RUN_FOLDER ...   # Fig. 4's runs with λ1 every step
 """
 
 from __future__ import annotations
@@ -209,12 +210,137 @@ def runs(out_path: str, seeds: int = 4, steps: int = 8000) -> dict:
     return result
 
 
+KAPPA_WINDOW = 64  # steps before an onset over which κ = η·λ̇1 is fitted (fixed before reading)
+GROWTHS = {"calibrated": 1.01, "calibrated:growth=1.05": 1.05}
+
+
+def onset_kappa(eta_lam_T, onset: int, window: int = KAPPA_WINDOW) -> float:
+    """κ = η·λ̇1 per step at an onset: the least-squares slope of ηλ1 (as a two-step mean, since
+    it alternates at the edge) over the ``window`` steps before it; NaN if fewer are there."""
+    x = np.asarray(eta_lam_T, float)
+    if onset < window + 1:
+        return float("nan")
+    mean2 = 0.5 * (x[onset - window : onset] + x[onset - window - 1 : onset - 1])
+    return float(np.polyfit(np.arange(window), mean2, 1)[0])
+
+
+def fig4_eagerness(folders, out_path: str) -> dict:
+    """The eagerness relation on Fig. 4's runs with λ1 at every step (run folders of
+    ``experiments.fig4_instability``, ``dense_*``, with their arrays): per run and for the two
+    growth settings of its rules (the calibrated rule at 1 % and at 5 % a step), κ at the onset
+    (:func:`onset_kappa`), GD's η·λ1/2 there and the relation's prediction; per run the
+    difference between the two settings' onsets against the relation's κ/2·(1/ln 1.01 −
+    1/ln 1.05); and :func:`driven_response` of every run. Written to ``out_path``."""
+    import os
+    import sys
+    import time
+    from pathlib import Path
+
+    from dynloss_jax import results
+    from dynloss_jax.environment import environment, source
+    from experiments import fig4_instability as fig4
+
+    at_start, started, load = source(), time.time(), os.getloadavg()
+    rows = []
+    for folder in map(Path, folders):
+        run = results.load_run(folder, unfinished=False)
+        s = run.config["settings"]
+        labels = [fig4.rule_label(s["detector"]), *(fig4.rule_label(w) for w in s["watch"])]
+        onsets = {
+            label: np.asarray(run["instability_step"] if i == 0 else run["watch_step"][..., i - 1])
+            for i, label in enumerate(labels)
+        }
+        lam = np.asarray(run["lam"])[..., 0]
+        loss = np.asarray(run["loss"])
+        for li, name in enumerate(run.coords["loss"]):
+            for ei, eta in enumerate(run.coords["eta"]):
+                for ai, amp in enumerate(run.coords["amplitude"]):
+                    for ti, period in enumerate(run.coords["period"]):
+                        for si, seed in enumerate(run.coords["seed"]):
+                            idx = (li, 0, ei, ai, ti, si)
+                            eta_lam = float(eta) * lam[idx]
+                            row = {"loss": name, "eta": float(eta), "amplitude": float(amp),
+                                   "period": int(period), "seed": int(seed)}  # fmt: skip
+                            for label, g in GROWTHS.items():
+                                on = int(onsets[label][idx])
+                                kappa = onset_kappa(eta_lam, on) if on >= 0 else float("nan")
+                                row[label] = {
+                                    "onset": on,
+                                    "kappa": kappa,
+                                    "observed": float(eta_lam[on] / 2) if on >= 0 else None,
+                                    "predicted": predicted(kappa, g) if on >= 0 else None,
+                                }
+                            row["driven"] = driven_response(loss[idx], eta_lam)
+                            rows.append(row)
+    per = {}
+    for key in sorted({(r["loss"], r["eta"]) for r in rows}):
+        mine = [r for r in rows if (r["loss"], r["eta"]) == key]
+        entry = {"runs": len(mine)}
+        for label in GROWTHS:
+            ok = [r[label] for r in mine if r[label]["observed"] is not None]
+            ok = [c for c in ok if np.isfinite(c["kappa"])]
+            obs = np.array([c["observed"] for c in ok])
+            pred = np.array([c["predicted"] for c in ok])
+            entry[label] = {
+                "n": len(ok),
+                "median_kappa": float(np.median([c["kappa"] for c in ok])) if ok else None,
+                "median_observed": float(np.median(obs)) if ok else None,
+                "median_predicted": float(np.median(pred)) if ok else None,
+                "median_observed_minus_predicted": float(np.median(obs - pred)) if ok else None,
+                "within_0.05": int((np.abs(obs - pred) <= 0.05).sum()),
+            }
+        both = [
+            r for r in mine
+            if all(r[lb]["observed"] is not None and np.isfinite(r[lb]["kappa"]) for lb in GROWTHS)
+        ]  # fmt: skip
+        diff_obs = [r["calibrated:growth=1.05"]["observed"] - r["calibrated"]["observed"]
+                    for r in both]  # fmt: skip
+        diff_pred = [r["calibrated:growth=1.05"]["predicted"] - r["calibrated"]["predicted"]
+                     for r in both]  # fmt: skip
+        entry["growth_difference"] = {
+            "n": len(both),
+            "median_observed": float(np.median(diff_obs)) if both else None,
+            "median_predicted": float(np.median(diff_pred)) if both else None,
+        }
+        slopes = [r["driven"]["slope"] for r in mine if np.isfinite(r["driven"]["slope"])]
+        entry["driven_median_slope"] = float(np.median(slopes)) if slopes else None
+        entry["driven_readable"] = len(slopes)
+        per[f"{key[0]}_eta_{key[1]:g}"] = entry
+    result = {
+        "command": " ".join(["python", "-m", "benchmarks.eagerness", *sys.argv[1:]]),
+        **at_start,
+        "folders": [str(f) for f in folders],
+        "kappa_window": KAPPA_WINDOW,
+        "growths": GROWTHS,
+        "per": per,
+        "runs": rows,
+        "runtime_s": round(time.time() - started, 1),
+        "load_avg_before": list(load),
+        "load_avg_after": list(os.getloadavg()),
+        "environment": environment(),
+    }
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    return result
+
+
 def main() -> None:
     import sys
 
     import jax
 
     jax.config.update("jax_enable_x64", True)
+    if "--fig4" in sys.argv:  # --fig4 RUN_FOLDER ... [--out PATH]
+        args = sys.argv[sys.argv.index("--fig4") + 1 :]
+        out = "docs/results/fig4_instability/eagerness_runs.json"
+        if "--out" in args:
+            out = args[args.index("--out") + 1]
+            args = args[: args.index("--out")]
+        res = fig4_eagerness(args, out)
+        for key, v in res["per"].items():
+            print(key, json.dumps(v))
+        return
     if "--runs" in sys.argv:
         from experiments.common import setup
 

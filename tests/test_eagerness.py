@@ -119,3 +119,16 @@ def test_driven_response_selects_its_window_on_an_alternating_sharpness():
     # a(−1)^t with a slowly varying: the second difference reads 4a up to O(a'), slope −1
     assert abs(r["slope"] + 1) < 0.05, r
     np.testing.assert_allclose(eagerness.zigzag_amplitude(loss)[2:50], a_true[2:50], rtol=0.02)
+
+
+def test_onset_kappa_reads_the_ramp_speed_through_the_alternation():
+    """ηλ1 = c + κt plus an alternation (−1)^t·b: the two-step mean removes the alternation
+    (leaving a constant offset), so the fitted slope is κ exactly; too early an onset: NaN."""
+    t = np.arange(400)
+    kappa = 0.0037
+    eta_lam = 0.4 + kappa * t + 0.05 * (-1.0) ** t
+    assert eagerness.onset_kappa(eta_lam, 300) == pytest.approx(kappa, rel=1e-10)
+    assert math.isnan(eagerness.onset_kappa(eta_lam, eagerness.KAPPA_WINDOW))
+    # on the driven model the ramp is the model's own κ
+    loss, lam = driven_series(0.004)
+    assert eagerness.onset_kappa(lam, 200) == pytest.approx(0.004, rel=1e-10)
