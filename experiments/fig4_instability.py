@@ -38,8 +38,11 @@ A watched rule's window above is tied to the declared rule's onset. ``--dense-to
 that tie for the runs with λ1 at every step: they do not stop at an onset but run to their step
 cap (``--steps-eta``/η, ``--steps-eta-mse``/η), so every rule is read, and λ1's crossing of 2/η
 looked for, over one rule-independent window; ``--dense-conditions all`` puts them at every
-(A, T), ``--no-main`` runs only them. The cost of λ1 at every step (10 warm-started Lanczos
-steps a step, loss every step) against λ only at the onsets is measured on a few runs in
+(A, T), ``--no-main`` runs only them, ``--dense-first-seed`` adds seeds beside stored ones;
+``python -m experiments.fig4_reference`` gives these runs a second clock, gradient flow's
+crossing of 2/η from the same network under the same Γ. The cost of λ1 at every step (10
+warm-started Lanczos steps a step, loss every step) against λ only at the onsets is measured on
+a few runs in
 ``docs/results/fig4_instability/per_run/lambda_every_step_cost.json``.
 
 Paper settings (the defaults): width 100, A ∈ {25, 50, 75}, T ∈ {5000, 10000}, 100 000/η steps
