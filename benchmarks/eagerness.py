@@ -150,12 +150,11 @@ def runs(out_path: str, seeds: int = 4, steps: int = 8000) -> dict:
     Lanczos steps), ``seeds`` seeds, ``steps`` steps: :func:`driven_response` of every run and,
     per loss and η, the median slope and how many runs crossed; written to ``out_path``."""
     import os
-    import sys
     import tempfile
     import time
 
     from dynloss_jax import SweepConfig, run_sweep
-    from dynloss_jax.environment import environment, source
+    from dynloss_jax.environment import source
 
     at_start, started, load = source(), time.time(), os.getloadavg()
     etas = (0.5, 1.0, 2.0)
@@ -182,9 +181,7 @@ def runs(out_path: str, seeds: int = 4, steps: int = 8000) -> dict:
                 "median_cv_a": float(np.nanmedian([r["cv_a"] for r in mine])),
                 "median_cv_product": float(np.nanmedian([r["cv_product"] for r in mine])),
             }
-    result = {
-        "command": " ".join(["python", "-m", "benchmarks.eagerness", *sys.argv[1:]]),
-        **at_start,
+    body = {
         "settings": {
             "width": 100,
             "amplitude": 50.0,
@@ -199,15 +196,8 @@ def runs(out_path: str, seeds: int = 4, steps: int = 8000) -> dict:
         },  # fmt: skip
         "per": per,
         "runs": rows,
-        "runtime_s": round(time.time() - started, 1),
-        "load_avg_before": list(load),
-        "load_avg_after": list(os.getloadavg()),
-        "environment": environment(),
     }
-    with open(out_path, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
-    return result
+    return _write_result(out_path, body, at_start, started, load)
 
 
 KAPPA_WINDOW = 64  # steps before an onset over which κ = η·λ̇1 is fitted (fixed before reading)
@@ -232,12 +222,11 @@ def fig4_eagerness(folders, out_path: str) -> dict:
     difference between the two settings' onsets against the relation's κ/2·(1/ln 1.01 −
     1/ln 1.05); and :func:`driven_response` of every run. Written to ``out_path``."""
     import os
-    import sys
     import time
     from pathlib import Path
 
     from dynloss_jax import results
-    from dynloss_jax.environment import environment, source
+    from dynloss_jax.environment import source
     from experiments import fig4_instability as fig4
 
     at_start, started, load = source(), time.time(), os.getloadavg()
@@ -262,7 +251,8 @@ def fig4_eagerness(folders, out_path: str) -> dict:
                             row = {"loss": name, "eta": float(eta), "amplitude": float(amp),
                                    "period": int(period), "seed": int(seed)}  # fmt: skip
                             for label, g in GROWTHS.items():
-                                on = int(onsets[label][idx])
+                                # −1: no onset, or a growth setting these runs did not watch
+                                on = int(onsets[label][idx]) if label in onsets else -1
                                 kappa = onset_kappa(eta_lam, on) if on >= 0 else float("nan")
                                 row[label] = {
                                     "onset": on,
@@ -306,14 +296,29 @@ def fig4_eagerness(folders, out_path: str) -> dict:
         entry["driven_median_slope"] = float(np.median(slopes)) if slopes else None
         entry["driven_readable"] = len(slopes)
         per[f"{key[0]}_eta_{key[1]:g}"] = entry
-    result = {
-        "command": " ".join(["python", "-m", "benchmarks.eagerness", *sys.argv[1:]]),
-        **at_start,
+    body = {
         "folders": [str(f) for f in folders],
         "kappa_window": KAPPA_WINDOW,
         "growths": GROWTHS,
         "per": per,
         "runs": rows,
+    }
+    return _write_result(out_path, body, at_start, started, load)
+
+
+def _write_result(out_path: str, body: dict, at_start: dict, started: float, load) -> dict:
+    """``body`` with the command, the source state at the start, runtime, load and environment
+    around it, written to ``out_path`` as JSON; returned."""
+    import os
+    import sys
+    import time
+
+    from dynloss_jax.environment import environment
+
+    result = {
+        "command": " ".join(["python", "-m", "benchmarks.eagerness", *sys.argv[1:]]),
+        **at_start,
+        **body,
         "runtime_s": round(time.time() - started, 1),
         "load_avg_before": list(load),
         "load_avg_after": list(os.getloadavg()),

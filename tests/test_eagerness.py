@@ -132,3 +132,28 @@ def test_onset_kappa_reads_the_ramp_speed_through_the_alternation():
     # on the driven model the ramp is the model's own κ
     loss, lam = driven_series(0.004)
     assert eagerness.onset_kappa(lam, 200) == pytest.approx(0.004, rel=1e-10)
+
+
+@pytest.mark.slow
+def test_fig4_eagerness_reads_each_onset_from_the_runs_own_trace(tmp_path, monkeypatch):
+    """On a smoke run of Fig. 4 with λ1 at every step: GD's η·λ1/2 at the declared onset is read
+    from the run's own λ trace, and a growth setting the run did not watch counts as no onset."""
+    from dynloss_jax import results
+    from experiments import fig4_instability
+
+    monkeypatch.setenv("DYNLOSS_SMOKE", "1")
+    out = tmp_path / "fig4"
+    argv = ["--quick", "--no-main", "--dense-seeds", "1", "--out", str(out), "--quiet"]
+    assert fig4_instability.main(argv) == 0
+    res = eagerness.fig4_eagerness([out / "dense_dce"], str(tmp_path / "e.json"))
+    run = results.load_run(out / "dense_dce")
+    lam = np.asarray(run["lam"])[..., 0].ravel()
+    onset = int(np.asarray(run["instability_step"]).ravel()[0])
+    assert onset > eagerness.KAPPA_WINDOW  # the rule fired, late enough for κ
+    (row,) = res["runs"]
+    assert row["calibrated"]["onset"] == onset
+    assert row["calibrated"]["observed"] == pytest.approx(2.0 * lam[onset] / 2, rel=1e-12)
+    assert row["calibrated"]["predicted"] == pytest.approx(
+        predicted(row["calibrated"]["kappa"], 1.01), rel=1e-12
+    )
+    assert row["calibrated:growth=1.05"]["observed"] is None  # not watched by the smoke run
