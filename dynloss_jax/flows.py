@@ -219,9 +219,11 @@ def stable_flow(
 ):
     """Gradient flow alone from ``w0``, its top-K eigenvalues at every GD step's time t = η·k:
     the reference clock of the edge of stability, at a fraction of :func:`run_flows`' cost
-    (no GD, no central flow). GD follows this flow while λ1 < 2/η, so the flow's first step
-    with λ1 > 2/η is where the linear instability would set in without any earlier
-    oscillation. The eigenpairs are warm-started from the last step's (``eig_iterations``
+    (no GD, no central flow). GD approaches this flow as η → 0; at a finite η GD's own λ1
+    can run ahead of or behind the flow's (by thousands of steps under DMSE2 in Fig. 4's
+    runs, ``docs/reproduction.md``), so the flow's first step with λ1 > 2/η is a clock of the
+    edge that no oscillation of GD and no loss-based rule touches, not GD's own crossing. The
+    eigenpairs are warm-started from the last step's (``eig_iterations``
     subspace iterations a step, then Rayleigh–Ritz; the residual is recorded, bounding each
     eigenvalue's error). Returns ``((w, U), records)``; a long run goes in pieces: pass the
     returned ``state`` and the next ``first_step``. Pure: jit and vmap it from outside."""

@@ -1,15 +1,15 @@
 """Fig. 4's reference clock: where gradient flow's sharpness crosses 2/η, for the runs with λ1
 at every step of a stored Fig. 4 table.
 
-GD follows gradient flow dw/dt = −∇L(w, t) while λ1 < 2/η; past that the linear instability
-sets in. So the flow started from the same network under the same Γ(t) gives each run a clock
-that no loss-based rule and no oscillation of GD touches: the first GD step k (t = η·k) at
-which the flow's λ1 exceeds 2/η. For every run with λ1 at every step in ``--table`` (a
-``runs.csv`` of ``experiments.fig4_instability``: kind ``dense``) this integrates the flow
-(:func:`dynloss_jax.flows.stable_flow`: RK4 with dt·λ1 ≤ 1, ``--substeps`` at least per
-step; λ1 by warm-started subspace iteration, its residual recorded as the error bound), vmapped
-over the runs of each (loss, η), in pieces of ``--piece`` steps until every run of the group
-has crossed or reached its step cap. It writes, in ``--out``:
+Gradient flow dw/dt = −∇L(w, t) is what GD approaches as η → 0. Started from the same network
+under the same Γ(t), it gives each run a clock that no loss-based rule and no oscillation of GD
+touches (GD's own λ1 runs ahead of it or behind it at a finite η; that lag is measured here):
+the first GD step k (t = η·k) at which the flow's λ1 exceeds 2/η. For every run with λ1 at every
+step in ``--table`` (a ``runs.csv`` of ``experiments.fig4_instability``: kind ``dense``) this
+integrates the flow (:func:`dynloss_jax.flows.stable_flow`: RK4 with dt·λ1 ≤ 1, ``--substeps``
+at least per step; λ1 by warm-started subspace iteration, its residual recorded as the error
+bound), vmapped over the runs of each (loss, η), in pieces of ``--piece`` steps until every run
+of the group has crossed or reached its step cap. It writes, in ``--out``:
 
 * ``reference.csv``: one row per run — its (loss, η, A, T, seed), the flow's crossing step
   (empty: none within the cap) and λ1 and residual there, and from the table GD's crossing and
